@@ -1,0 +1,17 @@
+// Entry point of the weft command: runs the program on argv and turns user mistakes into one
+// line on stderr and a non-zero exit (DESIGN.md invariant 8). Only code under src/cli/ exits.
+
+import { CommanderError } from 'commander';
+import { WeftError } from '../util/errors.ts';
+import { buildProgram } from './program.ts';
+
+try {
+  await buildProgram().parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) process.exit(err.exitCode);
+  if (err instanceof WeftError) {
+    process.stderr.write(`weft: ${err.message} [${err.code}]\n`);
+    process.exit(1);
+  }
+  throw err;
+}

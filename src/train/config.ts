@@ -1,0 +1,176 @@
+// Run configuration: one flat JSON object (as nanoGPT's config files) holding the model's
+// architecture and the training hyperparameters. Presets live in configs/*.json; a preset names
+// only what differs from DEFAULT_RUN_CONFIG, and `key=value` overrides are checked against the
+// default's type. An unknown key is an error that lists the valid ones.
+
+import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import type { GPTConfig } from '../model/config.ts';
+import { validateConfig } from '../model/config.ts';
+import { WeftError, check } from '../util/errors.ts';
+
+export interface RunConfig extends GPTConfig {
+  /** Preset name (the config file's base name unless set). */
+  name: string;
+  /** Sequences per optimizer step (B). */
+  batchSize: number;
+  /** Tokens per sequence (T); 0 means blockSize. */
+  seqLen: number;
+  /** Optimizer steps of the run. */
+  steps: number;
+  seed: number;
+  /** Peak learning rate, cosine-decayed to minLr after warmupSteps. */
+  lr: number;
+  minLr: number;
+  warmupSteps: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** Global gradient-norm clip; 0 disables clipping. */
+  gradClip: number;
+}
+
+export const DEFAULT_RUN_CONFIG: RunConfig = {
+  name: 'default',
+  nLayer: 4,
+  nHead: 4,
+  nEmbd: 128,
+  blockSize: 128,
+  vocabSize: 512,
+  batchSize: 8,
+  seqLen: 0,
+  steps: 100,
+  seed: 1337,
+  lr: 1e-3,
+  minLr: 1e-4,
+  warmupSteps: 10,
+  weightDecay: 0.1,
+  beta1: 0.9,
+  beta2: 0.95,
+  eps: 1e-8,
+  gradClip: 1.0,
+};
+
+export type ConfigKey = keyof RunConfig;
+const KEYS = Object.keys(DEFAULT_RUN_CONFIG) as ConfigKey[];
+
+function unknownKey(key: string, where: string): WeftError {
+  return new WeftError(
+    'WEFT_E_CONFIG',
+    `unknown config key "${key}" in ${where}; valid keys: ${KEYS.join(', ')}`,
+  );
+}
+
+/** Checks one value against the default's type; returns it typed. */
+function typedValue(key: ConfigKey, value: unknown, where: string): RunConfig[ConfigKey] {
+  const expected = typeof DEFAULT_RUN_CONFIG[key];
+  check(
+    typeof value === expected && (expected !== 'number' || Number.isFinite(value)),
+    'WEFT_E_CONFIG',
+    `config key "${key}" in ${where} must be a ${expected}, got ${JSON.stringify(value)}`,
+  );
+  return value as RunConfig[ConfigKey];
+}
+
+/** Applies `values` (parsed JSON) over `base`, rejecting unknown keys and mistyped values. */
+export function mergeConfig(
+  base: RunConfig,
+  values: Record<string, unknown>,
+  where: string,
+): RunConfig {
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(values)) {
+    if (!KEYS.includes(key as ConfigKey)) throw unknownKey(key, where);
+    out[key] = typedValue(key as ConfigKey, value, where);
+  }
+  return out as unknown as RunConfig;
+}
+
+/** Parses `key=value` overrides; values are read as the default's type (number or string). */
+export function parseOverrides(pairs: string[]): Record<string, unknown> {
+  const values: Record<string, unknown> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    check(eq > 0, 'WEFT_E_CONFIG', `override "${pair}" is not key=value`);
+    const key = pair.slice(0, eq);
+    const text = pair.slice(eq + 1);
+    if (!KEYS.includes(key as ConfigKey)) throw unknownKey(key, '--set');
+    if (typeof DEFAULT_RUN_CONFIG[key as ConfigKey] === 'number') {
+      const value = text.trim() === '' ? NaN : Number(text);
+      check(
+        Number.isFinite(value),
+        'WEFT_E_CONFIG',
+        `--set ${key}=${text}: "${text}" is not a number`,
+      );
+      values[key] = value;
+    } else {
+      values[key] = text;
+    }
+  }
+  return values;
+}
+
+/** Reads a preset file (JSON object), merged over the defaults and then `overrides`. */
+export function loadRunConfig(path: string, overrides: Record<string, unknown> = {}): RunConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    throw new WeftError(
+      'WEFT_E_CONFIG',
+      `config file ${path} cannot be read; pass an existing JSON file (see configs/)`,
+    );
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new WeftError(
+      'WEFT_E_CONFIG',
+      `config file ${path} is not valid JSON (${(err as Error).message})`,
+    );
+  }
+  check(
+    typeof json === 'object' && json !== null && !Array.isArray(json),
+    'WEFT_E_CONFIG',
+    `config file ${path} must hold a JSON object`,
+  );
+  const named = { ...DEFAULT_RUN_CONFIG, name: basename(path).replace(/\.json$/, '') };
+  const fromFile = mergeConfig(named, json as Record<string, unknown>, path);
+  return validateRunConfig(mergeConfig(fromFile, overrides, '--set'));
+}
+
+/** Sequence length in effect (seqLen, or blockSize when seqLen is 0). */
+export function sequenceLength(config: RunConfig): number {
+  return config.seqLen === 0 ? config.blockSize : config.seqLen;
+}
+
+export function validateRunConfig(config: RunConfig): RunConfig {
+  validateConfig(config);
+  const positiveInts: ConfigKey[] = ['batchSize', 'steps'];
+  for (const key of positiveInts) {
+    const value = config[key] as number;
+    check(
+      Number.isSafeInteger(value) && value > 0,
+      'WEFT_E_CONFIG',
+      `config ${key}=${value} must be a positive integer`,
+    );
+  }
+  check(
+    Number.isSafeInteger(config.seqLen) && config.seqLen >= 0 && config.seqLen <= config.blockSize,
+    'WEFT_E_CONFIG',
+    `config seqLen=${config.seqLen} must be an integer from 0 (= blockSize) to blockSize=${config.blockSize}`,
+  );
+  check(
+    Number.isSafeInteger(config.seed),
+    'WEFT_E_CONFIG',
+    `config seed=${config.seed} must be an integer`,
+  );
+  check(
+    config.gradClip >= 0,
+    'WEFT_E_CONFIG',
+    `config gradClip=${config.gradClip} must be non-negative`,
+  );
+  return config;
+}

@@ -1,0 +1,35 @@
+// The weft command: `info` on the presets, and one-line errors for user mistakes.
+
+import { describe, expect, it } from 'vitest';
+import { runCli } from '../helpers/cli.ts';
+
+describe('weft info', () => {
+  it('prints GPT-2 124M parameter count', () => {
+    const r = runCli(['info', '--config', 'configs/gpt2-124m.json']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('parameters  124,439,808');
+  });
+
+  it.each([
+    [
+      ['info', '--config', 'configs/bench-s.json', '--set', 'nHead=3'],
+      /nEmbd=256 is not divisible by nHead=3/,
+    ],
+    [['info', '--config', 'missing.json'], /config file missing.json cannot be read/],
+    [
+      ['info', '--config', 'configs/bench-s.json', '--set', 'depth=3'],
+      /unknown config key "depth" in --set; valid keys: name, nLayer/,
+    ],
+    [
+      ['info', '--config', 'configs/bench-s.json', '--set', 'nLayer=four'],
+      /--set nLayer=four: "four" is not a number/,
+    ],
+    [['info'], /required option '--config <file>' not specified/],
+  ])('%j fails with one line', (args, message) => {
+    const r = runCli(args);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+});

@@ -1,0 +1,84 @@
+// Run configuration: presets merged over defaults, typed overrides, and one-line errors.
+
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  DEFAULT_RUN_CONFIG,
+  loadRunConfig,
+  parseOverrides,
+  sequenceLength,
+} from '../../src/train/config.ts';
+import { expectWeftError } from '../helpers/errors.ts';
+import { ROOT } from '../helpers/cli.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'weft-config-'));
+function preset(name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+describe('run config', () => {
+  it('merges a preset over the defaults and names it after the file', () => {
+    const cfg = loadRunConfig(join(ROOT, 'configs/bench-m.json'));
+    expect(cfg).toMatchObject({
+      name: 'bench-m',
+      nLayer: 6,
+      nEmbd: 384,
+      batchSize: 8,
+      lr: DEFAULT_RUN_CONFIG.lr,
+    });
+    expect(sequenceLength(cfg)).toBe(256);
+  });
+
+  it('applies typed overrides after the file', () => {
+    const cfg = loadRunConfig(
+      join(ROOT, 'configs/bench-s.json'),
+      parseOverrides(['lr=3e-4', 'seqLen=64', 'name=x']),
+    );
+    expect(cfg.lr).toBe(3e-4);
+    expect(sequenceLength(cfg)).toBe(64);
+    expect(cfg.name).toBe('x');
+  });
+
+  it('rejects unknown keys, listing the valid ones', () => {
+    expectWeftError(
+      () => loadRunConfig(preset('a.json', '{"nLayers": 2}')),
+      'WEFT_E_CONFIG',
+      /unknown config key "nLayers" in .*a\.json; valid keys: name, nLayer, nHead/,
+    );
+  });
+
+  it('rejects mistyped values, bad JSON and non-objects', () => {
+    expectWeftError(
+      () => loadRunConfig(preset('b.json', '{"lr": "fast"}')),
+      'WEFT_E_CONFIG',
+      /"lr" in .*b\.json must be a number, got "fast"/,
+    );
+    expectWeftError(
+      () => loadRunConfig(preset('c.json', '{"lr": ')),
+      'WEFT_E_CONFIG',
+      /c\.json is not valid JSON/,
+    );
+    expectWeftError(
+      () => loadRunConfig(preset('d.json', '[1]')),
+      'WEFT_E_CONFIG',
+      /d\.json must hold a JSON object/,
+    );
+    expectWeftError(
+      () => parseOverrides(['lr']),
+      'WEFT_E_CONFIG',
+      'override "lr" is not key=value',
+    );
+  });
+
+  it('rejects a sequence longer than the block', () => {
+    expectWeftError(
+      () => loadRunConfig(preset('e.json', '{"blockSize": 32, "seqLen": 64}')),
+      'WEFT_E_CONFIG',
+      /seqLen=64 must be an integer from 0 \(= blockSize\) to blockSize=32/,
+    );
+  });
+});
