@@ -1,17 +1,9 @@
 // One local training step on one batch: zero grads, forward, backward, clip, AdamW.
 
+import type { Batch } from '../data/loader.ts';
 import type { GPT2 } from '../model/gpt2.ts';
 import type { AdamW } from './adamw.ts';
 import { clipGradNorm } from './clip.ts';
-
-export interface Batch {
-  /** Token ids (B, T). */
-  idx: Int32Array;
-  /** Next-token targets (B, T); -1 = ignored. */
-  targets: Int32Array;
-  B: number;
-  T: number;
-}
 
 export interface StepResult {
   /** Mean loss before the update. */

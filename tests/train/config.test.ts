@@ -1,7 +1,7 @@
 // Run configuration: presets merged over defaults, typed overrides, and one-line errors.
 
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
+
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -12,8 +12,9 @@ import {
 } from '../../src/train/config.ts';
 import { expectWeftError } from '../helpers/errors.ts';
 import { ROOT } from '../helpers/cli.ts';
+import { tempDir } from '../helpers/tmp.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'weft-config-'));
+const dir = tempDir();
 function preset(name: string, text: string): string {
   const path = join(dir, name);
   writeFileSync(path, text);

@@ -1,0 +1,83 @@
+// A prepared dataset directory: dataset.json (the manifest), tokenizer.json and token shards.
+// Loading verifies every file's size and sha256 against the manifest before use.
+
+import { join } from 'node:path';
+import { tokenizerFromJSON } from '../tokenizer/index.ts';
+import type { Tokenizer } from '../tokenizer/index.ts';
+import { WeftError, check } from '../util/errors.ts';
+import { readBytes, readJson, sha256 } from '../util/files.ts';
+import type { TokenArray } from './shard.ts';
+import { decodeShard } from './shard.ts';
+
+export const DATASET_FORMAT = 'weft-dataset';
+
+export interface DatasetSplit {
+  shards: string[];
+  tokens: number;
+  /** UTF-8 bytes of the text the split was made from. */
+  textBytes: number;
+}
+
+export interface DatasetManifest {
+  format: typeof DATASET_FORMAT;
+  version: 1;
+  tokenizer: string;
+  vocabSize: number;
+  valFraction: number;
+  sources: { name: string; bytes: number; sha256: string }[];
+  splits: { train: DatasetSplit; val: DatasetSplit };
+  files: { name: string; bytes: number; sha256: string }[];
+}
+
+export interface Dataset {
+  dir: string;
+  manifest: DatasetManifest;
+  tokenizer: Tokenizer;
+  train: TokenArray;
+  /** Empty when valFraction was 0. */
+  val: TokenArray;
+}
+
+function concat(parts: TokenArray[]): TokenArray {
+  if (parts.length === 1) return parts[0];
+  const total = parts.reduce((n, p) => n + p.length, 0);
+  const out = parts.every((p) => p instanceof Uint16Array) ? new Uint16Array(total) : new Uint32Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** Loads and verifies the dataset in `dir`. */
+export function loadDataset(dir: string): Dataset {
+  const path = join(dir, 'dataset.json');
+  const manifest = readJson(path, 'dataset manifest') as DatasetManifest;
+  check(
+    manifest?.format === DATASET_FORMAT,
+    'WEFT_E_FORMAT',
+    `${path} is not a weft dataset manifest; run weft prepare to make one`,
+  );
+  check(manifest.version === 1, 'WEFT_E_FORMAT', `${path} has version ${manifest.version}; this weft reads version 1`);
+  const verified = new Map<string, Buffer>();
+  for (const file of manifest.files) {
+    const bytes = readBytes(join(dir, file.name), 'dataset file');
+    const digest = sha256(bytes);
+    if (bytes.length !== file.bytes || digest !== file.sha256) {
+      throw new WeftError(
+        'WEFT_E_FORMAT',
+        `dataset file ${join(dir, file.name)} does not match dataset.json (size ${bytes.length} vs ${file.bytes}, sha256 ${digest.slice(0, 12)}... vs ${file.sha256.slice(0, 12)}...); re-run weft prepare`,
+      );
+    }
+    verified.set(file.name, bytes);
+  }
+  const take = (name: string) => {
+    const bytes = verified.get(name);
+    if (!bytes) throw new WeftError('WEFT_E_FORMAT', `${path} lists ${name} without its sha256`);
+    return bytes;
+  };
+  const tokenizer = tokenizerFromJSON(JSON.parse(take('tokenizer.json').toString('utf8')), join(dir, 'tokenizer.json'));
+  const split = (s: DatasetSplit) => concat(s.shards.map((name) => decodeShard(take(name), join(dir, name))));
+  return { dir, manifest, tokenizer, train: split(manifest.splits.train), val: split(manifest.splits.val) };
+}

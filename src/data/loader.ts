@@ -1,0 +1,129 @@
+// Batch loaders. The global batch of step t is S virtual shards of B/S sequences; shard s of step
+// t holds global sequences g = t*B + s*(B/S) + j, and sequence g reads item sampler.item(g)
+// (sampler.ts: epoch-by-epoch permutations). So a shard depends only on (seed, step, shard),
+// never on which worker reads it or in what order. Subclasses say how an item fills one row:
+//   TokenWindowLoader  pre-training: non-overlapping windows of T+1 tokens of a token stream
+//   SftLoader          (sft.ts) one chat example per row, targets only on assistant tokens
+
+import { check } from '../util/errors.ts';
+import { EpochSampler } from './sampler.ts';
+import type { TokenArray } from './shard.ts';
+
+export interface Batch {
+  /** Token ids (B, T). */
+  idx: Int32Array;
+  /** Next-token targets (B, T); -1 = ignored. */
+  targets: Int32Array;
+  B: number;
+  T: number;
+}
+
+/** Where a loader stands: enough to resume exactly, and to notice the data changed. */
+export interface LoaderCursor {
+  step: number;
+  seed: number;
+  seqLen: number;
+  items: number;
+}
+
+export abstract class BatchLoader {
+  readonly seqLen: number;
+  readonly batchSize: number;
+  readonly shards: number;
+  readonly sampler: EpochSampler;
+  /** Next step next() produces. */
+  step = 0;
+
+  constructor(items: number, seqLen: number, batchSize: number, seed: number, shards: number) {
+    check(
+      Number.isSafeInteger(shards) && shards > 0 && batchSize % shards === 0,
+      'WEFT_E_CONFIG',
+      `batchSize=${batchSize} must divide evenly into shards=${shards}`,
+    );
+    this.seqLen = seqLen;
+    this.batchSize = batchSize;
+    this.shards = shards;
+    this.sampler = new EpochSampler(items, seed);
+  }
+
+  /** Writes item `item` into row `row` (T entries at row*T) of idx and targets. */
+  protected abstract fillRow(item: number, idx: Int32Array, targets: Int32Array, row: number): void;
+
+  /** Shard `shard` of step `step`: B/S sequences. */
+  shardBatch(step: number, shard: number): Batch {
+    const B = this.batchSize / this.shards;
+    const T = this.seqLen;
+    const idx = new Int32Array(B * T);
+    const targets = new Int32Array(B * T);
+    for (let j = 0; j < B; j++) this.fillRow(this.sampler.item(step * this.batchSize + shard * B + j), idx, targets, j);
+    return { idx, targets, B, T };
+  }
+
+  /** The whole global batch of the next step (every shard, in order), then advances. */
+  next(): Batch {
+    const parts = Array.from({ length: this.shards }, (_, s) => this.shardBatch(this.step, s));
+    this.step++;
+    return concatBatches(parts);
+  }
+
+  /** Epoch the next step starts in. */
+  get epoch(): number {
+    return this.sampler.epochOf(this.step * this.batchSize);
+  }
+
+  cursor(): LoaderCursor {
+    return { step: this.step, seed: this.sampler.seed, seqLen: this.seqLen, items: this.sampler.itemCount };
+  }
+
+  /** Continues from a saved cursor; refuses one taken over different data or settings. */
+  resume(cursor: LoaderCursor): void {
+    const mine = this.cursor();
+    for (const key of ['seed', 'seqLen', 'items'] as const) {
+      check(
+        cursor[key] === mine[key],
+        'WEFT_E_STATE',
+        `loader cursor has ${key}=${cursor[key]} but this data and config give ${key}=${mine[key]}; resume with the same data and config`,
+      );
+    }
+    this.step = cursor.step;
+  }
+}
+
+export class TokenWindowLoader extends BatchLoader {
+  readonly tokens: TokenArray;
+
+  constructor(tokens: TokenArray, seqLen: number, batchSize: number, seed: number, shards = 1) {
+    check(
+      tokens.length >= seqLen + 1,
+      'WEFT_E_SHAPE',
+      `the data has ${tokens.length} tokens, fewer than one sequence needs (seqLen + 1 = ${seqLen + 1}); use more text or a smaller seqLen`,
+    );
+    super(Math.floor((tokens.length - 1) / seqLen), seqLen, batchSize, seed, shards);
+    this.tokens = tokens;
+  }
+
+  protected fillRow(item: number, idx: Int32Array, targets: Int32Array, row: number): void {
+    const T = this.seqLen;
+    const start = item * T; // window `item` covers tokens [start, start + T + 1)
+    for (let t = 0; t < T; t++) {
+      idx[row * T + t] = this.tokens[start + t];
+      targets[row * T + t] = this.tokens[start + t + 1];
+    }
+  }
+}
+
+/** Stacks batches of equal T along B. */
+export function concatBatches(parts: Batch[]): Batch {
+  if (parts.length === 1) return parts[0];
+  const T = parts[0].T;
+  const B = parts.reduce((n, p) => n + p.B, 0);
+  const idx = new Int32Array(B * T);
+  const targets = new Int32Array(B * T);
+  let at = 0;
+  for (const p of parts) {
+    idx.set(p.idx, at);
+    targets.set(p.targets, at);
+    at += p.idx.length;
+  }
+  return { idx, targets, B, T };
+}

@@ -1,0 +1,34 @@
+// The tokenizer interface shared by every kind (gpt2, bpe:N, byte), the special tokens, and the
+// serialised form saved with every run and dataset as tokenizer.json.
+
+/** Special tokens every weft tokenizer has, after its ordinary vocabulary. */
+export const SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>'] as const;
+export type SpecialToken = (typeof SPECIAL_TOKENS)[number];
+
+export interface SpecialIds {
+  endOfText: number;
+  imStart: number;
+  imEnd: number;
+}
+
+export type TokenizerJSON =
+  | { format: 'weft-tokenizer'; version: 1; kind: 'gpt2' }
+  | { format: 'weft-tokenizer'; version: 1; kind: 'byte' }
+  | { format: 'weft-tokenizer'; version: 1; kind: 'bpe'; merges: number[] };
+
+export interface Tokenizer {
+  /** 'gpt2', 'byte' or 'bpe:N' (N = ordinary tokens: 256 bytes + merges). */
+  readonly name: string;
+  /** Every id the tokenizer can produce is below this (ordinary tokens and specials). */
+  readonly vocabSize: number;
+  readonly specials: SpecialIds;
+  /** Plain text to ids; special-token strings in the text are encoded as ordinary text. */
+  encode(text: string): number[];
+  /** Like encode, but the strings of SPECIAL_TOKENS become their ids. */
+  encodeWithSpecials(text: string): number[];
+  /** Ids to text; invalid UTF-8 (a split multi-byte character) decodes to U+FFFD. */
+  decode(ids: ArrayLike<number>): string;
+  /** UTF-8 bytes a token stands for (0 for specials): the denominator of bits per byte. */
+  byteLength(id: number): number;
+  toJSON(): TokenizerJSON;
+}
