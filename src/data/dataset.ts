@@ -21,7 +21,9 @@ export interface DatasetSplit {
 export interface DatasetManifest {
   format: typeof DATASET_FORMAT;
   version: 1;
+  /** Tokenizer name (e.g. bpe:4096) and the spec it was asked for (which prepare caches on). */
   tokenizer: string;
+  tokenizerSpec: string;
   vocabSize: number;
   valFraction: number;
   sources: { name: string; bytes: number; sha256: string }[];

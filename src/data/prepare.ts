@@ -117,6 +117,7 @@ export function prepareDataset(input: string, outDir: string, options: PrepareOp
     format: DATASET_FORMAT,
     version: 1,
     tokenizer: tokenizer.name,
+    tokenizerSpec: options.tokenizer,
     vocabSize: tokenizer.vocabSize,
     valFraction,
     sources: docs.map((d) => ({ name: d.name, bytes: Buffer.byteLength(d.text), sha256: sha256(d.text) })),

@@ -1,8 +1,8 @@
 // Tokenizer factory: builds a tokenizer from a spec ('gpt2', 'byte', 'bpe:N' trained on a
 // corpus) or from its saved tokenizer.json, checking the JSON before use.
 
-import { readFileSync } from 'node:fs';
 import { WeftError, check } from '../util/errors.ts';
+import { readJson } from '../util/files.ts';
 import { BpeTokenizer } from './bpe.ts';
 import { trainBpe } from './train-bpe.ts';
 import type { Tokenizer, TokenizerJSON } from './types.ts';
@@ -64,17 +64,5 @@ export function tokenizerFromJSON(json: unknown, source = 'tokenizer.json'): Tok
 }
 
 export function loadTokenizer(path: string): Tokenizer {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    throw new WeftError('WEFT_E_FORMAT', `tokenizer file ${path} cannot be read`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new WeftError('WEFT_E_FORMAT', `tokenizer file ${path} is not valid JSON`);
-  }
-  return tokenizerFromJSON(json, path);
+  return tokenizerFromJSON(readJson(path, 'tokenizer file'), path);
 }

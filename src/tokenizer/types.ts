@@ -28,7 +28,15 @@ export interface Tokenizer {
   encodeWithSpecials(text: string): number[];
   /** Ids to text; invalid UTF-8 (a split multi-byte character) decodes to U+FFFD. */
   decode(ids: ArrayLike<number>): string;
+  /** The bytes token `id` decodes to (a special decodes to its own text). */
+  bytesOf(id: number): Uint8Array;
   /** UTF-8 bytes a token stands for (0 for specials): the denominator of bits per byte. */
   byteLength(id: number): number;
   toJSON(): TokenizerJSON;
+}
+
+/** Decodes ids one at a time, holding back a multi-byte character until it is complete. */
+export function streamDecoder(tokenizer: Tokenizer): (id: number) => string {
+  const decoder = new TextDecoder('utf-8');
+  return (id) => decoder.decode(tokenizer.bytesOf(id), { stream: true });
 }

@@ -7,7 +7,9 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { GPTConfig } from '../model/config.ts';
 import { validateConfig } from '../model/config.ts';
+import { parseTokenizerSpec } from '../tokenizer/index.ts';
 import { WeftError, check } from '../util/errors.ts';
+import { validateSchedule } from './schedule.ts';
 
 export interface RunConfig extends GPTConfig {
   /** Preset name (the config file's base name unless set). */
@@ -29,6 +31,23 @@ export interface RunConfig extends GPTConfig {
   eps: number;
   /** Global gradient-norm clip; 0 disables clipping. */
   gradClip: number;
+  /** Virtual shards per step (the unit of data-parallel work); batchSize must divide by it. */
+  shards: number;
+  /** Tokenizer for raw-text --data: 'bpe:N', 'gpt2' or 'byte'. */
+  tokenizer: string;
+  /** Fraction of raw-text --data held out for validation. */
+  valFraction: number;
+  /** Evaluate on the validation split every this many steps (0: only at the end). */
+  evalEvery: number;
+  /** Validation windows per evaluation (0: the whole split). */
+  evalWindows: number;
+  /** Print a progress line every this many steps when output is not a terminal. */
+  logEvery: number;
+  /** Tokens sampled from the final model (0: none), continuing samplePrompt. */
+  sampleTokens: number;
+  samplePrompt: string;
+  temperature: number;
+  topK: number;
 }
 
 export const DEFAULT_RUN_CONFIG: RunConfig = {
@@ -37,7 +56,7 @@ export const DEFAULT_RUN_CONFIG: RunConfig = {
   nHead: 4,
   nEmbd: 128,
   blockSize: 128,
-  vocabSize: 512,
+  vocabSize: 0, // 0: the tokenizer's vocabulary size
   batchSize: 8,
   seqLen: 0,
   steps: 100,
@@ -50,6 +69,16 @@ export const DEFAULT_RUN_CONFIG: RunConfig = {
   beta2: 0.95,
   eps: 1e-8,
   gradClip: 1.0,
+  shards: 1,
+  tokenizer: 'bpe:1024',
+  valFraction: 0.1,
+  evalEvery: 100,
+  evalWindows: 32,
+  logEvery: 10,
+  sampleTokens: 0,
+  samplePrompt: '\n',
+  temperature: 0.8,
+  topK: 40,
 };
 
 export type ConfigKey = keyof RunConfig;
@@ -147,20 +176,33 @@ export function sequenceLength(config: RunConfig): number {
 }
 
 export function validateRunConfig(config: RunConfig): RunConfig {
-  validateConfig(config);
-  const positiveInts: ConfigKey[] = ['batchSize', 'steps'];
-  for (const key of positiveInts) {
-    const value = config[key] as number;
+  // vocabSize 0 means "the tokenizer's", resolved once the data is known
+  validateConfig({ ...config, vocabSize: config.vocabSize === 0 ? 1 : config.vocabSize });
+  for (const key of ['batchSize', 'steps', 'shards', 'logEvery'] as const) {
+    const value = config[key];
     check(
       Number.isSafeInteger(value) && value > 0,
       'WEFT_E_CONFIG',
       `config ${key}=${value} must be a positive integer`,
     );
   }
+  for (const key of ['evalEvery', 'evalWindows', 'sampleTokens', 'topK', 'warmupSteps'] as const) {
+    const value = config[key];
+    check(
+      Number.isSafeInteger(value) && value >= 0,
+      'WEFT_E_CONFIG',
+      `config ${key}=${value} must be a non-negative integer`,
+    );
+  }
   check(
     Number.isSafeInteger(config.seqLen) && config.seqLen >= 0 && config.seqLen <= config.blockSize,
     'WEFT_E_CONFIG',
     `config seqLen=${config.seqLen} must be an integer from 0 (= blockSize) to blockSize=${config.blockSize}`,
+  );
+  check(
+    config.batchSize % config.shards === 0,
+    'WEFT_E_CONFIG',
+    `config batchSize=${config.batchSize} must divide evenly into shards=${config.shards}`,
   );
   check(
     Number.isSafeInteger(config.seed),
@@ -172,5 +214,17 @@ export function validateRunConfig(config: RunConfig): RunConfig {
     'WEFT_E_CONFIG',
     `config gradClip=${config.gradClip} must be non-negative`,
   );
+  check(
+    config.temperature >= 0,
+    'WEFT_E_CONFIG',
+    `config temperature=${config.temperature} must be >= 0`,
+  );
+  parseTokenizerSpec(config.tokenizer);
+  validateSchedule({
+    lr: config.lr,
+    minLr: config.minLr,
+    warmupSteps: config.warmupSteps,
+    decaySteps: config.warmupSteps,
+  });
   return config;
 }

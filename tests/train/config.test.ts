@@ -1,6 +1,6 @@
 // Run configuration: presets merged over defaults, typed overrides, and one-line errors.
 
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -81,5 +81,12 @@ describe('run config', () => {
       'WEFT_E_CONFIG',
       /seqLen=64 must be an integer from 0 \(= blockSize\) to blockSize=32/,
     );
+  });
+});
+
+describe('docs/training.md', () => {
+  it('describes every config key', () => {
+    const doc = readFileSync(join(ROOT, 'docs/training.md'), 'utf8');
+    for (const key of Object.keys(DEFAULT_RUN_CONFIG)) expect(doc).toContain(`\`${key}\``);
   });
 });

@@ -1,0 +1,36 @@
+// `weft info`: the size of a configured model: parameters, memory, FLOPs per step.
+
+import type { Command } from 'commander';
+import { paramCount, trainingFlops } from '../../model/layout.ts';
+import { loadRunConfig, parseOverrides, sequenceLength } from '../../train/config.ts';
+import { check } from '../../util/errors.ts';
+import { resolveConfigPath } from '../paths.ts';
+import { collect } from './options.ts';
+
+export function registerInfo(program: Command): void {
+  program
+    .command('info')
+    .description('print the size of a configured model: parameters, memory, FLOPs per step')
+    .requiredOption('--config <file>', 'run config JSON, or a preset name from configs/')
+    .option('--set <key=value>', 'override a config key (repeatable)', collect, [])
+    .action((opts: { config: string; set: string[] }) => {
+      const cfg = loadRunConfig(resolveConfigPath(opts.config), parseOverrides(opts.set));
+      check(
+        cfg.vocabSize > 0,
+        'WEFT_E_CONFIG',
+        `config ${cfg.name} takes vocabSize from its tokenizer (${cfg.tokenizer}); pass --set vocabSize=N to size it`,
+      );
+      const T = sequenceLength(cfg);
+      const n = paramCount(cfg);
+      const flops = trainingFlops(cfg, cfg.batchSize, T);
+      console.log(
+        `config      ${cfg.name}: nLayer=${cfg.nLayer} nHead=${cfg.nHead} nEmbd=${cfg.nEmbd} blockSize=${cfg.blockSize} vocabSize=${cfg.vocabSize}`,
+      );
+      console.log(`parameters  ${n.toLocaleString('en-US')}`);
+      console.log(
+        `memory      ${((n * 4 * 4) / 2 ** 20).toFixed(1)} MiB for params, grads, AdamW m and v (fp32)`,
+      );
+      console.log(`batch       B=${cfg.batchSize} x T=${T} = ${cfg.batchSize * T} tokens per step`);
+      console.log(`compute     ${(flops / 1e9).toFixed(2)} GFLOP per training step`);
+    });
+}

@@ -1,0 +1,148 @@
+// The weft command end to end: prepare, train, eval and generate on real text, and one-line
+// errors for the mistakes users make.
+
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ROOT, runCli } from '../helpers/cli.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+const dir = tempDir();
+const text = join(dir, 'text.txt');
+writeFileSync(text, readFileSync(join(ROOT, 'data/tinyshakespeare.txt'), 'utf8').slice(0, 20_000));
+const fast = ['--set', 'steps=6', '--set', 'evalEvery=3', '--set', 'evalWindows=2'];
+
+function expectOneLineError(args: string[], message: RegExp): void {
+  const r = runCli(args);
+  expect(r.status, r.stderr).toBe(1);
+  expect(r.stderr).toMatch(message);
+  expect(r.stderr.trim().split('\n')).toHaveLength(1);
+}
+
+describe('weft prepare, train, eval, generate', () => {
+  it('runs the whole path on a text file', () => {
+    const ds = join(dir, 'ds');
+    const prep = runCli(['prepare', '--input', text, '--out', ds, '--tokenizer', 'bpe:300']);
+    expect(prep.status, prep.stderr).toBe(0);
+    expect(prep.stdout).toMatch(/wrote .*ds: [\d,]+ train \+ [\d,]+ val tokens/);
+
+    const run = join(dir, 'run');
+    const tr = runCli([
+      'train',
+      '--config',
+      'tiny',
+      '--data',
+      ds,
+      '--out',
+      run,
+      ...fast,
+      '--set',
+      'sampleTokens=20',
+    ]);
+    expect(tr.status, tr.stderr).toBe(0);
+    expect(tr.stdout).toMatch(/step 6\/6 \| loss \d/);
+    expect(tr.stdout).toMatch(/final validation: \d+\.\d+ bits per byte/);
+    expect(tr.stdout).toContain('--- sample');
+    for (const f of ['config.json', 'tokenizer.json', 'metrics.jsonl', 'model.safetensors'])
+      expect(existsSync(join(run, f))).toBe(true);
+
+    const ev = runCli(['eval', '--checkpoint', run, '--data', text, '--json']);
+    expect(ev.status, ev.stderr).toBe(0);
+    const metrics = JSON.parse(ev.stdout) as Record<string, number>;
+    expect(Object.keys(metrics).sort()).toEqual(['bpb', 'bytes', 'loss', 'ppl', 'tokens']);
+    expect(metrics.bytes).toBe(Buffer.byteLength(readFileSync(text)) - 1); // every byte but the first is predicted
+    expect(Math.abs(metrics.ppl - Math.exp(metrics.loss))).toBeLessThan(1e-9);
+
+    const gen = runCli([
+      'generate',
+      '--checkpoint',
+      run,
+      '--prompt',
+      'ROMEO:',
+      '--max-tokens',
+      '10',
+    ]);
+    expect(gen.status, gen.stderr).toBe(0);
+    expect(gen.stdout.startsWith('ROMEO:')).toBe(true);
+  });
+
+  it('prepares raw text on the fly and refuses to overwrite a run', () => {
+    const run = join(dir, 'raw');
+    expect(
+      runCli(['train', '--config', 'tiny', '--data', text, '--out', run, ...fast]).status,
+    ).toBe(0);
+    expect(existsSync(join(run, 'data', 'dataset.json'))).toBe(true);
+    expectOneLineError(
+      ['train', '--config', 'tiny', '--data', text, '--out', run],
+      /already holds a run; pass --overwrite/,
+    );
+    expect(
+      runCli(['train', '--config', 'tiny', '--data', text, '--out', run, '--overwrite', ...fast])
+        .status,
+    ).toBe(0);
+  });
+});
+
+describe('one-line errors', () => {
+  it('a missing data file', () => {
+    expectOneLineError(
+      ['train', '--config', 'tiny', '--data', join(dir, 'nope.txt'), '--out', join(dir, 'e1')],
+      /data .*nope\.txt does not exist/,
+    );
+  });
+  it('an empty data file', () => {
+    writeFileSync(join(dir, 'empty.txt'), '');
+    expectOneLineError(
+      ['train', '--config', 'tiny', '--data', join(dir, 'empty.txt'), '--out', join(dir, 'e2')],
+      /empty\.txt is empty/,
+    );
+  });
+  it('a non-UTF-8 file for gpt2', () => {
+    writeFileSync(join(dir, 'latin1.txt'), Buffer.from('caf\xe9 au lait\n', 'latin1'));
+    expectOneLineError(
+      [
+        'prepare',
+        '--input',
+        join(dir, 'latin1.txt'),
+        '--out',
+        join(dir, 'e3'),
+        '--tokenizer',
+        'gpt2',
+      ],
+      /latin1\.txt is not valid UTF-8/,
+    );
+  });
+  it('an unknown config key', () => {
+    expectOneLineError(
+      ['train', '--config', 'tiny', '--data', text, '--set', 'layers=2'],
+      /unknown config key "layers" in --set; valid keys: name, nLayer/,
+    );
+  });
+  it('a data file shorter than one sequence', () => {
+    writeFileSync(join(dir, 'short.txt'), 'To be.\n');
+    expectOneLineError(
+      [
+        'train',
+        '--config',
+        'tiny',
+        '--data',
+        join(dir, 'short.txt'),
+        '--out',
+        join(dir, 'e4'),
+        '--set',
+        'valFraction=0',
+      ],
+      /fewer than one sequence needs \(seqLen \+ 1 = 33\)/,
+    );
+  });
+  it('an unknown tokenizer and a bad number', () => {
+    expectOneLineError(
+      ['prepare', '--input', text, '--out', join(dir, 'e5'), '--tokenizer', 'wordpiece'],
+      /unknown tokenizer "wordpiece"/,
+    );
+    expectOneLineError(
+      ['generate', '--checkpoint', join(dir, 'run'), '--max-tokens', 'ten'],
+      /--max-tokens ten is not an integer >= 1/,
+    );
+  });
+});
