@@ -2,6 +2,7 @@
 
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
+import { registerCluster } from './commands/cluster.ts';
 import { registerEval } from './commands/eval.ts';
 import { registerGenerate } from './commands/generate.ts';
 import { registerInfo } from './commands/info.ts';
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
     });
   registerPrepare(program);
   registerTrain(program);
+  registerCluster(program);
   registerEval(program);
   registerGenerate(program);
   registerInfo(program);

@@ -1,7 +1,7 @@
 // Training progress for people: on a terminal, one line redrawn in place (bar, step, loss,
 // tokens/s, ETA); otherwise a plain line every `logEvery` steps. Eval results always get a line.
 
-import type { EvalMetrics, StepMetrics } from '../train/loop.ts';
+import type { EvalMetrics, StepMetrics } from '../train/metrics.ts';
 
 export function formatDuration(ms: number): string {
   const s = Math.max(0, Math.round(ms / 1000));

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { GPTConfig } from '../model/config.ts';
 import { validateConfig } from '../model/config.ts';
+import type { Tokenizer } from '../tokenizer/index.ts';
 import { parseTokenizerSpec } from '../tokenizer/index.ts';
 import { WeftError, check } from '../util/errors.ts';
 import { validateSchedule } from './schedule.ts';
@@ -31,7 +32,7 @@ export interface RunConfig extends GPTConfig {
   eps: number;
   /** Global gradient-norm clip; 0 disables clipping. */
   gradClip: number;
-  /** Virtual shards per step (the unit of data-parallel work); batchSize must divide by it. */
+  /** Virtual shards per step (the unit of data-parallel work); 0 means batchSize (one sequence each). */
   shards: number;
   /** Tokenizer for raw-text --data: 'bpe:N', 'gpt2' or 'byte'. */
   tokenizer: string;
@@ -69,7 +70,7 @@ export const DEFAULT_RUN_CONFIG: RunConfig = {
   beta2: 0.95,
   eps: 1e-8,
   gradClip: 1.0,
-  shards: 1,
+  shards: 0,
   tokenizer: 'bpe:1024',
   valFraction: 0.1,
   evalEvery: 100,
@@ -178,7 +179,7 @@ export function sequenceLength(config: RunConfig): number {
 export function validateRunConfig(config: RunConfig): RunConfig {
   // vocabSize 0 means "the tokenizer's", resolved once the data is known
   validateConfig({ ...config, vocabSize: config.vocabSize === 0 ? 1 : config.vocabSize });
-  for (const key of ['batchSize', 'steps', 'shards', 'logEvery'] as const) {
+  for (const key of ['batchSize', 'steps', 'logEvery'] as const) {
     const value = config[key];
     check(
       Number.isSafeInteger(value) && value > 0,
@@ -186,7 +187,14 @@ export function validateRunConfig(config: RunConfig): RunConfig {
       `config ${key}=${value} must be a positive integer`,
     );
   }
-  for (const key of ['evalEvery', 'evalWindows', 'sampleTokens', 'topK', 'warmupSteps'] as const) {
+  for (const key of [
+    'evalEvery',
+    'evalWindows',
+    'sampleTokens',
+    'topK',
+    'warmupSteps',
+    'shards',
+  ] as const) {
     const value = config[key];
     check(
       Number.isSafeInteger(value) && value >= 0,
@@ -200,7 +208,7 @@ export function validateRunConfig(config: RunConfig): RunConfig {
     `config seqLen=${config.seqLen} must be an integer from 0 (= blockSize) to blockSize=${config.blockSize}`,
   );
   check(
-    config.batchSize % config.shards === 0,
+    config.shards === 0 || config.batchSize % config.shards === 0,
     'WEFT_E_CONFIG',
     `config batchSize=${config.batchSize} must divide evenly into shards=${config.shards}`,
   );
@@ -227,4 +235,24 @@ export function validateRunConfig(config: RunConfig): RunConfig {
     decaySteps: config.warmupSteps,
   });
   return config;
+}
+
+/**
+ * The config with everything left to the data resolved: vocabSize from the tokenizer (when 0),
+ * seqLen (0 means blockSize) and shards (0 means batchSize).
+ */
+export function resolveForData(config: RunConfig, tokenizer: Tokenizer): RunConfig {
+  const vocab = tokenizer.vocabSize;
+  const vocabSize = config.vocabSize === 0 ? vocab : config.vocabSize;
+  check(
+    vocabSize >= vocab,
+    'WEFT_E_CONFIG',
+    `config vocabSize=${vocabSize} is smaller than the tokenizer's ${vocab} ids (${tokenizer.name}); set vocabSize=0 to use the tokenizer's`,
+  );
+  return {
+    ...config,
+    vocabSize,
+    seqLen: sequenceLength(config),
+    shards: config.shards || config.batchSize,
+  };
 }

@@ -2,7 +2,6 @@
 // (the last one may be shorter), perplexity exp(loss), and bits per byte = total loss in bits /
 // UTF-8 bytes of the predicted tokens, which compares models across tokenizers.
 
-import type { TokenArray } from '../data/shard.ts';
 import type { GPT2 } from '../model/gpt2.ts';
 import type { Tokenizer } from '../tokenizer/index.ts';
 import { check } from '../util/errors.ts';
@@ -26,7 +25,7 @@ export interface EvalOptions {
 
 export function evaluate(
   model: GPT2,
-  tokens: TokenArray,
+  tokens: ArrayLike<number>,
   tokenizer: Tokenizer,
   options: EvalOptions,
 ): EvalResult {

@@ -7,7 +7,15 @@ export type WeftErrorCode =
   | 'WEFT_E_SHAPE' // an array's length or a batch shape does not fit
   | 'WEFT_E_TOKEN' // a token id or target is out of range
   | 'WEFT_E_FORMAT' // a file's bytes are malformed (safetensors header, dtype, offsets)
-  | 'WEFT_E_STATE'; // an operation called in the wrong order (backward before forward)
+  | 'WEFT_E_STATE' // an operation called in the wrong order (backward before forward)
+  | 'WEFT_E_FRAME' // a network frame or tensor larger than the limits
+  | 'WEFT_E_DECODE' // a network frame that is not valid msgpack
+  | 'WEFT_E_VERSION' // a peer speaking another protocol version
+  | 'WEFT_E_SCHEMA' // a message whose type or fields do not match its schema
+  | 'WEFT_E_AUTH' // a missing or wrong shared secret
+  | 'WEFT_E_PROTOCOL' // a valid message at the wrong time
+  | 'WEFT_E_NETWORK' // a connection that could not be made or was lost
+  | 'WEFT_E_CLUSTER'; // the cluster cannot go on (too few workers, all workers lost)
 
 export class WeftError extends Error {
   readonly code: WeftErrorCode;

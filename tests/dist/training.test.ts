@@ -1,5 +1,6 @@
-// The training loop: the loss falls on real text, metrics.jsonl carries the documented keys, the
-// run is deterministic for a seed, and a stop request ends it cleanly with the model saved.
+// Training through the coordinator and in-process workers (the in-memory network): the loss falls
+// on real text, metrics.jsonl carries the documented keys, the run is deterministic for a seed,
+// and a stop request ends it cleanly with the model saved.
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,7 +10,8 @@ import { loadDataset } from '../../src/data/dataset.ts';
 import { prepareDataset } from '../../src/data/prepare.ts';
 import { DEFAULT_RUN_CONFIG } from '../../src/train/config.ts';
 import type { RunConfig } from '../../src/train/config.ts';
-import { train } from '../../src/train/loop.ts';
+import { trainInProcess } from '../../src/dist/launch.ts';
+import type { RunHooks } from '../../src/dist/coordinator.ts';
 import { ROOT } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -43,10 +45,13 @@ function lines(path: string): Record<string, unknown>[] {
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
-describe('train', () => {
+const train = (c: RunConfig, out: string, workers = 1, hooks: RunHooks = {}) =>
+  trainInProcess(c, dataset, out, { workers }, hooks).result;
+
+describe('training', () => {
   it('lowers the loss on real text and writes metrics, config, tokenizer and weights', async () => {
     const out = join(dir, 'run');
-    const result = await train(config, dataset, out);
+    const result = await train(config, out, 2);
     expect(result.steps).toBe(40);
     const metrics = lines(join(out, 'metrics.jsonl'));
     const steps = metrics.filter((m) => m.type === 'step');
@@ -71,23 +76,24 @@ describe('train', () => {
 
   it('gives byte-identical weights for the same seed', async () => {
     const short = { ...config, steps: 5, evalEvery: 0 };
-    await train(short, dataset, join(dir, 'a'));
-    await train(short, dataset, join(dir, 'b'));
-    await train({ ...short, seed: 7 }, dataset, join(dir, 'c'));
+    await train(short, join(dir, 'a'));
+    await train(short, join(dir, 'b'));
+    await train({ ...short, seed: 7 }, join(dir, 'c'));
     const bytes = (run: string) => readFileSync(join(dir, run, 'model.safetensors'));
     expect(bytes('a').equals(bytes('b'))).toBe(true);
     expect(bytes('a').equals(bytes('c'))).toBe(false);
   });
 
   it('stops cleanly when asked, saving the model', async () => {
-    let polls = 0;
-    const result = await train({ ...config, steps: 100 }, dataset, join(dir, 'stopped'), {
-      shouldStop: () => ++polls >= 3,
+    const job = trainInProcess({ ...config, steps: 100 }, dataset, join(dir, 'stopped'), { workers: 2 }, {
+      // step 4 is already under way when step 3's metrics arrive: the stop lets it finish
+      onStep: (m) => {
+        if (m.step === 3) job.stop();
+      },
     });
-    expect(result).toMatchObject({ steps: 3, interrupted: true });
-    expect(
-      lines(join(dir, 'stopped', 'metrics.jsonl')).filter((m) => m.type === 'step'),
-    ).toHaveLength(3);
+    const result = await job.result;
+    expect(result).toMatchObject({ steps: 4, interrupted: true });
+    expect(lines(join(dir, 'stopped', 'metrics.jsonl')).filter((m) => m.type === 'step')).toHaveLength(4);
     expect(loadModel(join(dir, 'stopped')).model.paramCount).toBe(result.model.paramCount);
   });
 });

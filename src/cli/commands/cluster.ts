@@ -1,0 +1,129 @@
+// `weft coordinator` and `weft worker`: one training job over WebSocket, workers in other
+// processes or on other machines. A shared secret (--token-file or WEFT_TOKEN) authenticates
+// every connection; it is required whenever the coordinator listens beyond loopback.
+
+import type { Command } from 'commander';
+import { hostname } from 'node:os';
+import { runNetworkWorker, serveCoordinator } from '../../dist/launch.ts';
+import { WsNetwork, parseAddress } from '../../dist/transports/ws.ts';
+import { WeftError, check } from '../../util/errors.ts';
+import { readUtf8 } from '../../util/files.ts';
+import { numberFlag } from './options.ts';
+import type { RunFlags } from './run-options.ts';
+import { addRunOptions, awaitJob, prepareRun, progressHooks, summarize } from './run-options.ts';
+
+/** The shared secret from --token-file, else WEFT_TOKEN, else null. */
+function readSecret(tokenFile: string | undefined): string | null {
+  if (tokenFile) {
+    const token = readUtf8(tokenFile, 'token file').trim();
+    check(token.length > 0, 'WEFT_E_AUTH', `token file ${tokenFile} is empty`);
+    return token;
+  }
+  const env = process.env.WEFT_TOKEN?.trim();
+  return env ? env : null;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+interface CoordinatorFlags extends RunFlags {
+  listen: string;
+  workers: string;
+  minWorkers?: string;
+  rendezvousTimeout: string;
+  heartbeatTimeout: string;
+  tokenFile?: string;
+}
+
+interface WorkerFlags {
+  connect: string;
+  name?: string;
+  peerListen?: string;
+  tokenFile?: string;
+}
+
+export function registerCluster(program: Command): void {
+  addRunOptions(
+    program
+      .command('coordinator')
+      .description('coordinate a training job whose workers connect over WebSocket'),
+  )
+    .requiredOption(
+      '--listen <host:port>',
+      'address to listen on for workers (port 0: any free port)',
+    )
+    .requiredOption('--workers <n>', 'workers to wait for')
+    .option(
+      '--min-workers <n>',
+      'start with this many if not all have joined by the rendezvous timeout',
+    )
+    .option('--rendezvous-timeout <s>', 'seconds to wait for workers', '120')
+    .option(
+      '--heartbeat-timeout <s>',
+      'seconds of silence after which a worker is declared lost',
+      '30',
+    )
+    .option('--token-file <file>', 'file holding the shared secret (or set WEFT_TOKEN)')
+    .action(async (flags: CoordinatorFlags) => {
+      const [host] = parseAddress(flags.listen);
+      const secret = readSecret(flags.tokenFile);
+      if (!secret && !isLoopback(host)) {
+        throw new WeftError(
+          'WEFT_E_AUTH',
+          `listening on ${host} needs a shared secret: pass --token-file FILE or set WEFT_TOKEN`,
+        );
+      }
+      const workers = numberFlag('--workers', flags.workers, { min: 1, integer: true });
+      const run = prepareRun(flags);
+      const job = await serveCoordinator(
+        run.config,
+        run.dataset,
+        run.outDir,
+        {
+          listen: flags.listen,
+          workers,
+          minWorkers:
+            flags.minWorkers === undefined
+              ? workers
+              : numberFlag('--min-workers', flags.minWorkers, { min: 1, integer: true }),
+          rendezvousMs:
+            1000 * numberFlag('--rendezvous-timeout', flags.rendezvousTimeout, { min: 0 }),
+          heartbeatTimeoutMs:
+            1000 * numberFlag('--heartbeat-timeout', flags.heartbeatTimeout, { min: 1 }),
+          secret,
+          onListening: (address) =>
+            run.progress.line(
+              `coordinator listening on ws://${address}; waiting for ${workers} workers`,
+            ),
+        },
+        progressHooks(run),
+      );
+      summarize(run, await awaitJob(job, run.progress));
+    });
+
+  program
+    .command('worker')
+    .description('join a training job as a worker')
+    .requiredOption('--connect <url>', 'coordinator address, ws://HOST:PORT')
+    .option('--name <name>', "name shown in the coordinator's logs (default: host-pid)")
+    .option(
+      '--peer-listen <host:port>',
+      'where other workers reach this one (default: 0.0.0.0:0, any free port)',
+    )
+    .option('--token-file <file>', 'file holding the shared secret (or set WEFT_TOKEN)')
+    .action(async (flags: WorkerFlags) => {
+      const name = flags.name ?? `${hostname()}-${process.pid}`;
+      const [host] = parseAddress(flags.connect);
+      const peerListen = flags.peerListen ?? (isLoopback(host) ? '127.0.0.1:0' : '0.0.0.0:0');
+      const reason = await runNetworkWorker(
+        new WsNetwork(),
+        flags.connect,
+        peerListen,
+        readSecret(flags.tokenFile),
+        name,
+        (line) => console.log(line),
+      );
+      console.log(`worker ${name}: ${reason}`);
+    });
+}
