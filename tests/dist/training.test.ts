@@ -97,3 +97,55 @@ describe('training', () => {
     expect(loadModel(join(dir, 'stopped')).model.paramCount).toBe(result.model.paramCount);
   });
 });
+
+describe('bit-identity across workers and failures (in-memory network, random delivery order)', () => {
+  const short: RunConfig = { ...config, steps: 6, batchSize: 6, evalEvery: 3 };
+  const weights = (run: string) => readFileSync(join(dir, run, 'model.safetensors'));
+  let reference: Buffer;
+
+  it('1, 2 and 3 workers give byte-identical weights', async () => {
+    await train(short, join(dir, 'w1'), 1);
+    reference = weights('w1');
+    for (const n of [2, 3]) {
+      await trainInProcess(short, dataset, join(dir, `w${n}`), { workers: n, networkSeed: 100 + n }).result;
+      expect(weights(`w${n}`).equals(reference), `${n} workers`).toBe(true);
+    }
+  });
+
+  it('a killed worker is named, its shards move to the others, and the weights do not change', async () => {
+    const logs: string[] = [];
+    let net: { kill(node: string): void } | null = null;
+    const job = trainInProcess(short, dataset, join(dir, 'killed'), { workers: 3, onNetwork: (n) => (net = n) }, {
+      log: (line) => logs.push(line),
+      onStep: (m) => {
+        if (m.step === 2) net?.kill('worker-1');
+      },
+    });
+    const result = await job.result;
+    expect(result.steps).toBe(6);
+    expect(logs.some((l) => /^worker worker-1 \(rank \d\) lost: /.test(l))).toBe(true);
+    expect(weights('killed').equals(reference)).toBe(true);
+  });
+
+  it('a partitioned worker is found by the heartbeat timeout, and the weights do not change', async () => {
+    const logs: string[] = [];
+    let net: { partition(node: string): void } | null = null;
+    const started = Date.now();
+    const job = trainInProcess(
+      short,
+      dataset,
+      join(dir, 'partitioned'),
+      { workers: 2, heartbeatMs: 100, heartbeatTimeoutMs: 1000, onNetwork: (n) => (net = n) },
+      {
+        log: (line) => logs.push(line),
+        onStep: (m) => {
+          if (m.step === 3) net?.partition('worker-0');
+        },
+      },
+    );
+    await job.result;
+    expect(logs.some((l) => /^worker worker-0 \(rank \d\) lost: no message for \d s \(heartbeat timeout\)$/.test(l))).toBe(true);
+    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(weights('partitioned').equals(reference)).toBe(true);
+  });
+});
