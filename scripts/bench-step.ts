@@ -2,12 +2,20 @@
 // printing ms/step, tokens/s, achieved GFLOP/s and peak memory; when a python3 with torch is on
 // the machine, the same model and batch in PyTorch (1 thread and all cores), in the same run.
 //
+// With --workers 1,2 it instead times whole data-parallel steps (coordinator + N worker threads,
+// exact all-reduce) on tinyshakespeare tokenized to the config's vocabulary.
+//
 // usage: npm run bench:step -- [--config configs/bench-s.json ...] [--steps N] [--warmup N] [--no-torch]
+//                              [--workers 1,2]
 
 import { spawnSync } from 'node:child_process';
-import { availableParallelism } from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { loadDataset } from '../src/data/dataset.ts';
+import { prepareDataset } from '../src/data/prepare.ts';
+import { trainWithThreads } from '../src/dist/launch.ts';
 import { GPT2 } from '../src/model/gpt2.ts';
 import { trainingFlops } from '../src/model/layout.ts';
 import { AdamW } from '../src/train/adamw.ts';
@@ -24,6 +32,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '0' },
     'torch-steps': { type: 'string', default: '3' },
     'no-torch': { type: 'boolean', default: false },
+    workers: { type: 'string' },
   },
 });
 const configs = values.config ?? [
@@ -106,16 +115,69 @@ function benchTorch(python: string, cfg: RunConfig, threads: number): Row | null
   return { impl: `PyTorch ${r.torch} (${threads} thread${threads > 1 ? 's' : ''})`, ...r, gflops };
 }
 
-function print(rows: Row[]): void {
-  const weft = rows[0];
+/** One line per row; later rows show their ratio to the first (weft/torch, or the speed-up). */
+function print(rows: Row[], ratioOf: 'weft/torch' | 'speed-up' = 'weft/torch'): void {
+  const first = rows[0];
   for (const r of rows) {
+    const value =
+      ratioOf === 'weft/torch'
+        ? first.tokensPerSec / r.tokensPerSec
+        : r.tokensPerSec / first.tokensPerSec;
     const ratio =
-      r === weft ? '' : `  weft/torch ${(weft.tokensPerSec / r.tokensPerSec).toFixed(4)}x`;
+      r === first ? '' : `  ${ratioOf} ${value.toFixed(ratioOf === 'weft/torch' ? 4 : 2)}x`;
     console.log(
       `  ${r.impl.padEnd(28)} ${r.msPerStep.toFixed(0).padStart(8)} ms/step ${r.tokensPerSec.toFixed(1).padStart(9)} tok/s ` +
         `${r.gflops.toFixed(2).padStart(7)} GFLOP/s  peak RSS ${r.peakRssMiB.toFixed(0)} MiB${ratio}`,
     );
   }
+}
+
+/** Tokens/s of data-parallel training with `workers` threads (steps after the warm-up ones). */
+async function benchWorkers(cfg: RunConfig, workers: number): Promise<Row> {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-bench-'));
+  prepareDataset(join(root, 'data/tinyshakespeare.txt'), join(dir, 'ds'), {
+    tokenizer: `bpe:${cfg.vocabSize - 3}`,
+    valFraction: 0,
+  });
+  const dataset = loadDataset(join(dir, 'ds'));
+  const times: number[] = [];
+  let last = performance.now();
+  await trainWithThreads(
+    { ...cfg, steps: warmup + steps, evalEvery: 0 },
+    dataset,
+    join(dir, 'run'),
+    { workers },
+    {
+      onStep: () => {
+        times.push(performance.now() - last);
+        last = performance.now();
+      },
+    },
+  ).result;
+  rmSync(dir, { recursive: true, force: true });
+  const timed = times.slice(warmup);
+  const ms = timed.reduce((a, b) => a + b, 0) / timed.length;
+  const T = sequenceLength(cfg);
+  return {
+    impl: `weft ${workers} worker thread${workers > 1 ? 's' : ''}`,
+    msPerStep: ms,
+    tokensPerSec: (cfg.batchSize * T * 1000) / ms,
+    gflops: trainingFlops(cfg, cfg.batchSize, T) / ms / 1e6,
+    peakRssMiB: process.memoryUsage().rss / 2 ** 20,
+  };
+}
+
+if (values.workers) {
+  for (const path of configs) {
+    const cfg = loadRunConfig(path);
+    console.log(
+      `${cfg.name}: data-parallel steps, ${warmup} warm-up + ${steps} timed (first step includes thread start-up unless warmed up)`,
+    );
+    const rows: Row[] = [];
+    for (const n of values.workers.split(',').map(Number)) rows.push(await benchWorkers(cfg, n));
+    print(rows, 'speed-up');
+  }
+  process.exit(0);
 }
 
 const python = values['no-torch'] ? null : findTorchPython();

@@ -112,6 +112,13 @@ describe('bit-identity across workers and failures (in-memory network, random de
     }
   });
 
+  it('workers that cannot read the data get their batches from the coordinator, with the same bytes', async () => {
+    const logs: string[] = [];
+    await trainInProcess(short, dataset, join(dir, 'streamed'), { workers: 2, streamData: true }, { log: (l) => logs.push(l) }).result;
+    expect(logs.filter((l) => l.includes('data streamed from the coordinator'))).toHaveLength(2);
+    expect(weights('streamed').equals(reference)).toBe(true);
+  });
+
   it('a killed worker is named, its shards move to the others, and the weights do not change', async () => {
     const logs: string[] = [];
     let net: { kill(node: string): void } | null = null;

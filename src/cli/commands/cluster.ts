@@ -34,6 +34,7 @@ interface CoordinatorFlags extends RunFlags {
   rendezvousTimeout: string;
   heartbeatTimeout: string;
   tokenFile?: string;
+  streamData?: boolean;
 }
 
 interface WorkerFlags {
@@ -65,6 +66,10 @@ export function registerCluster(program: Command): void {
       '30',
     )
     .option('--token-file <file>', 'file holding the shared secret (or set WEFT_TOKEN)')
+    .option(
+      '--stream-data',
+      'send workers their batches even when they could read the dataset themselves',
+    )
     .action(async (flags: CoordinatorFlags) => {
       const [host] = parseAddress(flags.listen);
       const secret = readSecret(flags.tokenFile);
@@ -92,6 +97,7 @@ export function registerCluster(program: Command): void {
           heartbeatTimeoutMs:
             1000 * numberFlag('--heartbeat-timeout', flags.heartbeatTimeout, { min: 1 }),
           secret,
+          streamData: flags.streamData === true,
           onListening: (address) =>
             run.progress.line(
               `coordinator listening on ws://${address}; waiting for ${workers} workers`,

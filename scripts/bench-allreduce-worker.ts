@@ -1,0 +1,98 @@
+// One participant of scripts/bench-allreduce.ts, in its own thread: either a ring member running
+// the exact all-reduce over loopback WebSocket, or one end of a raw TCP stream.
+
+import { createConnection, createServer } from 'node:net';
+import { parentPort, workerData } from 'node:worker_threads';
+import { Mailbox, exactAllReduce } from '../src/dist/collectives.ts';
+import type { Member } from '../src/dist/messages.ts';
+import { NetworkPeerMesh } from '../src/dist/peers.ts';
+import { WsNetwork } from '../src/dist/transports/ws.ts';
+
+type Job =
+  | { kind: 'ring'; rank: number; sizes: number[]; repeats: number }
+  | { kind: 'tcp-server'; bytes: number }
+  | { kind: 'tcp-client'; port: number; bytes: number };
+
+const job = workerData as Job;
+const port = parentPort as NonNullable<typeof parentPort>;
+
+if (job.kind === 'tcp-server') {
+  const server = createServer((socket) => {
+    let received = 0;
+    let start = 0;
+    socket.on('data', (d: Buffer) => {
+      if (start === 0) start = performance.now();
+      received += d.length;
+      if (received >= job.bytes) {
+        port.postMessage({ seconds: (performance.now() - start) / 1000 });
+        socket.destroy();
+        server.close();
+      }
+    });
+  });
+  server.listen(0, '127.0.0.1', () =>
+    port.postMessage({ port: (server.address() as { port: number }).port }),
+  );
+} else if (job.kind === 'tcp-client') {
+  const socket = createConnection(job.port, '127.0.0.1', () => {
+    const block = Buffer.alloc(1 << 20, 7);
+    let sent = 0;
+    const pump = () => {
+      while (sent < job.bytes) {
+        sent += block.length;
+        if (!socket.write(block)) return void socket.once('drain', pump);
+      }
+      socket.end();
+    };
+    pump();
+  });
+  socket.on('error', () => {});
+} else {
+  const mailbox = new Mailbox();
+  const mesh = await NetworkPeerMesh.start(
+    new WsNetwork(),
+    '127.0.0.1:0',
+    null,
+    (from, m) => {
+      if (m.t === 'chunk') mailbox.deliver(from, m);
+    },
+    `bench-${job.rank}`,
+  );
+  mesh.identify(job.rank, 'bench');
+  port.postMessage({ address: mesh.address });
+  const members = await new Promise<Member[]>((resolve) => port.once('message', resolve));
+  const n = members.length;
+  const position = members.findIndex((m) => m.rank === job.rank);
+  const next = members[(position + 1) % n];
+  const prev = members[(position - 1 + n) % n];
+  const [toNext] = await Promise.all([mesh.link(next), mesh.link(prev)]);
+  const ring = {
+    position,
+    size: n,
+    ranks: members.map((m) => m.rank),
+    send: (_: number, c: Parameters<typeof toNext.send>[0]) => toNext.send(c),
+  };
+  let step = 0;
+  const results: { size: number; seconds: number }[] = [];
+  for (const bytes of job.sizes) {
+    const elements = bytes / 4;
+    const sums = new Float64Array(elements);
+    const out = new Float32Array(elements);
+    const times: number[] = [];
+    for (let r = 0; r < job.repeats + 1; r++) {
+      await new Promise<void>((resolve) => {
+        port.once('message', () => resolve()); // barrier: the main thread starts every member together
+        port.postMessage({ ready: true });
+      });
+      const start = performance.now();
+      await exactAllReduce(ring, mailbox, sums, out, 40, step++, 0, () => false);
+      if (r > 0) times.push((performance.now() - start) / 1000); // the first run warms up
+    }
+    results.push({
+      size: bytes,
+      seconds: times.sort((a, b) => a - b)[Math.floor(times.length / 2)],
+    });
+  }
+  port.postMessage({ results });
+  mesh.close();
+}
