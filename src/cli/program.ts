@@ -2,6 +2,7 @@
 
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
+import { registerCheckpoint } from './commands/checkpoint.ts';
 import { registerCluster } from './commands/cluster.ts';
 import { registerEval } from './commands/eval.ts';
 import { registerGenerate } from './commands/generate.ts';
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerCluster(program);
   registerEval(program);
   registerGenerate(program);
+  registerCheckpoint(program);
   registerInfo(program);
   return program;
 }

@@ -44,6 +44,10 @@ export interface RunConfig extends GPTConfig {
   evalWindows: number;
   /** Print a progress line every this many steps when output is not a terminal. */
   logEvery: number;
+  /** Save a checkpoint every this many steps (0: only at the end and on a stop). */
+  ckptEvery: number;
+  /** Checkpoints kept on disk (0: all). */
+  keepLast: number;
   /** Tokens sampled from the final model (0: none), continuing samplePrompt. */
   sampleTokens: number;
   samplePrompt: string;
@@ -76,6 +80,8 @@ export const DEFAULT_RUN_CONFIG: RunConfig = {
   evalEvery: 100,
   evalWindows: 32,
   logEvery: 10,
+  ckptEvery: 0,
+  keepLast: 3,
   sampleTokens: 0,
   samplePrompt: '\n',
   temperature: 0.8,
@@ -194,6 +200,8 @@ export function validateRunConfig(config: RunConfig): RunConfig {
     'topK',
     'warmupSteps',
     'shards',
+    'ckptEvery',
+    'keepLast',
   ] as const) {
     const value = config[key];
     check(

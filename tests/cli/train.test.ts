@@ -43,7 +43,13 @@ describe('weft prepare, train, eval, generate', () => {
     expect(tr.stdout).toMatch(/step 6\/6 \| loss \d/);
     expect(tr.stdout).toMatch(/final validation: \d+\.\d+ bits per byte/);
     expect(tr.stdout).toContain('--- sample');
-    for (const f of ['config.json', 'tokenizer.json', 'metrics.jsonl', 'model.safetensors'])
+    for (const f of [
+      'config.json',
+      'tokenizer.json',
+      'metrics.jsonl',
+      'checkpoints/latest',
+      'checkpoints/step-00000006/model.safetensors',
+    ])
       expect(existsSync(join(run, f))).toBe(true);
 
     const ev = runCli(['eval', '--checkpoint', run, '--data', text, '--json']);
@@ -74,7 +80,7 @@ describe('weft prepare, train, eval, generate', () => {
     expect(existsSync(join(run, 'data', 'dataset.json'))).toBe(true);
     expectOneLineError(
       ['train', '--config', 'tiny', '--data', text, '--out', run],
-      /already holds a run; pass --overwrite/,
+      /already holds a run; pass --resume to continue it, --overwrite to replace it/,
     );
     expect(
       runCli(['train', '--config', 'tiny', '--data', text, '--out', run, '--overwrite', ...fast])

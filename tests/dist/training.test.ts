@@ -5,7 +5,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadModel } from '../../src/checkpoint/model-files.ts';
+import { loadModel } from '../../src/checkpoint/read.ts';
 import { loadDataset } from '../../src/data/dataset.ts';
 import { prepareDataset } from '../../src/data/prepare.ts';
 import { DEFAULT_RUN_CONFIG } from '../../src/train/config.ts';
@@ -14,6 +14,7 @@ import { trainInProcess } from '../../src/dist/launch.ts';
 import type { RunHooks } from '../../src/dist/coordinator.ts';
 import { ROOT } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { finalWeights, metricsOf } from '../helpers/runs.ts';
 
 const dir = tempDir();
 writeFileSync(
@@ -38,13 +39,6 @@ const config: RunConfig = {
   evalWindows: 4,
 };
 
-function lines(path: string): Record<string, unknown>[] {
-  return readFileSync(path, 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
-}
-
 const train = (c: RunConfig, out: string, workers = 1, hooks: RunHooks = {}) =>
   trainInProcess(c, dataset, out, { workers }, hooks).result;
 
@@ -53,7 +47,7 @@ describe('training', () => {
     const out = join(dir, 'run');
     const result = await train(config, out, 2);
     expect(result.steps).toBe(40);
-    const metrics = lines(join(out, 'metrics.jsonl'));
+    const metrics = metricsOf(out);
     const steps = metrics.filter((m) => m.type === 'step');
     expect(steps).toHaveLength(40);
     for (const key of ['step', 'loss', 'lr', 'gradNorm', 'tokensPerSec', 'elapsedMs'])
@@ -79,7 +73,7 @@ describe('training', () => {
     await train(short, join(dir, 'a'));
     await train(short, join(dir, 'b'));
     await train({ ...short, seed: 7 }, join(dir, 'c'));
-    const bytes = (run: string) => readFileSync(join(dir, run, 'model.safetensors'));
+    const bytes = (run: string) => finalWeights(join(dir, run));
     expect(bytes('a').equals(bytes('b'))).toBe(true);
     expect(bytes('a').equals(bytes('c'))).toBe(false);
   });
@@ -93,14 +87,14 @@ describe('training', () => {
     });
     const result = await job.result;
     expect(result).toMatchObject({ steps: 4, interrupted: true });
-    expect(lines(join(dir, 'stopped', 'metrics.jsonl')).filter((m) => m.type === 'step')).toHaveLength(4);
+    expect(metricsOf(join(dir, 'stopped')).filter((m) => m.type === 'step')).toHaveLength(4);
     expect(loadModel(join(dir, 'stopped')).model.paramCount).toBe(result.model.paramCount);
   });
 });
 
 describe('bit-identity across workers and failures (in-memory network, random delivery order)', () => {
   const short: RunConfig = { ...config, steps: 6, batchSize: 6, evalEvery: 3 };
-  const weights = (run: string) => readFileSync(join(dir, run, 'model.safetensors'));
+  const weights = (run: string) => finalWeights(join(dir, run));
   let reference: Buffer;
 
   it('1, 2 and 3 workers give byte-identical weights', async () => {

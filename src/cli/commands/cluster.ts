@@ -98,6 +98,8 @@ export function registerCluster(program: Command): void {
             1000 * numberFlag('--heartbeat-timeout', flags.heartbeatTimeout, { min: 1 }),
           secret,
           streamData: flags.streamData === true,
+          resume: run.resume,
+          stopAfter: run.stopAfter,
           onListening: (address) =>
             run.progress.line(
               `coordinator listening on ws://${address}; waiting for ${workers} workers`,

@@ -1,23 +1,25 @@
 // `weft eval`: loss, perplexity and bits per byte of a saved model on a text file.
 
 import type { Command } from 'commander';
-import { loadModel } from '../../checkpoint/model-files.ts';
+import { loadModel } from '../../checkpoint/read.ts';
 import { evaluate } from '../../train/evaluate.ts';
 import { readUtf8 } from '../../util/files.ts';
 import { check } from '../../util/errors.ts';
-import { resolveModelDir } from '../paths.ts';
 import { numberFlag } from './options.ts';
 
 export function registerEval(program: Command): void {
   program
     .command('eval')
     .description('evaluate a trained model on a text file: loss, perplexity, bits per byte')
-    .requiredOption('--checkpoint <dir>', 'run directory written by weft train')
+    .requiredOption(
+      '--checkpoint <dir>',
+      'run directory (its latest checkpoint) or a checkpoint directory',
+    )
     .requiredOption('--data <file>', 'UTF-8 text file to evaluate on')
     .option('--batch-size <n>', 'windows per forward pass', '8')
     .option('--json', 'print {"loss","ppl","bpb","tokens","bytes"} as JSON')
     .action((flags: { checkpoint: string; data: string; batchSize: string; json?: boolean }) => {
-      const { model, config, tokenizer } = loadModel(resolveModelDir(flags.checkpoint));
+      const { model, config, tokenizer } = loadModel(flags.checkpoint);
       const text = readUtf8(flags.data, 'data file');
       const ids = tokenizer.encode(text);
       check(

@@ -1,10 +1,9 @@
 // `weft generate`: sample a continuation of a prompt from a saved model, streamed to stdout.
 
 import type { Command } from 'commander';
-import { loadModel } from '../../checkpoint/model-files.ts';
+import { loadModel } from '../../checkpoint/read.ts';
 import { generate } from '../../model/generate.ts';
 import { streamDecoder } from '../../tokenizer/types.ts';
-import { resolveModelDir } from '../paths.ts';
 import { numberFlag } from './options.ts';
 
 interface GenerateFlags {
@@ -20,14 +19,17 @@ export function registerGenerate(program: Command): void {
   program
     .command('generate')
     .description('continue a prompt with a trained model')
-    .requiredOption('--checkpoint <dir>', 'run directory written by weft train')
+    .requiredOption(
+      '--checkpoint <dir>',
+      'run directory (its latest checkpoint) or a checkpoint directory',
+    )
     .option('--prompt <text>', 'text to continue (empty: start of a document)', '')
     .option('--max-tokens <n>', 'tokens to generate', '200')
     .option('--temperature <t>', 'sampling temperature (0: greedy)', '0.8')
     .option('--top-k <k>', 'sample among the k most likely tokens (0: all)', '40')
     .option('--seed <n>', 'random seed', '1')
     .action((flags: GenerateFlags) => {
-      const { model, tokenizer } = loadModel(resolveModelDir(flags.checkpoint));
+      const { model, tokenizer } = loadModel(flags.checkpoint);
       const prompt = tokenizer.encode(flags.prompt);
       const decode = streamDecoder(tokenizer);
       process.stdout.write(flags.prompt);

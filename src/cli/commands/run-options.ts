@@ -1,9 +1,12 @@
-// What `weft train` and `weft coordinator` share: the run flags (config, data, out, overrides),
-// opening the data, progress output, Ctrl-C handling and the closing summary with a sample.
+// What `weft train` and `weft coordinator` share: the run flags (config, data, out, overrides,
+// resume), opening the data, progress output, Ctrl-C handling and the closing summary.
 
 import type { Command } from 'commander';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import type { CheckpointState } from '../../checkpoint/format.ts';
+import { CHECKPOINTS_DIR } from '../../checkpoint/format.ts';
+import { loadCheckpoint } from '../../checkpoint/read.ts';
 import type { Dataset } from '../../data/dataset.ts';
 import { openDataset } from '../../data/open.ts';
 import type { Job } from '../../dist/launch.ts';
@@ -11,26 +14,36 @@ import type { RunHooks, RunResult } from '../../dist/coordinator.ts';
 import { generate } from '../../model/generate.ts';
 import { paramCount } from '../../model/layout.ts';
 import { streamDecoder } from '../../tokenizer/types.ts';
+import { MODEL_KEYS } from '../../model/config.ts';
 import type { RunConfig } from '../../train/config.ts';
-import { loadRunConfig, parseOverrides } from '../../train/config.ts';
+import {
+  DEFAULT_RUN_CONFIG,
+  loadRunConfig,
+  mergeConfig,
+  parseOverrides,
+  validateRunConfig,
+} from '../../train/config.ts';
 import { WeftError } from '../../util/errors.ts';
+import { readBytes, sha256 } from '../../util/files.ts';
 import { resolveConfigPath } from '../paths.ts';
 import { Progress } from '../progress.ts';
-import { collect } from './options.ts';
+import { collect, numberFlag } from './options.ts';
 
 export interface RunFlags {
-  config: string;
+  config?: string;
   data?: string;
   out?: string;
   steps?: string;
   seed?: string;
   set: string[];
   overwrite?: boolean;
+  resume?: boolean;
+  stopAfter?: string;
 }
 
 export function addRunOptions(cmd: Command): Command {
   return cmd
-    .requiredOption(
+    .option(
       '--config <file>',
       'run config JSON, or a preset name from configs/ (tiny, shakespeare, ...)',
     )
@@ -42,7 +55,15 @@ export function addRunOptions(cmd: Command): Command {
     .option('--steps <n>', 'optimizer steps (overrides the config)')
     .option('--seed <n>', 'random seed (overrides the config)')
     .option('--set <key=value>', 'override a config key (repeatable)', collect, [])
-    .option('--overwrite', 'replace a run already in --out');
+    .option('--overwrite', 'replace a run already in --out')
+    .option(
+      '--resume',
+      'continue the run in --out from its latest checkpoint (--set may change all but the architecture)',
+    )
+    .option(
+      '--stop-after <n>',
+      'stop after this many steps of this invocation, saving a checkpoint',
+    );
 }
 
 export interface PreparedRun {
@@ -50,14 +71,34 @@ export interface PreparedRun {
   dataset: Dataset;
   outDir: string;
   progress: Progress;
+  /** The checkpoint a resumed run continues from. */
+  resume?: CheckpointState;
+  stopAfter?: number;
+}
+
+/** Keys a resumed run must keep: the architecture, and what fixes which data each step reads. */
+const FIXED_ON_RESUME = [...MODEL_KEYS, 'seqLen', 'batchSize', 'shards', 'seed'] as const;
+
+function overridesOf(flags: RunFlags): Record<string, unknown> {
+  const overrides = parseOverrides(flags.set);
+  if (flags.steps !== undefined) Object.assign(overrides, parseOverrides([`steps=${flags.steps}`]));
+  if (flags.seed !== undefined) Object.assign(overrides, parseOverrides([`seed=${flags.seed}`]));
+  return overrides;
 }
 
 /** Config from the preset, then --set, then --steps/--seed; the data opened (prepared if raw text). */
 export function prepareRun(flags: RunFlags): PreparedRun {
-  const overrides = parseOverrides(flags.set);
-  if (flags.steps !== undefined) Object.assign(overrides, parseOverrides([`steps=${flags.steps}`]));
-  if (flags.seed !== undefined) Object.assign(overrides, parseOverrides([`seed=${flags.seed}`]));
-  const config = loadRunConfig(resolveConfigPath(flags.config), overrides);
+  const stopAfter =
+    flags.stopAfter === undefined
+      ? undefined
+      : numberFlag('--stop-after', flags.stopAfter, { min: 1, integer: true });
+  if (flags.resume) return { ...prepareResume(flags), stopAfter };
+  if (!flags.config)
+    throw new WeftError(
+      'WEFT_E_CONFIG',
+      '--config is required: a config file or a preset name from configs/ (tiny, shakespeare, ...)',
+    );
+  const config = loadRunConfig(resolveConfigPath(flags.config), overridesOf(flags));
   if (!flags.data) {
     throw new WeftError(
       'WEFT_E_CONFIG',
@@ -68,16 +109,68 @@ export function prepareRun(flags: RunFlags): PreparedRun {
   if (existsSync(join(outDir, 'config.json')) && !flags.overwrite) {
     throw new WeftError(
       'WEFT_E_CONFIG',
-      `${outDir} already holds a run; pass --overwrite to replace it, or choose another --out`,
+      `${outDir} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out`,
     );
   }
+  if (flags.overwrite) rmSync(join(outDir, CHECKPOINTS_DIR), { recursive: true, force: true });
   const progress = new Progress(config.logEvery);
   const dataset = openDataset(flags.data, join(outDir, 'data'), {
     tokenizer: config.tokenizer,
     valFraction: config.valFraction,
     log: (line) => progress.line(line),
   });
-  return { config, dataset, outDir, progress };
+  return { config, dataset, outDir, progress, stopAfter };
+}
+
+/** The run in --out continued from its latest checkpoint, with --set changes that keep it the same run. */
+function prepareResume(flags: RunFlags): PreparedRun {
+  const fromPreset = flags.config ? loadRunConfig(resolveConfigPath(flags.config)) : null;
+  const outDir = flags.out ?? (fromPreset ? join('runs', fromPreset.name) : null);
+  if (!outDir)
+    throw new WeftError(
+      'WEFT_E_CONFIG',
+      '--resume needs --out DIR (or --config NAME for runs/NAME)',
+    );
+  const checkpoint = loadCheckpoint(outDir);
+  const saved = mergeConfig(
+    DEFAULT_RUN_CONFIG,
+    checkpoint.config,
+    `${checkpoint.dir}/manifest.json`,
+  );
+  const config = validateRunConfig(mergeConfig(saved, overridesOf(flags), '--set'));
+  for (const key of FIXED_ON_RESUME) {
+    if (config[key] !== saved[key]) {
+      throw new WeftError(
+        'WEFT_E_CONFIG',
+        `${key}=${String(config[key])} differs from the checkpoint's ${key}=${String(saved[key])}; a resumed run keeps its architecture and data order`,
+      );
+    }
+  }
+  if (fromPreset) {
+    for (const key of MODEL_KEYS) {
+      if (fromPreset[key] !== 0 && fromPreset[key] !== saved[key]) {
+        throw new WeftError(
+          'WEFT_E_CONFIG',
+          `--config ${flags.config} has ${key}=${fromPreset[key]} but the checkpoint has ${key}=${saved[key]}`,
+        );
+      }
+    }
+  }
+  const progress = new Progress(config.logEvery);
+  const dataPath = flags.data ?? checkpoint.data.path;
+  const dataset = openDataset(dataPath, join(outDir, 'data'), {
+    tokenizer: config.tokenizer,
+    valFraction: config.valFraction,
+    log: (line) => progress.line(line),
+  });
+  if (sha256(readBytes(join(dataset.dir, 'dataset.json'))) !== checkpoint.data.manifestSha256) {
+    throw new WeftError(
+      'WEFT_E_CONFIG',
+      `the dataset at ${dataset.dir} is not the one checkpoint ${checkpoint.dir} was trained on (its dataset.json differs)`,
+    );
+  }
+  progress.line(`resuming ${outDir} from ${checkpoint.dir} (step ${checkpoint.step})`);
+  return { config, dataset, outDir, progress, resume: checkpoint };
 }
 
 /** Progress hooks that print the run's header, steps, evaluations and cluster events. */
@@ -122,7 +215,9 @@ export function summarize(run: PreparedRun, result: RunResult): void {
   const how = result.interrupted
     ? `stopped at step ${result.steps}`
     : `done: ${result.steps} steps`;
-  progress.line(`${how}; model saved in ${outDir}`);
+  progress.line(
+    `${how}; checkpoint saved in ${result.checkpoint} (resume with --out ${outDir} --resume)`,
+  );
   if (result.lastEval) {
     progress.line(
       `final validation: ${result.lastEval.bpb.toFixed(4)} bits per byte (loss ${result.lastEval.loss.toFixed(4)})`,

@@ -28,7 +28,7 @@ export function registerTrain(program: Command): void {
         run.config,
         run.dataset,
         run.outDir,
-        { workers },
+        { workers, resume: run.resume, stopAfter: run.stopAfter },
         progressHooks(run),
       );
       summarize(run, await awaitJob(job, run.progress));

@@ -1,0 +1,169 @@
+// Hugging Face GPT-2 directories, in and out. Export writes what GPT2LMHeadModel.from_pretrained
+// loads: model.safetensors with transformer.-prefixed names (the LM head is tied to wte, so it is
+// left out, as Hugging Face itself saves it) and a GPT2Config config.json; our tokenizer.json goes
+// beside it as weft-tokenizer.json. Import reads such a directory, real GPT-2 124M included
+// (names with or without the transformer. prefix; lm_head.weight and the attention-mask buffers
+// are ignored), and writes a step-0 checkpoint that eval, generate and fine-tuning start from.
+
+import { existsSync, mkdirSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import type { GPTConfig } from '../model/config.ts';
+import { validateConfig } from '../model/config.ts';
+import { GPT2 } from '../model/gpt2.ts';
+import { namedTensors } from '../model/layout.ts';
+import { BpeTokenizer } from '../tokenizer/bpe.ts';
+import { tokenizerFromJSON } from '../tokenizer/index.ts';
+import { WeftError } from '../util/errors.ts';
+import { readBytes, readJson, writeFileAtomic } from '../util/files.ts';
+import type { CheckpointState } from './format.ts';
+import { MODEL_FILE } from './format.ts';
+import { loadCheckpoint } from './read.ts';
+import type { SafeTensors } from './safetensors.ts';
+import { readSafetensors, writeSafetensors } from './safetensors.ts';
+import { loadWeights, weightTensors } from './weights.ts';
+import { writeCheckpoint } from './write.ts';
+
+const PREFIX = 'transformer.';
+export const WEFT_TOKENIZER_FILE = 'weft-tokenizer.json';
+
+/** Hugging Face's GPT2Config for a weft model. */
+export function hfConfig(config: GPTConfig, endOfText: number): Record<string, unknown> {
+  return {
+    architectures: ['GPT2LMHeadModel'],
+    model_type: 'gpt2',
+    vocab_size: config.vocabSize,
+    n_positions: config.blockSize,
+    n_ctx: config.blockSize,
+    n_embd: config.nEmbd,
+    n_layer: config.nLayer,
+    n_head: config.nHead,
+    n_inner: null,
+    activation_function: 'gelu_new',
+    resid_pdrop: 0,
+    embd_pdrop: 0,
+    attn_pdrop: 0,
+    layer_norm_epsilon: 1e-5,
+    initializer_range: 0.02,
+    bos_token_id: endOfText,
+    eos_token_id: endOfText,
+    tie_word_embeddings: true,
+    torch_dtype: 'float32',
+  };
+}
+
+/** Writes checkpoint `path` as a Hugging Face GPT-2 directory `outDir`. */
+export function exportHf(path: string, outDir: string): string {
+  const state = loadCheckpoint(path);
+  const config = state.config;
+  const tokenizer = tokenizerFromJSON(state.tokenizer);
+  mkdirSync(outDir, { recursive: true });
+  writeFileAtomic(
+    join(outDir, MODEL_FILE),
+    writeSafetensors(weightTensors(state.params, config, PREFIX), { format: 'pt' }),
+  );
+  writeFileAtomic(
+    join(outDir, 'config.json'),
+    `${JSON.stringify(hfConfig(config, tokenizer.specials.endOfText), null, 2)}\n`,
+  );
+  writeFileAtomic(join(outDir, WEFT_TOKENIZER_FILE), `${JSON.stringify(state.tokenizer)}\n`);
+  return outDir;
+}
+
+/** The weft model config of a Hugging Face GPT2Config. */
+function configFromHf(hf: Record<string, unknown>, source: string): GPTConfig {
+  const need = (key: string) => {
+    const value = hf[key];
+    if (typeof value !== 'number')
+      throw new WeftError('WEFT_E_FORMAT', `${source} has no numeric ${key}`);
+    return value;
+  };
+  if (hf.model_type !== undefined && hf.model_type !== 'gpt2') {
+    throw new WeftError(
+      'WEFT_E_FORMAT',
+      `${source} describes a ${String(hf.model_type)} model; weft imports gpt2`,
+    );
+  }
+  const act = hf.activation_function;
+  if (act !== undefined && act !== 'gelu_new' && act !== 'gelu_pytorch_tanh') {
+    throw new WeftError(
+      'WEFT_E_FORMAT',
+      `${source} uses activation ${String(act)}; weft's GPT-2 uses the tanh GELU (gelu_new)`,
+    );
+  }
+  if (hf.n_inner !== undefined && hf.n_inner !== null && hf.n_inner !== 4 * need('n_embd')) {
+    throw new WeftError(
+      'WEFT_E_FORMAT',
+      `${source} has n_inner=${String(hf.n_inner)}; weft's GPT-2 MLP is 4 x n_embd`,
+    );
+  }
+  return validateConfig({
+    nLayer: need('n_layer'),
+    nHead: need('n_head'),
+    nEmbd: need('n_embd'),
+    blockSize: need('n_positions'),
+    vocabSize: need('vocab_size'),
+  });
+}
+
+/** Names in the file: with or without the transformer. prefix (both occur in the wild). */
+function prefixOf(st: SafeTensors, source: string): string {
+  if (st.tensors.has(`${PREFIX}wte.weight`)) return PREFIX;
+  if (st.tensors.has('wte.weight')) return '';
+  throw new WeftError(
+    'WEFT_E_FORMAT',
+    `${source} has no wte.weight (nor ${PREFIX}wte.weight): not a GPT-2 checkpoint`,
+  );
+}
+
+/** Imports Hugging Face GPT-2 directory `hfDir` as a new run directory `runDir` (a step-0 checkpoint). */
+export async function importHf(hfDir: string, runDir: string): Promise<string> {
+  const configPath = join(hfDir, 'config.json');
+  const modelPath = join(hfDir, MODEL_FILE);
+  const config = configFromHf(
+    readJson(configPath, 'Hugging Face config') as Record<string, unknown>,
+    configPath,
+  );
+  const st = readSafetensors(readBytes(modelPath, 'Hugging Face weights'), modelPath);
+  const prefix = prefixOf(st, modelPath);
+  for (const t of namedTensors(config)) {
+    const entry = st.tensors.get(prefix + t.name);
+    if (entry && entry.dtype !== 'F32') {
+      throw new WeftError(
+        'WEFT_E_FORMAT',
+        `${modelPath}: tensor ${prefix + t.name} is ${entry.dtype}; weft imports F32 weights`,
+      );
+    }
+  }
+  const params = new GPT2(config).params;
+  loadWeights(params, config, st, prefix, modelPath); // checks every name and shape
+
+  const tokenizerPath = join(hfDir, WEFT_TOKENIZER_FILE);
+  let tokenizerJson: Record<string, unknown>;
+  if (existsSync(tokenizerPath)) {
+    tokenizerJson = readJson(tokenizerPath, 'tokenizer') as Record<string, unknown>;
+    tokenizerFromJSON(tokenizerJson, tokenizerPath);
+  } else if (config.vocabSize === 50257) {
+    tokenizerJson = BpeTokenizer.gpt2().toJSON() as unknown as Record<string, unknown>;
+  } else {
+    throw new WeftError(
+      'WEFT_E_FORMAT',
+      `${hfDir} has no ${WEFT_TOKENIZER_FILE} and vocab_size ${config.vocabSize} is not GPT-2's 50257; weft cannot tell its tokenizer`,
+    );
+  }
+  const zeros = new Float32Array(params.length);
+  const state: CheckpointState = {
+    step: 0,
+    tokensSeen: 0,
+    config: { name: basename(runDir), ...config, seqLen: config.blockSize },
+    tokenizer: tokenizerJson,
+    adamSteps: 0,
+    loader: {},
+    rng: { seed: 0 },
+    data: { path: '', manifestSha256: '' },
+    metrics: {},
+    params,
+    m: zeros,
+    v: zeros,
+  };
+  return writeCheckpoint(runDir, state);
+}

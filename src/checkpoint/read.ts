@@ -1,0 +1,146 @@
+// Reading checkpoints. Whatever reads one (train --resume, eval, generate, serve, the checkpoint
+// tools) takes a run directory (its checkpoints/latest) or a checkpoint directory, and checks it
+// first: the manifest's format and version, then every file's presence, size and sha256, then the
+// tensors' names and shapes against the config. A problem is one line naming the file.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { GPTConfig } from '../model/config.ts';
+import { MODEL_KEYS, validateConfig } from '../model/config.ts';
+import { GPT2 } from '../model/gpt2.ts';
+import type { Tokenizer } from '../tokenizer/index.ts';
+import { tokenizerFromJSON } from '../tokenizer/index.ts';
+import { WeftError, check } from '../util/errors.ts';
+import { readBytes, readJson, sha256 } from '../util/files.ts';
+import type { CheckpointManifest, CheckpointState } from './format.ts';
+import {
+  CHECKPOINTS_DIR,
+  CHECKPOINT_FORMAT,
+  CHECKPOINT_VERSION,
+  LATEST_FILE,
+  MANIFEST_FILE,
+  MODEL_FILE,
+  OPTIMIZER_FILE,
+  STEP_DIR_PATTERN,
+} from './format.ts';
+import { readSafetensors } from './safetensors.ts';
+import { loadWeights } from './weights.ts';
+
+const bad = (message: string) => new WeftError('WEFT_E_FORMAT', message);
+
+/** The checkpoint directory `path` names: itself, or the one its checkpoints/latest names. */
+export function resolveCheckpoint(path: string): string {
+  if (existsSync(join(path, MANIFEST_FILE))) return path;
+  const latest = join(path, CHECKPOINTS_DIR, LATEST_FILE);
+  if (!existsSync(latest)) {
+    if (!existsSync(path)) throw bad(`checkpoint ${path} does not exist`);
+    throw bad(
+      `${path} holds no checkpoint (no ${MANIFEST_FILE}, no ${CHECKPOINTS_DIR}/${LATEST_FILE}); pass a run directory written by weft train or a checkpoint directory`,
+    );
+  }
+  const name = readFileSync(latest, 'utf8').trim();
+  if (!STEP_DIR_PATTERN.test(name))
+    throw bad(`${latest} names "${name}", which is not a checkpoint directory name`);
+  const dir = join(path, CHECKPOINTS_DIR, name);
+  if (!existsSync(join(dir, MANIFEST_FILE)))
+    throw bad(`${latest} names ${name}, but ${dir} holds no ${MANIFEST_FILE}`);
+  return dir;
+}
+
+/** The manifest of checkpoint directory `dir`, checked for format and version. */
+export function readManifest(dir: string): CheckpointManifest {
+  const path = join(dir, MANIFEST_FILE);
+  const m = readJson(path, 'checkpoint manifest') as Partial<CheckpointManifest> | null;
+  if (typeof m !== 'object' || m === null || m.format !== CHECKPOINT_FORMAT)
+    throw bad(`${path} is not a weft checkpoint manifest`);
+  if (typeof m.version !== 'number' || m.version > CHECKPOINT_VERSION) {
+    throw bad(
+      `${path} has format version ${String(m.version)}, newer than this weft reads (${CHECKPOINT_VERSION}); upgrade weft`,
+    );
+  }
+  check(
+    typeof m.config === 'object' &&
+      m.config !== null &&
+      MODEL_KEYS.every((k) => typeof m.config?.[k] === 'number'),
+    'WEFT_E_FORMAT',
+    `${path} lacks the model config (${MODEL_KEYS.join(', ')})`,
+  );
+  check(typeof m.files === 'object' && m.files !== null, 'WEFT_E_FORMAT', `${path} lists no files`);
+  check(
+    Number.isSafeInteger(m.step) && (m.step as number) >= 0,
+    'WEFT_E_FORMAT',
+    `${path} has no valid step`,
+  );
+  return m as CheckpointManifest;
+}
+
+/** Reads every file the manifest lists, checking size and sha256; returns the bytes by name. */
+function verifiedFiles(dir: string, manifest: CheckpointManifest): Map<string, Buffer> {
+  const files = new Map<string, Buffer>();
+  for (const name of [MODEL_FILE, OPTIMIZER_FILE]) {
+    if (!manifest.files[name]) throw bad(`${join(dir, MANIFEST_FILE)} does not list ${name}`);
+  }
+  for (const [name, { bytes, sha256: digest }] of Object.entries(manifest.files)) {
+    const path = join(dir, name);
+    if (!existsSync(path)) throw bad(`${path} is missing`);
+    const data = readBytes(path, 'checkpoint file');
+    if (data.length !== bytes)
+      throw bad(
+        `${path} is ${data.length} bytes but the manifest says ${bytes} (truncated or replaced)`,
+      );
+    if (sha256(data) !== digest)
+      throw bad(`${path} does not match its sha256 in the manifest (the file is damaged)`);
+    files.set(name, data);
+  }
+  return files;
+}
+
+/** Checks a checkpoint completely (manifest, files, tensor names and shapes); returns its state. */
+export function loadCheckpoint(path: string): CheckpointState & { dir: string } {
+  const dir = resolveCheckpoint(path);
+  const manifest = readManifest(dir);
+  const files = verifiedFiles(dir, manifest);
+  const config = validateConfig({ ...(manifest.config as GPTConfig) });
+  const n = new GPT2(config).paramCount;
+  const tensors = (name: string, prefix = '') => {
+    const out = new Float32Array(n);
+    loadWeights(
+      out,
+      config,
+      readSafetensors(files.get(name) as Buffer, join(dir, name)),
+      prefix,
+      join(dir, name),
+    );
+    return out;
+  };
+  const { files: _files, format: _format, version: _version, ...meta } = manifest;
+  return {
+    ...meta,
+    dir,
+    params: tensors(MODEL_FILE),
+    m: tensors(OPTIMIZER_FILE, 'm/'),
+    v: tensors(OPTIMIZER_FILE, 'v/'),
+  };
+}
+
+export interface LoadedModel {
+  model: GPT2;
+  config: GPTConfig & Record<string, unknown>;
+  tokenizer: Tokenizer;
+  dir: string;
+  step: number;
+}
+
+/** The model of a checkpoint (weights only), with its config and tokenizer, after all checks. */
+export function loadModel(path: string): LoadedModel {
+  const state = loadCheckpoint(path);
+  const config = state.config;
+  const tokenizer = tokenizerFromJSON(state.tokenizer, join(state.dir, MANIFEST_FILE));
+  return {
+    model: new GPT2(config, { params: state.params }),
+    config,
+    tokenizer,
+    dir: state.dir,
+    step: state.step,
+  };
+}

@@ -1,0 +1,159 @@
+// Atomic checkpoint publishing. A checkpoint is written into checkpoints/.tmp-step-N-<pid>/,
+// every file fsynced, the directory fsynced, then renamed to step-N; only then is `latest`
+// replaced the same way (write latest.tmp, fsync, rename). A crash at any point leaves the
+// previous checkpoint intact and `latest` naming a complete one; leftovers are removed by
+// cleanCheckpointTemps on the next start. Writing is asynchronous (libuv's thread pool), so the
+// event loop that coordinates training is not blocked by the disk.
+//
+// Fault injection for crash tests: WEFT_FAULT=<point>[@<n>] SIGKILLs the process the n-th time
+// (default first) it reaches <point>: checkpoint:begin, checkpoint:file, checkpoint:before-rename,
+// checkpoint:after-rename, checkpoint:latest-tmp, checkpoint:done.
+
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { GPTConfig } from '../model/config.ts';
+import { sha256 } from '../util/files.ts';
+import type { CheckpointManifest, CheckpointState } from './format.ts';
+import {
+  CHECKPOINTS_DIR,
+  CHECKPOINT_FORMAT,
+  CHECKPOINT_VERSION,
+  LATEST_FILE,
+  MANIFEST_FILE,
+  MODEL_FILE,
+  OPTIMIZER_FILE,
+  STEP_DIR_PATTERN,
+  stepDirName,
+} from './format.ts';
+import { writeSafetensors } from './safetensors.ts';
+import { weightTensors } from './weights.ts';
+
+const faultCounts = new Map<string, number>();
+
+/** Kills the process here when WEFT_FAULT names this point (tests of crash safety). */
+export function faultPoint(name: string): void {
+  const spec = process.env.WEFT_FAULT;
+  if (!spec) return;
+  const [point, nth] = spec.split('@');
+  if (point !== name) return;
+  const count = (faultCounts.get(name) ?? 0) + 1;
+  faultCounts.set(name, count);
+  if (count === Number(nth ?? 1)) process.kill(process.pid, 'SIGKILL');
+}
+
+async function writeSynced(path: string, data: Uint8Array | string): Promise<void> {
+  const handle = await open(path, 'w');
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function syncDir(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The two safetensors files of a state: weights, and AdamW's m and v under m/ and v/ names. */
+export function checkpointFiles(state: CheckpointState): {
+  model: Uint8Array;
+  optimizer: Uint8Array;
+} {
+  const config = state.config as GPTConfig;
+  return {
+    model: writeSafetensors(weightTensors(state.params, config), { format: 'pt' }),
+    optimizer: writeSafetensors(
+      [...weightTensors(state.m, config, 'm/'), ...weightTensors(state.v, config, 'v/')],
+      {
+        format: 'weft-adamw',
+      },
+    ),
+  };
+}
+
+/** Writes `state` as checkpoints/step-N of `runDir`, publishes it as latest, keeps the newest `keepLast`. */
+export async function writeCheckpoint(
+  runDir: string,
+  state: CheckpointState,
+  keepLast = 0,
+): Promise<string> {
+  const dir = join(runDir, CHECKPOINTS_DIR);
+  await mkdir(dir, { recursive: true });
+  const name = stepDirName(state.step);
+  const tmp = join(dir, `.tmp-${name}-${process.pid}`);
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp);
+  faultPoint('checkpoint:begin');
+
+  const { model, optimizer } = checkpointFiles(state);
+  await writeSynced(join(tmp, MODEL_FILE), model);
+  faultPoint('checkpoint:file');
+  await writeSynced(join(tmp, OPTIMIZER_FILE), optimizer);
+  const { params: _p, m: _m, v: _v, ...meta } = state;
+  const manifest: CheckpointManifest = {
+    format: CHECKPOINT_FORMAT,
+    version: CHECKPOINT_VERSION,
+    ...meta,
+    files: {
+      [MODEL_FILE]: { bytes: model.length, sha256: sha256(model) },
+      [OPTIMIZER_FILE]: { bytes: optimizer.length, sha256: sha256(optimizer) },
+    },
+  };
+  await writeSynced(join(tmp, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
+  await syncDir(tmp);
+  faultPoint('checkpoint:before-rename');
+
+  const final = join(dir, name);
+  if (existsSync(final)) {
+    // this step was saved already (a resumed run stopped before its next step): the state is
+    // the same, so the existing copy stays and nothing is ever replaced in place
+    await rm(tmp, { recursive: true, force: true });
+  } else {
+    await rename(tmp, final);
+  }
+  await syncDir(dir);
+  faultPoint('checkpoint:after-rename');
+
+  const latestTmp = join(dir, `${LATEST_FILE}.tmp`);
+  await writeSynced(latestTmp, `${name}\n`);
+  faultPoint('checkpoint:latest-tmp');
+  await rename(latestTmp, join(dir, LATEST_FILE));
+  await syncDir(dir);
+  faultPoint('checkpoint:done');
+
+  if (keepLast > 0) await pruneCheckpoints(dir, keepLast, name);
+  return final;
+}
+
+/** Step directories of `dir`, oldest first. */
+export function listCheckpoints(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => STEP_DIR_PATTERN.test(f))
+    .sort((a, b) => Number(STEP_DIR_PATTERN.exec(a)?.[1]) - Number(STEP_DIR_PATTERN.exec(b)?.[1]));
+}
+
+async function pruneCheckpoints(dir: string, keepLast: number, latest: string): Promise<void> {
+  const all = listCheckpoints(dir);
+  for (const name of all.slice(0, Math.max(0, all.length - keepLast))) {
+    if (name !== latest) await rm(join(dir, name), { recursive: true, force: true });
+  }
+}
+
+/** Removes what an interrupted save left behind (temporary directories, latest.tmp). */
+export function cleanCheckpointTemps(runDir: string): string[] {
+  const dir = join(runDir, CHECKPOINTS_DIR);
+  if (!existsSync(dir)) return [];
+  const leftovers = readdirSync(dir).filter(
+    (f) => f.startsWith('.tmp-') || f === `${LATEST_FILE}.tmp`,
+  );
+  for (const f of leftovers) rmSync(join(dir, f), { recursive: true, force: true });
+  return leftovers;
+}
