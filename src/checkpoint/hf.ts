@@ -80,20 +80,20 @@ function configFromHf(hf: Record<string, unknown>, source: string): GPTConfig {
   if (hf.model_type !== undefined && hf.model_type !== 'gpt2') {
     throw new WeftError(
       'WEFT_E_FORMAT',
-      `${source} describes a ${String(hf.model_type)} model; weft imports gpt2`,
+      `${source} describes a ${JSON.stringify(hf.model_type)} model; weft imports gpt2`,
     );
   }
   const act = hf.activation_function;
   if (act !== undefined && act !== 'gelu_new' && act !== 'gelu_pytorch_tanh') {
     throw new WeftError(
       'WEFT_E_FORMAT',
-      `${source} uses activation ${String(act)}; weft's GPT-2 uses the tanh GELU (gelu_new)`,
+      `${source} uses activation ${JSON.stringify(act)}; weft's GPT-2 uses the tanh GELU (gelu_new)`,
     );
   }
   if (hf.n_inner !== undefined && hf.n_inner !== null && hf.n_inner !== 4 * need('n_embd')) {
     throw new WeftError(
       'WEFT_E_FORMAT',
-      `${source} has n_inner=${String(hf.n_inner)}; weft's GPT-2 MLP is 4 x n_embd`,
+      `${source} has n_inner=${JSON.stringify(hf.n_inner)}; weft's GPT-2 MLP is 4 x n_embd`,
     );
   }
   return validateConfig({
@@ -143,7 +143,7 @@ export async function importHf(hfDir: string, runDir: string): Promise<string> {
     tokenizerJson = readJson(tokenizerPath, 'tokenizer') as Record<string, unknown>;
     tokenizerFromJSON(tokenizerJson, tokenizerPath);
   } else if (config.vocabSize === 50257) {
-    tokenizerJson = BpeTokenizer.gpt2().toJSON() as unknown as Record<string, unknown>;
+    tokenizerJson = BpeTokenizer.gpt2().toJSON();
   } else {
     throw new WeftError(
       'WEFT_E_FORMAT',

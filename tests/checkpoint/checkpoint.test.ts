@@ -39,7 +39,7 @@ function state(step: number, seed = 1): CheckpointState {
     step,
     tokensSeen: step * 64,
     config,
-    tokenizer: BpeTokenizer.bytes().toJSON() as unknown as Record<string, unknown>,
+    tokenizer: BpeTokenizer.bytes().toJSON(),
     adamSteps: step,
     loader: { step, seed: 1, seqLen: 16, items: 100 },
     rng: { seed: 1 },
@@ -185,7 +185,7 @@ describe('Hugging Face interop', () => {
     const hf = tempDir();
     writeFileSync(join(hf, 'config.json'), JSON.stringify({ model_type: 'llama', n_layer: 1 }));
     return expect(importHf(hf, join(tempDir(), 'x'))).rejects.toThrow(
-      /describes a llama model; weft imports gpt2/,
+      /describes a "llama" model; weft imports gpt2/,
     );
   });
 
