@@ -174,11 +174,14 @@ export interface TensorToWrite {
   data: ArrayBufferView;
 }
 
-/** Serialises tensors in the given order; equal inputs give byte-equal output. */
-export function writeSafetensors(
+/**
+ * The file's parts without copying tensor data: the 8-byte length + padded JSON header, then a
+ * byte view of each tensor in order. Concatenated, they are the safetensors file.
+ */
+export function safetensorsParts(
   tensors: TensorToWrite[],
   metadata?: Record<string, string>,
-): Uint8Array {
+): Uint8Array[] {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   let offset = 0;
@@ -192,18 +195,30 @@ export function writeSafetensors(
     header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + expected] };
     offset += expected;
   }
-  let json = JSON.stringify(header);
   const encoder = new TextEncoder();
-  const padding = (8 - (encoder.encode(json).length % 8)) % 8;
-  json += ' '.repeat(padding);
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (encoder.encode(json).length % 8)) % 8);
   const headerBytes = encoder.encode(json);
-  const out = new Uint8Array(8 + headerBytes.length + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
-  out.set(headerBytes, 8);
-  let at = 8 + headerBytes.length;
-  for (const t of tensors) {
-    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), at);
-    at += t.data.byteLength;
+  const head = new Uint8Array(8 + headerBytes.length);
+  new DataView(head.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  head.set(headerBytes, 8);
+  return [
+    head,
+    ...tensors.map((t) => new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)),
+  ];
+}
+
+/** Serialises tensors in the given order; equal inputs give byte-equal output. */
+export function writeSafetensors(
+  tensors: TensorToWrite[],
+  metadata?: Record<string, string>,
+): Uint8Array {
+  const parts = safetensorsParts(tensors, metadata);
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
   }
   return out;
 }

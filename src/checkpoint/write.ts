@@ -9,11 +9,11 @@
 // (default first) it reaches <point>: checkpoint:begin, checkpoint:file, checkpoint:before-rename,
 // checkpoint:after-rename, checkpoint:latest-tmp, checkpoint:done.
 
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { GPTConfig } from '../model/config.ts';
-import { sha256 } from '../util/files.ts';
 import type { CheckpointManifest, CheckpointState } from './format.ts';
 import {
   CHECKPOINTS_DIR,
@@ -26,7 +26,7 @@ import {
   STEP_DIR_PATTERN,
   stepDirName,
 } from './format.ts';
-import { writeSafetensors } from './safetensors.ts';
+import { safetensorsParts } from './safetensors.ts';
 import { weightTensors } from './weights.ts';
 
 const faultCounts = new Map<string, number>();
@@ -42,14 +42,29 @@ export function faultPoint(name: string): void {
   if (count === Number(nth ?? 1)) process.kill(process.pid, 'SIGKILL');
 }
 
-async function writeSynced(path: string, data: Uint8Array | string): Promise<void> {
+async function writeSynced(path: string, data: string): Promise<void> {
+  await writePartsSynced(path, [Buffer.from(data)]);
+}
+
+/** Writes `parts` one after another (no concatenated copy), fsyncs; returns size and sha256. */
+async function writePartsSynced(
+  path: string,
+  parts: Uint8Array[],
+): Promise<{ bytes: number; sha256: string }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
   const handle = await open(path, 'w');
   try {
-    await handle.writeFile(data);
+    for (const part of parts) {
+      hash.update(part);
+      for (let at = 0; at < part.length;) at += (await handle.write(part, at)).bytesWritten;
+      bytes += part.length;
+    }
     await handle.sync();
   } finally {
     await handle.close();
   }
+  return { bytes, sha256: hash.digest('hex') };
 }
 
 async function syncDir(path: string): Promise<void> {
@@ -61,20 +76,16 @@ async function syncDir(path: string): Promise<void> {
   }
 }
 
-/** The two safetensors files of a state: weights, and AdamW's m and v under m/ and v/ names. */
-export function checkpointFiles(state: CheckpointState): {
-  model: Uint8Array;
-  optimizer: Uint8Array;
-} {
+/** The two safetensors files of a state, as parts: weights, and AdamW's m and v under m/ and v/. */
+function checkpointFiles(state: CheckpointState): { model: Uint8Array[]; optimizer: Uint8Array[] } {
   const config = state.config as GPTConfig;
+  const moments = [
+    ...weightTensors(state.m, config, 'm/'),
+    ...weightTensors(state.v, config, 'v/'),
+  ];
   return {
-    model: writeSafetensors(weightTensors(state.params, config), { format: 'pt' }),
-    optimizer: writeSafetensors(
-      [...weightTensors(state.m, config, 'm/'), ...weightTensors(state.v, config, 'v/')],
-      {
-        format: 'weft-adamw',
-      },
-    ),
+    model: safetensorsParts(weightTensors(state.params, config), { format: 'pt' }),
+    optimizer: safetensorsParts(moments, { format: 'weft-adamw' }),
   };
 }
 
@@ -93,18 +104,15 @@ export async function writeCheckpoint(
   faultPoint('checkpoint:begin');
 
   const { model, optimizer } = checkpointFiles(state);
-  await writeSynced(join(tmp, MODEL_FILE), model);
+  const modelFile = await writePartsSynced(join(tmp, MODEL_FILE), model);
   faultPoint('checkpoint:file');
-  await writeSynced(join(tmp, OPTIMIZER_FILE), optimizer);
+  const optimizerFile = await writePartsSynced(join(tmp, OPTIMIZER_FILE), optimizer);
   const { params: _p, m: _m, v: _v, ...meta } = state;
   const manifest: CheckpointManifest = {
     format: CHECKPOINT_FORMAT,
     version: CHECKPOINT_VERSION,
     ...meta,
-    files: {
-      [MODEL_FILE]: { bytes: model.length, sha256: sha256(model) },
-      [OPTIMIZER_FILE]: { bytes: optimizer.length, sha256: sha256(optimizer) },
-    },
+    files: { [MODEL_FILE]: modelFile, [OPTIMIZER_FILE]: optimizerFile },
   };
   await writeSynced(join(tmp, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
   await syncDir(tmp);
