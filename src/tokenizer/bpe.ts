@@ -22,6 +22,8 @@ const SPECIAL_SPLIT = new RegExp(
 
 const latin1 = (bytes: Uint8Array) => Buffer.from(bytes).toString('latin1');
 
+let gpt2Instance: BpeTokenizer | null = null;
+
 export class BpeTokenizer implements Tokenizer {
   readonly name: string;
   readonly vocabSize: number;
@@ -96,8 +98,13 @@ export class BpeTokenizer implements Tokenizer {
     });
   }
 
-  /** GPT-2's tokenizer, from the ranks js-tiktoken ships (no network). */
+  /** GPT-2's tokenizer, from the ranks js-tiktoken ships (no network); built once per thread. */
   static gpt2(): BpeTokenizer {
+    gpt2Instance ??= BpeTokenizer.buildGpt2();
+    return gpt2Instance;
+  }
+
+  private static buildGpt2(): BpeTokenizer {
     const fields = gpt2Ranks.bpe_ranks.split(' ');
     const offset = Number(fields[1]);
     const idBytes = fields.slice(2).map((b64) => new Uint8Array(Buffer.from(b64, 'base64')));
