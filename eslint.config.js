@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'runs/', 'dist/', 'data/', 'tests/fixtures/', 'scratch/'] },
+  { ignores: ['node_modules/', 'runs/', 'data/', 'tests/fixtures/', 'scratch/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -79,12 +79,18 @@ describe('training', () => {
   });
 
   it('stops cleanly when asked, saving the model', async () => {
-    const job = trainInProcess({ ...config, steps: 100 }, dataset, join(dir, 'stopped'), { workers: 2 }, {
-      // step 4 is already under way when step 3's metrics arrive: the stop lets it finish
-      onStep: (m) => {
-        if (m.step === 3) job.stop();
+    const job = trainInProcess(
+      { ...config, steps: 100 },
+      dataset,
+      join(dir, 'stopped'),
+      { workers: 2 },
+      {
+        // step 4 is already under way when step 3's metrics arrive: the stop lets it finish
+        onStep: (m) => {
+          if (m.step === 3) job.stop();
+        },
       },
-    });
+    );
     const result = await job.result;
     expect(result).toMatchObject({ steps: 4, interrupted: true });
     expect(metricsOf(join(dir, 'stopped')).filter((m) => m.type === 'step')).toHaveLength(4);
@@ -101,14 +107,21 @@ describe('bit-identity across workers and failures (in-memory network, random de
     await train(short, join(dir, 'w1'), 1);
     reference = weights('w1');
     for (const n of [2, 3]) {
-      await trainInProcess(short, dataset, join(dir, `w${n}`), { workers: n, networkSeed: 100 + n }).result;
+      await trainInProcess(short, dataset, join(dir, `w${n}`), { workers: n, networkSeed: 100 + n })
+        .result;
       expect(weights(`w${n}`).equals(reference), `${n} workers`).toBe(true);
     }
   });
 
   it('workers that cannot read the data get their batches from the coordinator, with the same bytes', async () => {
     const logs: string[] = [];
-    await trainInProcess(short, dataset, join(dir, 'streamed'), { workers: 2, streamData: true }, { log: (l) => logs.push(l) }).result;
+    await trainInProcess(
+      short,
+      dataset,
+      join(dir, 'streamed'),
+      { workers: 2, streamData: true },
+      { log: (l) => logs.push(l) },
+    ).result;
     expect(logs.filter((l) => l.includes('data streamed from the coordinator'))).toHaveLength(2);
     expect(weights('streamed').equals(reference)).toBe(true);
   });
@@ -116,12 +129,18 @@ describe('bit-identity across workers and failures (in-memory network, random de
   it('a killed worker is named, its shards move to the others, and the weights do not change', async () => {
     const logs: string[] = [];
     let net: { kill(node: string): void } | null = null;
-    const job = trainInProcess(short, dataset, join(dir, 'killed'), { workers: 3, onNetwork: (n) => (net = n) }, {
-      log: (line) => logs.push(line),
-      onStep: (m) => {
-        if (m.step === 2) net?.kill('worker-1');
+    const job = trainInProcess(
+      short,
+      dataset,
+      join(dir, 'killed'),
+      { workers: 3, onNetwork: (n) => (net = n) },
+      {
+        log: (line) => logs.push(line),
+        onStep: (m) => {
+          if (m.step === 2) net?.kill('worker-1');
+        },
       },
-    });
+    );
     const result = await job.result;
     expect(result.steps).toBe(6);
     expect(logs.some((l) => /^worker worker-1 \(rank \d\) lost: /.test(l))).toBe(true);
@@ -145,7 +164,11 @@ describe('bit-identity across workers and failures (in-memory network, random de
       },
     );
     await job.result;
-    expect(logs.some((l) => /^worker worker-0 \(rank \d\) lost: no message for \d s \(heartbeat timeout\)$/.test(l))).toBe(true);
+    expect(
+      logs.some((l) =>
+        /^worker worker-0 \(rank \d\) lost: no message for \d s \(heartbeat timeout\)$/.test(l),
+      ),
+    ).toBe(true);
     expect(Date.now() - started).toBeLessThan(15_000);
     expect(weights('partitioned').equals(reference)).toBe(true);
   });

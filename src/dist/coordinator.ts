@@ -1,0 +1,401 @@
+// The coordinator shell: accepts worker connections (handshake first), feeds the coordinator
+// state machine (protocol/coordinator.ts) with joins, messages, closes and clock ticks, and
+// carries out its outputs: sends messages, writes the run directory (config.json,
+// tokenizer.json, metrics.jsonl, checkpoints/) and reports progress. Checkpoints are written
+// asynchronously, one after another, while training goes on.
+
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { CheckpointState } from '../checkpoint/format.ts';
+import { cleanCheckpointTemps } from '../checkpoint/write.ts';
+import { CheckpointWriter } from '../checkpoint/writer.ts';
+import type { Dataset } from '../data/dataset.ts';
+import type { Batch } from '../data/loader.ts';
+import { TokenWindowLoader } from '../data/loader.ts';
+import { GPT2 } from '../model/gpt2.ts';
+import type { RunConfig } from '../train/config.ts';
+import { resolveForData } from '../train/config.ts';
+import { DEFAULT_EXACT_BITS } from '../train/exact-sum.ts';
+import type { EvalMetrics, StepMetrics } from '../train/metrics.ts';
+import { learningRate } from '../train/schedule.ts';
+import { countTargets } from '../train/shard-step.ts';
+import { WeftError } from '../util/errors.ts';
+import { readBytes, sha256 } from '../util/files.ts';
+import type { TrainingState } from './messages.ts';
+import type {
+  ConnId,
+  CoordinatorEffect,
+  CoordinatorEvent,
+  CoordinatorState,
+  StepPlan,
+} from './protocol/coordinator.ts';
+import { coordinatorStep, initialCoordinator } from './protocol/coordinator.ts';
+import type { Connection } from './transport.ts';
+import { serverHandshake } from './transport.ts';
+
+export const METRICS_FILE = 'metrics.jsonl';
+
+export interface ClusterOptions {
+  /** Workers to wait for. */
+  workers: number;
+  /** Start with this many once rendezvousMs has passed (default: workers). */
+  minWorkers?: number;
+  rendezvousMs?: number;
+  heartbeatMs?: number;
+  heartbeatTimeoutMs?: number;
+  /** Shared secret for the handshake; null accepts any peer (loopback and threads only). */
+  secret?: string | null;
+  /** Send every worker its batches even if it could read the dataset itself. */
+  streamData?: boolean;
+  exactBits?: number;
+  /** Continue from this checkpoint instead of initialising from the seed. */
+  resume?: CheckpointState;
+  /** Stop (saving a checkpoint) after this many steps of this invocation. */
+  stopAfter?: number;
+}
+
+export interface RunHooks {
+  onStart?: (config: RunConfig, workers: number) => void;
+  onStep?: (m: StepMetrics, totalSteps: number) => void;
+  onEval?: (m: EvalMetrics) => void;
+  log?: (line: string) => void;
+}
+
+export interface RunResult {
+  model: GPT2;
+  config: RunConfig;
+  steps: number;
+  interrupted: boolean;
+  lastEval: EvalMetrics | null;
+  /** The checkpoint directory holding the final state. */
+  checkpoint: string;
+}
+
+/** Plans of one step: every shard's batch (built once) and the global target count. */
+function planner(config: RunConfig, dataset: Dataset): (step: number) => StepPlan {
+  const loader = new TokenWindowLoader(
+    dataset.train,
+    config.seqLen,
+    config.batchSize,
+    config.seed,
+    config.shards,
+  );
+  let cached: { step: number; batches: Batch[] } | null = null;
+  return (step) => {
+    if (cached?.step !== step) {
+      cached = {
+        step,
+        batches: Array.from({ length: config.shards }, (_, s) => loader.shardBatch(step, s)),
+      };
+    }
+    const batches = cached.batches;
+    return {
+      targetCount: batches.reduce((n, b) => n + countTargets(b), 0),
+      batch: (shard) => ({
+        idx: batches[shard].idx.slice(),
+        targets: batches[shard].targets.slice(),
+      }),
+    };
+  };
+}
+
+/** The worker's advertised peer address, with a wildcard host replaced by where it connected from. */
+function peerAddress(advertised: string | undefined, remote: string): string {
+  if (!advertised) return '';
+  const m = /^(0\.0\.0\.0|\[::\]|::):(\d+)$/.exec(advertised);
+  if (!m) return advertised;
+  const host = remote.replace(/:\d+$/, '').replace(/^::ffff:/, '');
+  return `${host.includes(':') ? `[${host}]` : host}:${m[2]}`;
+}
+
+/** Keeps the metrics of steps up to `step` (a resumed run rewrites what came after its checkpoint). */
+function truncateMetrics(path: string, step: number): void {
+  if (!existsSync(path)) return writeFileSync(path, '');
+  const kept = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .filter((line) => {
+      try {
+        return (JSON.parse(line) as { step: number }).step <= step;
+      } catch {
+        return false;
+      }
+    });
+  writeFileSync(path, kept.map((l) => `${l}\n`).join(''));
+}
+
+export class CoordinatorShell {
+  private state: CoordinatorState;
+  private readonly conns = new Map<ConnId, Connection>();
+  private nextConn = 0;
+  private readonly started = Date.now();
+  private timer: NodeJS.Timeout | null = null;
+  private lastTick = Date.now();
+  private lastStep: StepMetrics | null = null;
+  private lastEval: EvalMetrics | null = null;
+  private settle: { resolve: (r: RunResult) => void; reject: (e: Error) => void } | null = null;
+  private readonly metricsPath: string;
+  private readonly tickMs: number;
+  private readonly config: RunConfig;
+  private readonly dataSha256: string;
+  /** Checkpoint writes, one after another, on the writer thread. */
+  private writes: Promise<unknown> = Promise.resolve();
+  private readonly writer = new CheckpointWriter();
+
+  constructor(
+    config: RunConfig,
+    private readonly dataset: Dataset,
+    private readonly outDir: string,
+    private readonly cluster: ClusterOptions,
+    private readonly hooks: RunHooks = {},
+  ) {
+    this.config = config = resolveForData(config, dataset.tokenizer);
+    const heartbeatMs = cluster.heartbeatMs ?? 1000;
+    const T = config.seqLen;
+    const evalTokens = Int32Array.from(
+      dataset.val.subarray(
+        0,
+        config.evalWindows > 0 ? config.evalWindows * T + 1 : dataset.val.length,
+      ),
+    );
+    this.dataSha256 = sha256(readBytes(join(dataset.dir, 'dataset.json')));
+    this.tickMs = Math.min(250, heartbeatMs);
+    const resume = cluster.resume;
+    const firstStep = resume?.step ?? 0;
+    this.state = initialCoordinator({
+      workers: cluster.workers,
+      minWorkers: cluster.minWorkers ?? cluster.workers,
+      rendezvousMs: cluster.rendezvousMs ?? 60_000,
+      heartbeatMs,
+      heartbeatTimeoutMs: cluster.heartbeatTimeoutMs ?? 30_000,
+      steps: config.steps,
+      shards: config.shards,
+      tokensPerStep: config.batchSize * T,
+      evalEvery: config.evalEvery,
+      evalWindows: config.evalWindows,
+      hasValidation: dataset.val.length >= 2,
+      assign: {
+        runId: `${config.name}-${config.seed}-${Date.now().toString(36)}`,
+        config: { ...config },
+        tokenizer: dataset.tokenizer.toJSON(),
+        dataPath: cluster.streamData ? '' : resolve(dataset.dir),
+        dataSha256: this.dataSha256,
+        heartbeatMs,
+        timeoutMs: cluster.heartbeatTimeoutMs ?? 30_000,
+        exactBits: cluster.exactBits ?? DEFAULT_EXACT_BITS,
+      },
+      lr: (step) =>
+        learningRate(
+          {
+            lr: config.lr,
+            minLr: config.minLr,
+            warmupSteps: config.warmupSteps,
+            decaySteps: config.steps,
+          },
+          step,
+        ),
+      plan: planner(config, dataset),
+      evalTokens: () => evalTokens.slice(),
+      firstStep,
+      stopAt: Math.min(
+        config.steps,
+        cluster.stopAfter !== undefined ? firstStep + cluster.stopAfter : Infinity,
+      ),
+      ckptEvery: config.ckptEvery,
+      initialState: resume
+        ? { params: resume.params, m: resume.m, v: resume.v, adamSteps: resume.adamSteps }
+        : null,
+    });
+    this.metricsPath = join(outDir, METRICS_FILE);
+  }
+
+  /** Starts the run: writes the run directory's first files and waits for workers. */
+  run(): Promise<RunResult> {
+    mkdirSync(this.outDir, { recursive: true });
+    writeFileSync(join(this.outDir, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
+    writeFileSync(
+      join(this.outDir, 'tokenizer.json'),
+      `${JSON.stringify(this.dataset.tokenizer.toJSON())}\n`,
+    );
+    const leftovers = cleanCheckpointTemps(this.outDir);
+    if (leftovers.length > 0)
+      this.hooks.log?.(`removed ${leftovers.join(', ')} left by an interrupted save`);
+    truncateMetrics(this.metricsPath, this.cluster.resume?.step ?? 0);
+    return new Promise((resolve, reject) => {
+      this.settle = { resolve, reject };
+      this.feed({ type: 'start', now: Date.now() });
+      this.timer = setInterval(() => {
+        const now = Date.now();
+        const lagged = now - this.lastTick > 2 * this.tickMs; // the event loop was blocked: let I/O catch up first
+        this.lastTick = now;
+        if (!lagged) this.feed({ type: 'tick', now });
+      }, this.tickMs);
+    });
+  }
+
+  /** Takes a new connection from a worker: handshake, then it joins the run. */
+  accept(conn: Connection, secret: string | null = this.cluster.secret ?? null): void {
+    serverHandshake(conn, secret, 'worker').then(
+      (hello) => {
+        const id = this.nextConn++;
+        this.conns.set(id, conn);
+        conn.onMessage = (message) =>
+          this.feed({ type: 'message', conn: id, message, now: Date.now() });
+        conn.onClose = (reason) => {
+          this.conns.delete(id);
+          this.feed({ type: 'closed', conn: id, reason, now: Date.now() });
+        };
+        this.feed({
+          type: 'joined',
+          conn: id,
+          name: hello.name,
+          address: peerAddress(hello.peerAddress, conn.remote),
+          now: Date.now(),
+        });
+      },
+      (err: Error) => this.hooks.log?.(`refused a connection: ${err.message}`),
+    );
+  }
+
+  /** Ends the run after the step in progress, saving a checkpoint. */
+  stop(): void {
+    this.feed({ type: 'stop', now: Date.now() });
+  }
+
+  private feed(event: CoordinatorEvent): void {
+    if (!this.settle) return;
+    const out = coordinatorStep(this.state, event);
+    this.state = out.state;
+    for (const { conn, message } of out.send) this.conns.get(conn)?.send(message);
+    for (const effect of out.effects) this.perform(effect);
+  }
+
+  /** The full checkpoint of `state` after `step` steps. */
+  private checkpointOf(step: number, state: TrainingState): CheckpointState {
+    const c = this.config;
+    const metrics: Record<string, unknown> = {};
+    if (this.lastStep) {
+      const { step: s, loss, lr, gradNorm } = this.lastStep;
+      metrics.lastStep = { step: s, loss, lr, gradNorm };
+    }
+    if (this.lastEval) {
+      const { step: s, loss, ppl, bpb } = this.lastEval;
+      metrics.lastEval = { step: s, loss, ppl, bpb };
+    }
+    return {
+      step,
+      tokensSeen: step * c.batchSize * c.seqLen,
+      config: { ...c },
+      tokenizer: this.dataset.tokenizer.toJSON(),
+      adamSteps: state.adamSteps,
+      loader: {
+        step,
+        seed: c.seed,
+        seqLen: c.seqLen,
+        items: Math.floor((this.dataset.train.length - 1) / c.seqLen),
+      },
+      rng: { seed: c.seed },
+      data: { path: resolve(this.dataset.dir), manifestSha256: this.dataSha256 },
+      metrics,
+      params: state.params,
+      m: state.m,
+      v: state.v,
+    };
+  }
+
+  /** Queues a checkpoint write on the writer thread; resolves with its directory. */
+  private save(step: number, state: TrainingState): Promise<string> {
+    const checkpoint = this.checkpointOf(step, state);
+    const started = performance.now();
+    const done = this.writes.then(() =>
+      this.writer.write(this.outDir, checkpoint, this.config.keepLast),
+    );
+    this.writes = done.then(
+      (dir) =>
+        this.hooks.log?.(
+          `checkpoint ${dir} saved (${((performance.now() - started) / 1000).toFixed(2)} s)`,
+        ),
+      (err: Error) => this.hooks.log?.(`checkpoint at step ${step} failed: ${err.message}`),
+    );
+    return done;
+  }
+
+  private perform(effect: CoordinatorEffect): void {
+    switch (effect.type) {
+      case 'log':
+        this.hooks.log?.(effect.line);
+        return;
+      case 'trainingStarted':
+        this.hooks.onStart?.(this.config, effect.workers);
+        return;
+      case 'stepMetrics': {
+        const { step, loss, lr, gradNorm, tokensPerSec } = effect;
+        const m: StepMetrics = {
+          type: 'step',
+          step,
+          loss,
+          lr,
+          gradNorm,
+          tokensPerSec,
+          elapsedMs: Date.now() - this.started,
+        };
+        appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
+        this.lastStep = m;
+        this.hooks.onStep?.(m, this.config.steps);
+        return;
+      }
+      case 'evalMetrics': {
+        const m: EvalMetrics = { type: 'eval', step: effect.step, split: 'val', ...effect.result };
+        appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
+        this.lastEval = m;
+        this.hooks.onEval?.(m);
+        return;
+      }
+      case 'close':
+        this.conns.get(effect.conn)?.close(`${effect.reason} [${effect.code}]`);
+        return;
+      case 'checkpoint':
+        void this.save(effect.step, effect.state).catch(() => {}); // a failed periodic save is logged; training goes on
+        return;
+      case 'finished': {
+        const settle = this.settle;
+        this.settle = null;
+        this.end();
+        // the model keeps a copy: the state's buffers go to the writer thread
+        const model = new GPT2(this.config, { params: effect.state.params.slice() });
+        const interrupted = effect.steps < this.config.steps;
+        this.save(effect.steps, effect.state)
+          .finally(() => this.writer.close())
+          .then(
+            (checkpoint) =>
+              settle?.resolve({
+                model,
+                config: this.config,
+                steps: effect.steps,
+                interrupted,
+                lastEval: this.lastEval,
+                checkpoint,
+              }),
+            (err: Error) => settle?.reject(err),
+          );
+        return;
+      }
+      case 'failed':
+        this.end();
+        void this.writes.finally(() => this.writer.close());
+        this.settle?.reject(new WeftError(effect.code as 'WEFT_E_CLUSTER', effect.message));
+        this.settle = null;
+        return;
+      default:
+        return effect satisfies never;
+    }
+  }
+
+  private end(): void {
+    if (this.timer) clearInterval(this.timer);
+    // give the shutdown messages a moment to leave before closing
+    setTimeout(() => {
+      for (const conn of this.conns.values()) conn.close('run ended');
+    }, 100).unref();
+  }
+}

@@ -1,0 +1,183 @@
+// Ways to run a training job, all on the same coordinator and worker code:
+//   trainWithThreads   coordinator on this thread, N worker threads over MessagePorts (weft train)
+//   trainInProcess     coordinator and N workers on this thread over the in-memory network
+//                      (simulation tests, library use; the network can be scripted to fail)
+//   serveCoordinator   coordinator listening on WebSocket for workers on other processes/machines
+//   runNetworkWorker   a worker process connecting to a coordinator (weft worker)
+
+import { MessageChannel, Worker } from 'node:worker_threads';
+import type { Dataset } from '../data/dataset.ts';
+import type { RunConfig } from '../train/config.ts';
+import type { ClusterOptions, RunHooks, RunResult } from './coordinator.ts';
+import { CoordinatorShell } from './coordinator.ts';
+import type { Limits, Message } from './messages.ts';
+import { NetworkPeerMesh } from './peers.ts';
+import type { ThreadWorkerData } from './thread-main.ts';
+import type { Network } from './transport.ts';
+import { clientHandshake } from './transport.ts';
+import { MemoryNetwork } from './transports/memory.ts';
+import { PortConnection } from './transports/thread.ts';
+import { WsNetwork } from './transports/ws.ts';
+import { WorkerShell } from './worker.ts';
+
+/** Handle on a running job: stop it after the current step. */
+export interface Job {
+  result: Promise<RunResult>;
+  stop(): void;
+}
+
+export function trainWithThreads(
+  config: RunConfig,
+  dataset: Dataset,
+  outDir: string,
+  cluster: ClusterOptions,
+  hooks: RunHooks = {},
+): Job {
+  const coordinator = new CoordinatorShell(
+    config,
+    dataset,
+    outDir,
+    { ...cluster, secret: null },
+    hooks,
+  );
+  const result = coordinator.run();
+  const n = cluster.workers;
+  const address = (i: number) => `thread:${i}`;
+  const peerPorts = Array.from(
+    { length: n },
+    () => [] as { address: string; port: MessageChannel['port1'] }[],
+  );
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      const { port1, port2 } = new MessageChannel();
+      peerPorts[i].push({ address: address(j), port: port1 });
+      peerPorts[j].push({ address: address(i), port: port2 });
+    }
+  }
+  const threads: Worker[] = [];
+  for (let i = 0; i < n; i++) {
+    const { port1, port2 } = new MessageChannel();
+    coordinator.accept(new PortConnection(port1, `thread-${i}`), null);
+    const data: ThreadWorkerData = {
+      name: `thread-${i}`,
+      address: address(i),
+      coordinator: port2,
+      peers: peerPorts[i],
+    };
+    const thread = new Worker(new URL('./worker-thread.mjs', import.meta.url), {
+      workerData: data,
+      transferList: [port2, ...peerPorts[i].map((p) => p.port)],
+    });
+    thread.on('error', (err) => hooks.log?.(`worker thread ${i} crashed: ${err.message}`));
+    threads.push(thread);
+  }
+  const done = result.finally(() =>
+    setTimeout(() => threads.forEach((t) => void t.terminate()), 500).unref(),
+  );
+  return { result: done, stop: () => coordinator.stop() };
+}
+
+export interface InProcessOptions extends ClusterOptions {
+  /** Seed of the network's delivery order. */
+  networkSeed?: number;
+  /** Deliver messages from different links in random interleavings (default true). */
+  randomOrder?: boolean;
+  /** Called with the network once it exists, to script failures (kill, partition). */
+  onNetwork?: (network: MemoryNetwork) => void;
+}
+
+export function trainInProcess(
+  config: RunConfig,
+  dataset: Dataset,
+  outDir: string,
+  options: InProcessOptions,
+  hooks: RunHooks = {},
+): Job {
+  const net = new MemoryNetwork({
+    seed: options.networkSeed ?? 1,
+    randomOrder: options.randomOrder ?? true,
+  });
+  options.onNetwork?.(net);
+  const coordinator = new CoordinatorShell(config, dataset, outDir, options, hooks);
+  const result = coordinator.run();
+  const secret = options.secret ?? null;
+  const started = (async () => {
+    await net.node('coordinator').listen('coordinator', (conn) => coordinator.accept(conn));
+    await Promise.all(
+      Array.from({ length: options.workers }, (_, i) =>
+        runNetworkWorker(
+          net.node(`worker-${i}`),
+          'coordinator',
+          `peer-${i}`,
+          secret,
+          `worker-${i}`,
+          hooks.log,
+        ),
+      ),
+    );
+  })();
+  started.catch((err: Error) => hooks.log?.(`worker failed: ${err.message}`));
+  return { result, stop: () => coordinator.stop() };
+}
+
+/** Connects a worker to the coordinator at `address` and runs it until shut down. */
+export async function runNetworkWorker(
+  network: Network,
+  address: string,
+  peerListen: string,
+  secret: string | null,
+  name: string,
+  log?: (line: string) => void,
+  onPeerListening?: (address: string) => void,
+): Promise<string> {
+  let shell: WorkerShell | null = null;
+  const mesh = await NetworkPeerMesh.start(
+    network,
+    peerListen,
+    secret,
+    (rank, m: Message) => shell?.onPeerMessage(rank, m),
+    name,
+  );
+  onPeerListening?.(mesh.address);
+  try {
+    const conn = await network.connect(address);
+    await clientHandshake(conn, secret, { name, role: 'worker', peerAddress: mesh.address });
+    shell = new WorkerShell(conn, mesh, { name, log });
+    return await shell.run();
+  } finally {
+    mesh.close();
+  }
+}
+
+export interface ServeOptions extends ClusterOptions {
+  /** HOST:PORT to listen on (port 0: any free port). */
+  listen: string;
+  /** Frame and tensor size limits for incoming frames. */
+  limits?: Limits;
+  /** Called with the address actually listened on. */
+  onListening?: (address: string) => void;
+}
+
+export async function serveCoordinator(
+  config: RunConfig,
+  dataset: Dataset,
+  outDir: string,
+  options: ServeOptions,
+  hooks: RunHooks = {},
+): Promise<Job> {
+  const coordinator = new CoordinatorShell(config, dataset, outDir, options, hooks);
+  const result = coordinator.run();
+  let listener;
+  try {
+    listener = await new WsNetwork(options.limits).listen(options.listen, (conn) =>
+      coordinator.accept(conn),
+    );
+  } catch (err) {
+    coordinator.stop();
+    result.catch(() => {});
+    throw err;
+  }
+  options.onListening?.(listener.address);
+  const done = result.finally(() => setTimeout(() => void listener.close(), 300).unref());
+  return { result: done, stop: () => coordinator.stop() };
+}

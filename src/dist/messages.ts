@@ -1,0 +1,297 @@
+// The wire protocol: every message weft peers exchange, with a schema per type. A message is a
+// plain object {v: PROTOCOL_VERSION, t: type, ...fields}; validateMessage checks the version, the
+// type, that every field has its declared type and that no other field is present. Three links
+// use it: handshake (any link), control (coordinator <-> worker) and peer (worker <-> worker).
+
+import { WeftError } from '../util/errors.ts';
+
+export const PROTOCOL_VERSION = 1;
+
+/** A field's type: scalars, typed arrays, arrays of a type, or a nested schema. */
+type FieldType =
+  | 'string'
+  | 'int'
+  | 'number'
+  | 'bool'
+  | 'f32'
+  | 'f64'
+  | 'i32'
+  | 'object' // any plain JSON-like object, validated by its consumer (run config, tokenizer)
+  | { array: FieldType }
+  | { oneOf: readonly string[] }
+  | { fields: Schema };
+type Schema = Record<string, FieldType | { optional: FieldType }>;
+
+const member = { fields: { rank: 'int', name: 'string', address: 'string' } } as const;
+const batch = { fields: { shard: 'int', idx: 'i32', targets: 'i32' } } as const;
+
+export const SCHEMAS = {
+  // handshake: challenge (server) -> hello (client) -> welcome (server); reject ends it
+  challenge: { nonce: 'string', auth: 'bool' },
+  hello: {
+    name: 'string',
+    role: { oneOf: ['worker', 'peer'] },
+    nonce: 'string',
+    proof: 'string',
+    peerAddress: { optional: 'string' },
+    rank: { optional: 'int' },
+    runId: { optional: 'string' },
+  },
+  welcome: { proof: 'string' },
+  reject: { code: 'string', message: 'string' },
+  // control, coordinator -> worker
+  assign: {
+    rank: 'int',
+    runId: 'string',
+    config: 'object',
+    tokenizer: 'object',
+    dataPath: 'string',
+    dataSha256: 'string',
+    heartbeatMs: 'int',
+    timeoutMs: 'int',
+    exactBits: 'int',
+    /** The model and optimizer state follow in state messages (a resumed run). */
+    resume: 'bool',
+  },
+  start: {
+    step: 'int',
+    attempt: 'int',
+    lr: 'number',
+    targetCount: 'int',
+    members: { array: member },
+    shards: { array: 'int' },
+    batches: { array: batch },
+  },
+  abort: { step: 'int', attempt: 'int', reason: 'string' },
+  commit: { step: 'int', attempt: 'int', skip: 'bool' },
+  evaluate: { step: 'int', maxWindows: 'int', tokens: 'i32' },
+  fetch: { what: { oneOf: ['state'] } },
+  shutdown: { reason: 'string' },
+  // control, worker -> coordinator (state goes both ways: weights and AdamW moments in pieces)
+  ready: { dataLocal: 'bool' },
+  shardDone: {
+    step: 'int',
+    attempt: 'int',
+    shard: 'int',
+    lossSum: 'number',
+    targets: 'int',
+    overflow: 'bool',
+  },
+  reduced: { step: 'int', attempt: 'int', gradNorm: 'number' },
+  evalResult: {
+    step: 'int',
+    loss: 'number',
+    ppl: 'number',
+    bpb: 'number',
+    tokens: 'int',
+    bytes: 'int',
+  },
+  state: {
+    what: { oneOf: ['params', 'm', 'v'] },
+    offset: 'int',
+    total: 'int',
+    data: 'f32',
+    adamSteps: 'int',
+  },
+  leave: { reason: 'string' },
+  // both directions, any link
+  ping: {},
+  // peer, worker <-> worker: one piece of a collective
+  chunk: {
+    step: 'int',
+    attempt: 'int',
+    bucket: 'int',
+    phase: { oneOf: ['rs', 'ag'] },
+    round: 'int',
+    data: { oneOf: ['f64', 'f32'] },
+  },
+} as const satisfies Record<string, Schema>;
+
+export type MessageType = keyof typeof SCHEMAS;
+
+// TypeScript types of the fields, derived from the schemas
+type TypeOf<F> = F extends 'string'
+  ? string
+  : F extends 'int' | 'number'
+    ? number
+    : F extends 'bool'
+      ? boolean
+      : F extends 'f32'
+        ? Float32Array
+        : F extends 'f64'
+          ? Float64Array
+          : F extends 'i32'
+            ? Int32Array
+            : F extends 'object'
+              ? Record<string, unknown>
+              : F extends { array: infer E }
+                ? TypeOf<E>[]
+                : F extends { oneOf: readonly (infer O)[] }
+                  ? O extends 'f64'
+                    ? Float64Array
+                    : O extends 'f32'
+                      ? Float32Array
+                      : O
+                  : F extends { fields: infer S }
+                    ? FieldsOf<S>
+                    : never;
+type FieldsOf<S> = {
+  [K in keyof S as S[K] extends { optional: unknown } ? never : K]: TypeOf<S[K]>;
+} & {
+  [K in keyof S as S[K] extends { optional: unknown } ? K : never]?: S[K] extends {
+    optional: infer O;
+  }
+    ? TypeOf<O>
+    : never;
+};
+
+export type MessageOf<T extends MessageType> = { v: typeof PROTOCOL_VERSION; t: T } & FieldsOf<
+  (typeof SCHEMAS)[T]
+>;
+export type Message = { [T in MessageType]: MessageOf<T> }[MessageType];
+export type Member = MessageOf<'start'>['members'][number];
+
+/** Builds a message of type `t` (adds the version). */
+export function msg<T extends MessageType>(
+  t: T,
+  fields: Omit<MessageOf<T>, 'v' | 't'>,
+): MessageOf<T> {
+  return { v: PROTOCOL_VERSION, t, ...fields } as MessageOf<T>;
+}
+
+export interface Limits {
+  /** Largest encoded frame accepted, in bytes. */
+  maxFrameBytes: number;
+  /** Largest typed array (elements) in a message. */
+  maxTensorElements: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  maxFrameBytes: 256 * 2 ** 20,
+  maxTensorElements: 64 * 2 ** 20,
+};
+
+function schemaError(message: string): WeftError {
+  return new WeftError('WEFT_E_SCHEMA', message);
+}
+
+const TYPED: Record<string, new (...args: never[]) => ArrayBufferView> = {
+  f32: Float32Array,
+  f64: Float64Array,
+  i32: Int32Array,
+};
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return (
+    typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype
+  );
+}
+
+function checkField(value: unknown, type: FieldType, path: string, limits: Limits): void {
+  if (typeof type === 'string') {
+    const ctor = TYPED[type];
+    if (ctor) {
+      if (!(value instanceof ctor)) throw schemaError(`${path} must be a ${ctor.name}`);
+      const length = (value as unknown as { length: number }).length;
+      if (length > limits.maxTensorElements) {
+        throw new WeftError(
+          'WEFT_E_FRAME',
+          `${path} has ${length} elements, over the limit of ${limits.maxTensorElements}`,
+        );
+      }
+      return;
+    }
+    const ok =
+      type === 'string'
+        ? typeof value === 'string'
+        : type === 'bool'
+          ? typeof value === 'boolean'
+          : type === 'int'
+            ? Number.isSafeInteger(value)
+            : type === 'number'
+              ? typeof value === 'number' && !Number.isNaN(value)
+              : isPlainObject(value);
+    if (!ok) throw schemaError(`${path} must be ${type === 'int' ? 'an integer' : `a ${type}`}`);
+    return;
+  }
+  if ('array' in type) {
+    if (!Array.isArray(value)) throw schemaError(`${path} must be an array`);
+    value.forEach((item, i) => checkField(item, type.array, `${path}[${i}]`, limits));
+  } else if ('oneOf' in type) {
+    const typed = type.oneOf.filter((o) => o in TYPED);
+    if (typed.length > 0) {
+      if (!typed.some((o) => value instanceof TYPED[o]))
+        throw schemaError(`${path} must be one of ${typed.join(', ')}`);
+      checkField(value, typed.find((o) => value instanceof TYPED[o]) as FieldType, path, limits);
+    } else if (!type.oneOf.includes(value as string)) {
+      throw schemaError(`${path} must be one of ${type.oneOf.join(', ')}`);
+    }
+  } else {
+    checkObject(value, type.fields, path, limits);
+  }
+}
+
+function checkObject(
+  value: unknown,
+  schema: Schema,
+  path: string,
+  limits: Limits,
+  skip: string[] = [],
+): void {
+  if (!isPlainObject(value)) throw schemaError(`${path} must be an object`);
+  for (const key of Object.keys(value)) {
+    if (!(key in schema) && !skip.includes(key))
+      throw schemaError(`${path} has unexpected field ${key}`);
+  }
+  for (const [key, spec] of Object.entries(schema)) {
+    const optional = typeof spec === 'object' && 'optional' in spec;
+    const field = value[key];
+    if (field === undefined) {
+      if (!optional) throw schemaError(`${path}.${key} is missing`);
+      continue;
+    }
+    checkField(field, optional ? spec.optional : spec, `${path}.${key}`, limits);
+  }
+}
+
+/** Checks an untrusted decoded value against the protocol; returns it typed. */
+export function validateMessage(value: unknown, limits: Limits = DEFAULT_LIMITS): Message {
+  if (!isPlainObject(value)) throw schemaError('message is not an object');
+  if (value.v !== PROTOCOL_VERSION) {
+    throw new WeftError(
+      'WEFT_E_VERSION',
+      `peer speaks protocol version ${String(value.v)}; this weft speaks ${PROTOCOL_VERSION}`,
+    );
+  }
+  const type = value.t;
+  if (typeof type !== 'string' || !Object.hasOwn(SCHEMAS, type))
+    throw schemaError(`unknown message type ${JSON.stringify(type)}`);
+  checkObject(value, SCHEMAS[type as MessageType], type, limits, ['v', 't']);
+  return value as unknown as Message;
+}
+
+/** Weights, AdamW moments and AdamW's update count: what a worker holds beyond the config. */
+export interface TrainingState {
+  params: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
+  adamSteps: number;
+}
+
+/** Largest piece of state in one message (elements). */
+const STATE_PIECE = 2 ** 22;
+
+/** A state as state messages of at most STATE_PIECE elements each (the data are copies). */
+export function statePieces(state: TrainingState): MessageOf<'state'>[] {
+  const pieces: MessageOf<'state'>[] = [];
+  for (const what of ['params', 'm', 'v'] as const) {
+    const source = state[what];
+    for (let offset = 0; offset < source.length; offset += STATE_PIECE) {
+      const data = source.slice(offset, Math.min(source.length, offset + STATE_PIECE));
+      pieces.push(
+        msg('state', { what, offset, total: source.length, data, adamSteps: state.adamSteps }),
+      );
+    }
+  }
+  return pieces;
+}

@@ -1,0 +1,587 @@
+// The coordinator as a pure state machine (DESIGN.md invariant 5):
+//   coordinatorStep(state, event) -> { state, send, effects }
+// It owns no sockets, timers or files: the shell feeds it events (a worker joined after the
+// handshake, a message, a closed connection, a clock tick) and carries out what it returns
+// (messages to send, lines to log, metrics to record, connections to close, the final weights).
+//
+// Life of a run: rendezvous (assign ranks, wait for `workers` ready, or `minWorkers` by the
+// deadline) -> per step: plan (shards round-robin over live members by rank) -> start ->
+// shardDone x S + reduced x members -> commit -> optional evaluate -> optional checkpoint (the
+// state is fetched from the lowest rank while the next step runs) -> next step -> at the end (or
+// on a stop), evaluate, fetch the final state, shut the workers down. A resumed run streams its
+// checkpoint's state to every worker after assign. A member that closes
+// or misses heartbeats is named, dropped, and its shards are reassigned to the others in a new
+// attempt of the same step; exact sums make the result equal to a run without the loss.
+
+import type { EvalResult } from '../../train/evaluate.ts';
+import type { Member, Message, MessageOf, TrainingState } from '../messages.ts';
+import { msg, statePieces } from '../messages.ts';
+
+export type ConnId = number;
+
+/** Retries of one step's stalled all-reduce before the run fails. */
+const MAX_STALLS = 3;
+
+export interface StepPlan {
+  /** Targets (not -1) over all shards of the step: every worker normalises by it. */
+  targetCount: number;
+  /** Streamed batch of one shard, for workers that cannot read the data themselves. */
+  batch(shard: number): { idx: Int32Array; targets: Int32Array };
+}
+
+export interface CoordinatorConfig {
+  workers: number;
+  /** Fewest ready workers rendezvous may start with once rendezvousMs has passed. */
+  minWorkers: number;
+  /** How long rendezvous waits for `workers` before starting with at least minWorkers. */
+  rendezvousMs: number;
+  heartbeatMs: number;
+  /** A worker silent this long is declared lost. */
+  heartbeatTimeoutMs: number;
+  steps: number;
+  shards: number;
+  /** Tokens per step (B * T), for tokens/s. */
+  tokensPerStep: number;
+  /** Evaluate every this many steps (0: only at the end); nothing is evaluated without validation data. */
+  evalEvery: number;
+  evalWindows: number;
+  hasValidation: boolean;
+  /** The assign message sent to each worker, less its rank. */
+  assign: Omit<MessageOf<'assign'>, 'v' | 't' | 'rank' | 'resume'>;
+  lr(step: number): number;
+  plan(step: number): StepPlan;
+  /** Validation tokens for `evaluate`, sent to a worker that cannot read the data itself. */
+  evalTokens(): Int32Array;
+  /** First step to run (0, or where a resumed run continues). */
+  firstStep: number;
+  /** Step after which this invocation stops (steps, or earlier with --stop-after). */
+  stopAt: number;
+  /** Checkpoint every this many steps (0: only at the end). */
+  ckptEvery: number;
+  /** The state a resumed run starts from, streamed to every worker; null for a new run. */
+  initialState: TrainingState | null;
+}
+
+interface Worker {
+  conn: ConnId;
+  name: string;
+  address: string;
+  rank: number;
+  ready: boolean;
+  dataLocal: boolean;
+  lastSeen: number;
+}
+
+export interface CoordinatorState {
+  phase: 'rendezvous' | 'training' | 'evaluating' | 'fetching' | 'done' | 'failed';
+  config: CoordinatorConfig;
+  workers: Map<ConnId, Worker>;
+  nextRank: number;
+  startedAt: number;
+  lastPing: number;
+  step: number;
+  attempt: number;
+  stepStartedAt: number;
+  /** Time of the last start, shardDone or reduced of the current step (to notice a stalled all-reduce). */
+  lastProgress: number;
+  /** Attempts of this step restarted because the all-reduce stalled. */
+  stalls: number;
+  /** Ranks of the current attempt's members, ascending. */
+  members: number[];
+  /** shard -> rank computing it in the current attempt. */
+  owner: Map<number, number>;
+  results: Map<number, { lossSum: number; targets: number; overflow: boolean }>;
+  reduced: Map<number, number>;
+  /** Rank asked to evaluate, while waiting for it. */
+  askedRank: number | null;
+  /** The state of a checkpoint arriving in pieces (final: the end of the run). */
+  transfer: {
+    rank: number;
+    step: number;
+    final: boolean;
+    parts: Partial<TrainingState>;
+    received: number;
+  } | null;
+  /** A stop was requested: finish after the step in progress. */
+  stopping: boolean;
+}
+
+export type CoordinatorEvent =
+  | { type: 'start'; now: number }
+  | { type: 'joined'; conn: ConnId; name: string; address: string; now: number }
+  | { type: 'message'; conn: ConnId; message: Message; now: number }
+  | { type: 'closed'; conn: ConnId; reason: string; now: number }
+  | { type: 'tick'; now: number }
+  | { type: 'stop'; now: number };
+
+export type CoordinatorEffect =
+  | { type: 'log'; line: string }
+  | { type: 'trainingStarted'; workers: number }
+  | {
+      type: 'stepMetrics';
+      step: number;
+      loss: number;
+      lr: number;
+      gradNorm: number;
+      tokensPerSec: number;
+      skipped: boolean;
+    }
+  | { type: 'evalMetrics'; step: number; result: EvalResult }
+  | { type: 'close'; conn: ConnId; code: string; reason: string }
+  | { type: 'checkpoint'; step: number; state: TrainingState }
+  | { type: 'finished'; steps: number; state: TrainingState }
+  | { type: 'failed'; code: string; message: string };
+
+export interface Output {
+  state: CoordinatorState;
+  send: { conn: ConnId; message: Message }[];
+  effects: CoordinatorEffect[];
+}
+
+export function initialCoordinator(config: CoordinatorConfig): CoordinatorState {
+  return {
+    phase: 'rendezvous',
+    config,
+    workers: new Map(),
+    nextRank: 0,
+    startedAt: 0,
+    lastPing: 0,
+    step: config.firstStep,
+    attempt: 0,
+    stepStartedAt: 0,
+    lastProgress: 0,
+    stalls: 0,
+    members: [],
+    owner: new Map(),
+    results: new Map(),
+    reduced: new Map(),
+    askedRank: null,
+    transfer: null,
+    stopping: false,
+  };
+}
+
+/** Accumulates the outputs of one event. The state object is copied once per event. */
+class Step {
+  readonly send: Output['send'] = [];
+  readonly effects: CoordinatorEffect[] = [];
+  constructor(readonly s: CoordinatorState) {}
+
+  to(conn: ConnId, message: Message): void {
+    this.send.push({ conn, message });
+  }
+  log(line: string): void {
+    this.effects.push({ type: 'log', line });
+  }
+  byRank(rank: number): Worker | undefined {
+    for (const w of this.s.workers.values()) if (w.rank === rank) return w;
+    return undefined;
+  }
+  live(): Worker[] {
+    return [...this.s.workers.values()].filter((w) => w.ready).sort((a, b) => a.rank - b.rank);
+  }
+  fail(code: string, message: string): void {
+    this.s.phase = 'failed';
+    this.effects.push({ type: 'failed', code, message });
+    for (const w of this.s.workers.values()) this.to(w.conn, msg('shutdown', { reason: message }));
+  }
+}
+
+export function coordinatorStep(state: CoordinatorState, event: CoordinatorEvent): Output {
+  const st = new Step({
+    ...state,
+    workers: new Map([...state.workers].map(([k, w]) => [k, { ...w }])),
+  });
+  const s = st.s;
+  if (s.phase === 'done' || s.phase === 'failed') return { state: s, send: [], effects: [] };
+  switch (event.type) {
+    case 'start':
+      s.startedAt = event.now;
+      s.lastPing = event.now;
+      break;
+    case 'joined':
+      onJoined(st, event);
+      break;
+    case 'message': {
+      const worker = s.workers.get(event.conn);
+      if (!worker) break;
+      worker.lastSeen = event.now;
+      onMessage(st, worker, event.message, event.now);
+      break;
+    }
+    case 'closed':
+      if (s.workers.has(event.conn)) lose(st, event.conn, event.reason, event.now);
+      break;
+    case 'tick':
+      onTick(st, event.now);
+      break;
+    case 'stop':
+      if (!s.stopping) st.log(`stopping after step ${s.step + 1}`);
+      s.stopping = true;
+      if (s.phase === 'rendezvous') st.fail('WEFT_E_CLUSTER', 'stopped before training started');
+      break;
+    default:
+      return event satisfies never;
+  }
+  return { state: s, send: st.send, effects: st.effects };
+}
+
+function onJoined(st: Step, e: Extract<CoordinatorEvent, { type: 'joined' }>): void {
+  const s = st.s;
+  if (s.phase !== 'rendezvous') {
+    st.to(
+      e.conn,
+      msg('reject', {
+        code: 'WEFT_E_PROTOCOL',
+        message: 'training is in progress; joining a running job is not supported yet',
+      }),
+    );
+    st.effects.push({
+      type: 'close',
+      conn: e.conn,
+      code: 'WEFT_E_PROTOCOL',
+      reason: `late worker ${e.name} refused`,
+    });
+    return;
+  }
+  if (s.workers.size >= s.config.workers) {
+    st.to(
+      e.conn,
+      msg('reject', {
+        code: 'WEFT_E_PROTOCOL',
+        message: `the job already has its ${s.config.workers} workers`,
+      }),
+    );
+    st.effects.push({
+      type: 'close',
+      conn: e.conn,
+      code: 'WEFT_E_PROTOCOL',
+      reason: `extra worker ${e.name} refused`,
+    });
+    return;
+  }
+  const rank = s.nextRank++;
+  s.workers.set(e.conn, {
+    conn: e.conn,
+    name: e.name,
+    address: e.address,
+    rank,
+    ready: false,
+    dataLocal: false,
+    lastSeen: e.now,
+  });
+  const reach = e.address ? `; peers reach it at ${e.address}` : '';
+  st.log(`worker ${e.name} joined as rank ${rank} (${s.workers.size}/${s.config.workers})${reach}`);
+  const initial = s.config.initialState;
+  st.to(e.conn, msg('assign', { ...s.config.assign, rank, resume: initial !== null }));
+  if (initial) for (const piece of statePieces(initial)) st.to(e.conn, piece);
+}
+
+function onMessage(st: Step, w: Worker, m: Message, now: number): void {
+  const s = st.s;
+  switch (m.t) {
+    case 'ready':
+      if (s.phase !== 'rendezvous' || w.ready)
+        return protocolError(st, w, `unexpected ${m.t} message`);
+      w.ready = true;
+      w.dataLocal = m.dataLocal;
+      st.log(
+        `worker ${w.name} ready (${m.dataLocal ? 'reads the data itself' : 'data streamed from the coordinator'})`,
+      );
+      if (st.live().length === s.config.workers) beginTraining(st, now);
+      return;
+    case 'shardDone':
+      // a result is valid from the shard's current owner in any attempt of the step (the same
+      // worker computed it; it may have been sent just before an abort)
+      if (m.step !== s.step || s.owner.get(m.shard) !== w.rank) return;
+      s.results.set(m.shard, { lossSum: m.lossSum, targets: m.targets, overflow: m.overflow });
+      s.lastProgress = now;
+      return maybeCommit(st, now);
+    case 'reduced':
+      if (m.step !== s.step || m.attempt !== s.attempt || !s.members.includes(w.rank)) return; // stale
+      s.reduced.set(w.rank, m.gradNorm);
+      s.lastProgress = now;
+      return maybeCommit(st, now);
+    case 'evalResult': {
+      if (s.phase !== 'evaluating' || s.askedRank !== w.rank) return;
+      const { loss, ppl, bpb, tokens, bytes } = m;
+      st.effects.push({
+        type: 'evalMetrics',
+        step: m.step,
+        result: { loss, ppl, bpb, tokens, bytes },
+      });
+      s.askedRank = null;
+      return nextStep(st, now);
+    }
+    case 'state':
+      return onStatePiece(st, w, m);
+    case 'ping':
+      return;
+    case 'leave':
+      return lose(st, w.conn, `left: ${m.reason}`, now);
+    default:
+      return protocolError(st, w, `unexpected ${m.t} message`);
+  }
+}
+
+function protocolError(st: Step, w: Worker, what: string): void {
+  const reason = `protocol error from worker ${w.name} during ${st.s.phase}: ${what}`;
+  st.to(w.conn, msg('reject', { code: 'WEFT_E_PROTOCOL', message: reason }));
+  st.effects.push({ type: 'close', conn: w.conn, code: 'WEFT_E_PROTOCOL', reason });
+  lose(st, w.conn, reason, w.lastSeen);
+}
+
+function beginTraining(st: Step, now: number): void {
+  const s = st.s;
+  // workers that joined but never became ready are not part of the run
+  for (const w of [...s.workers.values()]) {
+    if (!w.ready) {
+      st.to(w.conn, msg('shutdown', { reason: 'not ready when training started' }));
+      st.effects.push({
+        type: 'close',
+        conn: w.conn,
+        code: 'WEFT_E_PROTOCOL',
+        reason: `worker ${w.name} not ready in time`,
+      });
+      s.workers.delete(w.conn);
+    }
+  }
+  s.phase = 'training';
+  st.effects.push({ type: 'trainingStarted', workers: s.workers.size });
+  if (s.step >= s.config.stopAt) return finish(st);
+  startAttempt(st, now, new Map());
+}
+
+/** Sends `start` for the current step: shards keep their previous owner if it is still live. */
+function startAttempt(st: Step, now: number, previous: Map<number, number>): void {
+  const s = st.s;
+  const live = st.live();
+  if (live.length === 0)
+    return st.fail('WEFT_E_CLUSTER', 'all workers are lost; the run cannot continue');
+  s.members = live.map((w) => w.rank);
+  const owner = new Map<number, number>();
+  let next = 0;
+  for (let shard = 0; shard < s.config.shards; shard++) {
+    const kept = previous.get(shard);
+    if (kept !== undefined && s.members.includes(kept)) owner.set(shard, kept);
+    else owner.set(shard, s.members[next++ % s.members.length]);
+  }
+  s.owner = owner;
+  s.reduced = new Map();
+  for (const shard of [...s.results.keys()])
+    if (!s.members.includes(previous.get(shard) ?? -1)) s.results.delete(shard);
+  if (s.attempt === 0) s.stepStartedAt = now;
+  s.lastProgress = now;
+  const plan = s.config.plan(s.step);
+  const members: Member[] = live.map((w) => ({ rank: w.rank, name: w.name, address: w.address }));
+  for (const w of live) {
+    const shards = [...owner].filter(([, r]) => r === w.rank).map(([shard]) => shard);
+    const batches = w.dataLocal ? [] : shards.map((shard) => ({ shard, ...plan.batch(shard) }));
+    st.to(
+      w.conn,
+      msg('start', {
+        step: s.step,
+        attempt: s.attempt,
+        lr: s.config.lr(s.step),
+        targetCount: plan.targetCount,
+        members,
+        shards,
+        batches,
+      }),
+    );
+  }
+}
+
+function maybeCommit(st: Step, now: number): void {
+  const s = st.s;
+  if (s.results.size < s.config.shards || s.members.some((r) => !s.reduced.has(r))) return;
+  let lossSum = 0;
+  let targets = 0;
+  let overflow = false;
+  for (let shard = 0; shard < s.config.shards; shard++) {
+    const r = s.results.get(shard) as { lossSum: number; targets: number; overflow: boolean };
+    lossSum += r.lossSum; // in shard order: the same sum whoever computed which shard
+    targets += r.targets;
+    overflow ||= r.overflow;
+  }
+  const skip = overflow || targets === 0;
+  for (const rank of s.members)
+    st.to(
+      (st.byRank(rank) as Worker).conn,
+      msg('commit', { step: s.step, attempt: s.attempt, skip }),
+    );
+  if (overflow)
+    st.log(
+      `step ${s.step + 1}: a gradient value overflowed the exact-sum grid; the step is skipped`,
+    );
+  const gradNorm = s.reduced.get(s.members[0]) as number;
+  st.effects.push({
+    type: 'stepMetrics',
+    step: s.step + 1,
+    loss: targets > 0 ? lossSum / targets : NaN,
+    lr: s.config.lr(s.step),
+    gradNorm,
+    tokensPerSec: (s.config.tokensPerStep * 1000) / Math.max(1, now - s.stepStartedAt),
+    skipped: skip,
+  });
+  s.step++;
+  s.attempt = 0;
+  s.stalls = 0;
+  s.results = new Map();
+  const { evalEvery, stopAt } = s.config;
+  const due = (evalEvery > 0 && s.step % evalEvery === 0) || s.step >= stopAt || s.stopping;
+  if (due && s.config.hasValidation) askForEval(st);
+  else nextStep(st, now);
+}
+
+function askForEval(st: Step): void {
+  const s = st.s;
+  const first = st.live()[0];
+  if (!first) return st.fail('WEFT_E_CLUSTER', 'all workers are lost; the run cannot continue');
+  s.phase = 'evaluating';
+  s.askedRank = first.rank;
+  const tokens = first.dataLocal ? new Int32Array(0) : s.config.evalTokens();
+  st.to(first.conn, msg('evaluate', { step: s.step, maxWindows: s.config.evalWindows, tokens }));
+}
+
+function nextStep(st: Step, now: number): void {
+  const s = st.s;
+  s.phase = 'training';
+  if (s.step >= s.config.stopAt || s.stopping) return finish(st);
+  const { ckptEvery } = s.config;
+  if (ckptEvery > 0 && s.step % ckptEvery === 0) requestState(st, false);
+  startAttempt(st, now, new Map());
+}
+
+/** Asks the lowest rank for its state (after this step's update: messages on a link keep their order). */
+function requestState(st: Step, final: boolean): void {
+  const s = st.s;
+  const first = st.live()[0];
+  if (!first) return st.fail('WEFT_E_CLUSTER', 'all workers are lost; the run cannot continue');
+  if (s.transfer && !final) {
+    st.log(
+      `checkpoint at step ${s.step} skipped: the one at step ${s.transfer.step} is still arriving`,
+    );
+    return;
+  }
+  s.transfer = { rank: first.rank, step: s.step, final, parts: {}, received: 0 };
+  st.to(first.conn, msg('fetch', { what: 'state' }));
+}
+
+function finish(st: Step): void {
+  st.s.phase = 'fetching';
+  requestState(st, true);
+}
+
+function onStatePiece(st: Step, w: Worker, m: MessageOf<'state'>): void {
+  const s = st.s;
+  const t = s.transfer;
+  if (!t || t.rank !== w.rank) return;
+  const part = (t.parts[m.what] ??= new Float32Array(m.total));
+  if (part.length !== m.total || m.offset < 0 || m.offset + m.data.length > m.total) {
+    return protocolError(st, w, `state piece ${m.what}[${m.offset}..] out of range`);
+  }
+  part.set(m.data, m.offset);
+  t.parts.adamSteps = m.adamSteps;
+  t.received += m.data.length;
+  if (t.received < 3 * m.total) return;
+  const state = t.parts as TrainingState;
+  s.transfer = null;
+  if (!t.final) {
+    st.effects.push({ type: 'checkpoint', step: t.step, state });
+    return;
+  }
+  s.phase = 'done';
+  st.effects.push({ type: 'finished', steps: s.step, state });
+  for (const other of s.workers.values())
+    st.to(other.conn, msg('shutdown', { reason: 'training finished' }));
+}
+
+/** Drops a worker; if it was part of the current step, the step restarts without it. */
+function lose(st: Step, conn: ConnId, reason: string, now: number): void {
+  const s = st.s;
+  const w = s.workers.get(conn) as Worker;
+  s.workers.delete(conn);
+  if (s.phase === 'rendezvous') {
+    st.log(`worker ${w.name} (rank ${w.rank}) left before training: ${reason}`);
+    return;
+  }
+  st.log(`worker ${w.name} (rank ${w.rank}) lost: ${reason}`);
+  if (s.phase === 'training' && s.members.includes(w.rank)) {
+    const previous = s.owner;
+    for (const other of st.live()) {
+      st.to(
+        other.conn,
+        msg('abort', { step: s.step, attempt: s.attempt, reason: `worker ${w.name} lost` }),
+      );
+    }
+    s.attempt++;
+    startAttempt(st, now, previous);
+  } else if (s.phase === 'evaluating' && s.askedRank === w.rank) {
+    askForEval(st);
+  }
+  if (s.transfer?.rank === w.rank) {
+    if (s.transfer.final) {
+      s.transfer = null;
+      finish(st);
+    } else {
+      st.log(`checkpoint at step ${s.transfer.step} abandoned: the worker sending it was lost`);
+      s.transfer = null;
+    }
+  }
+}
+
+function onTick(st: Step, now: number): void {
+  const s = st.s;
+  const { heartbeatMs, heartbeatTimeoutMs, rendezvousMs, minWorkers, workers } = s.config;
+  for (const w of [...s.workers.values()]) {
+    if (now - w.lastSeen > heartbeatTimeoutMs) {
+      const reason = `no message for ${Math.round((now - w.lastSeen) / 1000)} s (heartbeat timeout)`;
+      st.effects.push({ type: 'close', conn: w.conn, code: 'WEFT_E_NETWORK', reason });
+      lose(st, w.conn, reason, now);
+      if (s.phase === 'failed') return;
+    }
+  }
+  // every shard is computed and some workers reduced, but not all: a link between workers broke
+  const allComputed = s.results.size === s.config.shards;
+  if (
+    s.phase === 'training' &&
+    allComputed &&
+    s.reduced.size < s.members.length &&
+    now - s.lastProgress > heartbeatTimeoutMs
+  ) {
+    if (++s.stalls > MAX_STALLS) {
+      return st.fail(
+        'WEFT_E_NETWORK',
+        `the all-reduce of step ${s.step + 1} stalled ${MAX_STALLS + 1} times; check that workers can reach each other's peer addresses`,
+      );
+    }
+    st.log(
+      `step ${s.step + 1}: the all-reduce made no progress for ${Math.round((now - s.lastProgress) / 1000)} s; retrying it`,
+    );
+    for (const w of st.live())
+      st.to(
+        w.conn,
+        msg('abort', { step: s.step, attempt: s.attempt, reason: 'all-reduce stalled' }),
+      );
+    const previous = s.owner;
+    s.attempt++;
+    startAttempt(st, now, previous);
+  }
+  if (now - s.lastPing >= heartbeatMs) {
+    s.lastPing = now;
+    for (const w of s.workers.values()) st.to(w.conn, msg('ping', {}));
+  }
+  if (s.phase === 'rendezvous' && now - s.startedAt >= rendezvousMs) {
+    const ready = st.live().length;
+    if (ready >= minWorkers && ready > 0) {
+      st.log(`rendezvous timeout: starting with ${ready} of ${workers} workers`);
+      beginTraining(st, now);
+    } else {
+      st.fail(
+        'WEFT_E_CLUSTER',
+        `only ${ready} of ${workers} workers were ready after ${Math.round(rendezvousMs / 1000)} s (--min-workers ${minWorkers})`,
+      );
+    }
+  }
+}

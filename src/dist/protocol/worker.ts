@@ -1,0 +1,273 @@
+// The worker as a pure state machine (DESIGN.md invariant 5):
+//   workerStep(state, event) -> { state, send, effects }
+// It sequences a worker's part of each step; the shell does the work the effects name
+// (prepare the model and data, compute a shard, run the all-reduce, apply the update, evaluate,
+// send the weights) and reports back with events.
+//
+//   assign -> prepare [-> load the streamed state of a resumed run] -> ready;
+//   start(step, attempt) -> compute each new shard -> reduce ->
+//   reduced; commit -> apply -> idle. abort(step, attempt) cancels the reduction; the shards
+//   already computed in that step stay in the accumulator, and the next attempt adds only the
+//   shards this worker has not done yet.
+
+import type { EvalResult } from '../../train/evaluate.ts';
+import type { Member, Message, MessageOf } from '../messages.ts';
+import { msg } from '../messages.ts';
+
+export interface WorkerState {
+  phase:
+    'joining' | 'preparing' | 'loading' | 'idle' | 'computing' | 'reducing' | 'committing' | 'done';
+  /** A resumed run: elements of state (params, m and v) still to arrive before ready. */
+  stateToLoad: number;
+  dataLocal: boolean;
+  rank: number;
+  /** Step and attempt of the last start message. */
+  step: number;
+  attempt: number;
+  lr: number;
+  targetCount: number;
+  members: Member[];
+  /** Shards computed into the accumulator for `step`. */
+  done: number[];
+  /** Shards of the current attempt still to compute, with their streamed batches if any. */
+  todo: number[];
+  batches: MessageOf<'start'>['batches'];
+}
+
+export type WorkerEvent =
+  | { type: 'message'; message: Message }
+  | { type: 'prepared'; dataLocal: boolean }
+  | {
+      type: 'computed';
+      step: number;
+      shard: number;
+      lossSum: number;
+      targets: number;
+      overflow: boolean;
+    }
+  | { type: 'reducedLocally'; step: number; attempt: number; gradNorm: number }
+  | { type: 'evaluated'; step: number; result: EvalResult }
+  | { type: 'coordinatorLost'; reason: string };
+
+export type WorkerEffect =
+  | { type: 'prepare'; assign: MessageOf<'assign'> }
+  | { type: 'newStep'; step: number }
+  | {
+      type: 'compute';
+      step: number;
+      shard: number;
+      targetCount: number;
+      batch: MessageOf<'start'>['batches'][number] | null;
+    }
+  | { type: 'reduce'; step: number; attempt: number; members: Member[] }
+  | { type: 'cancelReduce'; step: number; attempt: number; reason: string }
+  | { type: 'apply'; lr: number; skip: boolean }
+  | { type: 'evaluate'; step: number; maxWindows: number; tokens: Int32Array }
+  | { type: 'loadState'; piece: MessageOf<'state'> }
+  | { type: 'sendState' }
+  | { type: 'exit'; code: 'ok' | 'error'; reason: string };
+
+export interface WorkerOutput {
+  state: WorkerState;
+  send: Message[];
+  effects: WorkerEffect[];
+}
+
+export function initialWorker(): WorkerState {
+  return {
+    phase: 'joining',
+    stateToLoad: 0,
+    dataLocal: false,
+    rank: -1,
+    step: -1,
+    attempt: 0,
+    lr: 0,
+    targetCount: 0,
+    members: [],
+    done: [],
+    todo: [],
+    batches: [],
+  };
+}
+
+export function workerStep(state: WorkerState, event: WorkerEvent): WorkerOutput {
+  const s: WorkerState = { ...state };
+  const send: Message[] = [];
+  const effects: WorkerEffect[] = [];
+  const protocolError = (what: string) => {
+    send.push(msg('leave', { reason: `protocol error: ${what}` }));
+    effects.push({ type: 'exit', code: 'error', reason: `protocol error: ${what}` });
+    s.phase = 'done';
+  };
+  /** Computes the next pending shard, or starts the reduction when none is left. */
+  const advance = () => {
+    const shard = s.todo[0];
+    if (shard !== undefined) {
+      s.phase = 'computing';
+      const batch = s.batches.find((b) => b.shard === shard) ?? null;
+      effects.push({ type: 'compute', step: s.step, shard, targetCount: s.targetCount, batch });
+    } else {
+      s.phase = 'reducing';
+      effects.push({ type: 'reduce', step: s.step, attempt: s.attempt, members: s.members });
+    }
+  };
+  if (s.phase === 'done') return { state: s, send, effects };
+
+  switch (event.type) {
+    case 'message': {
+      const m = event.message;
+      switch (m.t) {
+        case 'assign':
+          if (s.phase !== 'joining')
+            return (protocolError('assign after joining'), { state: s, send, effects });
+          s.rank = m.rank;
+          s.phase = 'preparing';
+          s.stateToLoad = m.resume ? -1 : 0; // the size is known from the first piece
+          effects.push({ type: 'prepare', assign: m });
+          break;
+        case 'state': {
+          if (s.phase !== 'loading')
+            return (protocolError(`state while ${s.phase}`), { state: s, send, effects });
+          if (s.stateToLoad < 0) s.stateToLoad = 3 * m.total;
+          s.stateToLoad -= m.data.length;
+          effects.push({ type: 'loadState', piece: m });
+          if (s.stateToLoad === 0) {
+            s.phase = 'idle';
+            send.push(msg('ready', { dataLocal: s.dataLocal }));
+          }
+          break;
+        }
+        case 'start': {
+          // a new attempt of the same step may arrive mid-compute or mid-reduction (after an abort)
+          const retry = m.step === s.step && m.attempt > s.attempt;
+          if (s.phase === 'reducing' || s.phase === 'committing') {
+            if (!retry)
+              return (protocolError(`start while ${s.phase}`), { state: s, send, effects });
+            effects.push({
+              type: 'cancelReduce',
+              step: s.step,
+              attempt: s.attempt,
+              reason: 'replanned',
+            });
+            s.phase = 'idle';
+          } else if (s.phase !== 'idle' && !(s.phase === 'computing' && retry)) {
+            return (protocolError(`start while ${s.phase}`), { state: s, send, effects });
+          }
+          if (m.step !== s.step) {
+            s.done = [];
+            effects.push({ type: 'newStep', step: m.step });
+          }
+          s.step = m.step;
+          s.attempt = m.attempt;
+          s.lr = m.lr;
+          s.targetCount = m.targetCount;
+          s.members = m.members;
+          s.batches = m.batches;
+          s.todo = m.shards.filter((shard) => !s.done.includes(shard));
+          if (s.phase !== 'computing') advance();
+          break;
+        }
+        case 'abort':
+          if (
+            m.step === s.step &&
+            m.attempt === s.attempt &&
+            (s.phase === 'reducing' || s.phase === 'committing')
+          ) {
+            effects.push({
+              type: 'cancelReduce',
+              step: m.step,
+              attempt: m.attempt,
+              reason: m.reason,
+            });
+            s.phase = 'idle';
+          }
+          break;
+        case 'commit':
+          if (m.step !== s.step || m.attempt !== s.attempt || s.phase !== 'committing') {
+            return (
+              protocolError(`commit for step ${m.step} attempt ${m.attempt} while ${s.phase}`),
+              { state: s, send, effects }
+            );
+          }
+          effects.push({ type: 'apply', lr: s.lr, skip: m.skip });
+          s.phase = 'idle';
+          break;
+        case 'evaluate':
+          if (s.phase !== 'idle')
+            return (protocolError(`evaluate while ${s.phase}`), { state: s, send, effects });
+          effects.push({
+            type: 'evaluate',
+            step: m.step,
+            maxWindows: m.maxWindows,
+            tokens: m.tokens,
+          });
+          break;
+        case 'fetch':
+          effects.push({ type: 'sendState' });
+          break;
+        case 'ping':
+          break;
+        case 'shutdown':
+          s.phase = 'done';
+          effects.push({ type: 'exit', code: 'ok', reason: m.reason });
+          break;
+        case 'reject':
+          s.phase = 'done';
+          effects.push({ type: 'exit', code: 'error', reason: `${m.message} [${m.code}]` });
+          break;
+        default:
+          return (
+            protocolError(`unexpected ${m.t} from the coordinator`),
+            { state: s, send, effects }
+          );
+      }
+      break;
+    }
+    case 'prepared':
+      s.dataLocal = event.dataLocal;
+      if (s.stateToLoad === 0) {
+        s.phase = 'idle';
+        send.push(msg('ready', { dataLocal: event.dataLocal }));
+      } else {
+        s.phase = 'loading';
+      }
+      break;
+    case 'computed':
+      if (event.step !== s.step) break;
+      s.done = [...s.done, event.shard];
+      s.todo = s.todo.filter((shard) => shard !== event.shard);
+      send.push(
+        msg('shardDone', {
+          step: event.step,
+          attempt: s.attempt,
+          shard: event.shard,
+          lossSum: event.lossSum,
+          targets: event.targets,
+          overflow: event.overflow,
+        }),
+      );
+      advance();
+      break;
+    case 'reducedLocally':
+      if (event.step !== s.step || event.attempt !== s.attempt || s.phase !== 'reducing') break; // an aborted attempt
+      s.phase = 'committing';
+      send.push(
+        msg('reduced', { step: event.step, attempt: event.attempt, gradNorm: event.gradNorm }),
+      );
+      break;
+    case 'evaluated':
+      send.push(msg('evalResult', { step: event.step, ...event.result }));
+      break;
+    case 'coordinatorLost':
+      s.phase = 'done';
+      effects.push({
+        type: 'exit',
+        code: 'error',
+        reason: `lost the coordinator: ${event.reason}`,
+      });
+      break;
+    default:
+      return event satisfies never;
+  }
+  return { state: s, send, effects };
+}

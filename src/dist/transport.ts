@@ -1,0 +1,178 @@
+// One interface for every link (WebSocket between processes and machines, MessagePort between
+// threads, in-memory for simulations): a Connection carries validated Messages both ways, and a
+// Network listens and dials by address. Also the two ends of the handshake, as awaited steps
+// over any Connection.
+
+import { WeftError } from '../util/errors.ts';
+import type { Message, MessageOf } from './messages.ts';
+import { msg } from './messages.ts';
+import type { Role } from './protocol/handshake.ts';
+import {
+  acceptHello,
+  answerChallenge,
+  challenge,
+  checkWelcome,
+  newNonce,
+} from './protocol/handshake.ts';
+
+export interface Connection {
+  /** The other end, for logs (an address, or a thread or node name). */
+  readonly remote: string;
+  /** Sends a message. Typed arrays in it may be transferred: the sender must not reuse them. */
+  send(message: Message): void;
+  /** Closes the link; `reason` is logged on both sides where possible. */
+  close(reason?: string): void;
+  /** Receives every valid message, in order; messages arriving while it is null wait in a queue. */
+  onMessage: ((message: Message) => void) | null;
+  /** Called once when the link closes for any reason (peer gone, bad frame, close()). */
+  onClose: ((reason: string) => void) | null;
+}
+
+/**
+ * The buffering every transport shares: messages that arrive while no handler is set (between
+ * the handshake and its owner taking over) are queued, never lost, and a close that happens
+ * before onClose is set is reported when it is.
+ */
+export abstract class BaseConnection implements Connection {
+  abstract readonly remote: string;
+  private queue: Message[] = [];
+  private handler: ((message: Message) => void) | null = null;
+  private closeHandler: ((reason: string) => void) | null = null;
+  private closedReason: string | null = null;
+  private closeReported = false;
+
+  abstract send(message: Message): void;
+  abstract close(reason?: string): void;
+
+  get onMessage(): ((message: Message) => void) | null {
+    return this.handler;
+  }
+  set onMessage(fn: ((message: Message) => void) | null) {
+    this.handler = fn;
+    while (fn && this.handler === fn && this.queue.length > 0) fn(this.queue.shift() as Message);
+    this.reportClose();
+  }
+
+  get onClose(): ((reason: string) => void) | null {
+    return this.closeHandler;
+  }
+  set onClose(fn: ((reason: string) => void) | null) {
+    this.closeHandler = fn;
+    this.reportClose();
+  }
+
+  get isClosed(): boolean {
+    return this.closedReason !== null;
+  }
+
+  /** For subclasses: a message arrived. */
+  protected deliver(message: Message): void {
+    if (this.closedReason !== null) return;
+    if (this.handler) this.handler(message);
+    else this.queue.push(message);
+  }
+
+  /** For subclasses: the link is gone. Reported after any queued messages are taken. */
+  protected closed(reason: string): void {
+    if (this.closedReason !== null) return;
+    this.closedReason = reason;
+    this.reportClose();
+  }
+
+  private reportClose(): void {
+    if (
+      this.closedReason === null ||
+      this.closeReported ||
+      !this.closeHandler ||
+      this.queue.length > 0
+    )
+      return;
+    this.closeReported = true;
+    this.closeHandler(this.closedReason);
+  }
+}
+
+export interface Listener {
+  /** The address peers dial (with the real port when 0 was asked for). */
+  address: string;
+  close(): Promise<void>;
+}
+
+export interface Network {
+  listen(address: string, onConnection: (connection: Connection) => void): Promise<Listener>;
+  connect(address: string): Promise<Connection>;
+}
+
+/** The next message on `conn` (or a rejection when it closes or stays silent). */
+function nextMessage(conn: Connection, timeoutMs: number): Promise<Message> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      conn.onMessage = null;
+      conn.close('handshake timeout');
+      reject(
+        new WeftError(
+          'WEFT_E_NETWORK',
+          `${conn.remote}: no handshake reply within ${timeoutMs / 1000} s`,
+        ),
+      );
+    }, timeoutMs);
+    conn.onClose = (reason) => {
+      clearTimeout(timer);
+      reject(
+        new WeftError(
+          'WEFT_E_NETWORK',
+          `${conn.remote} closed the connection during the handshake: ${reason}`,
+        ),
+      );
+    };
+    conn.onMessage = (m) => {
+      conn.onMessage = null;
+      conn.onClose = null;
+      clearTimeout(timer);
+      resolve(m);
+    };
+  });
+}
+
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** Server end: challenge, check the hello, welcome or reject. Resolves with the hello. */
+export async function serverHandshake(
+  conn: Connection,
+  secret: string | null,
+  role: Role,
+): Promise<MessageOf<'hello'>> {
+  const nonce = newNonce();
+  const reply = nextMessage(conn, HANDSHAKE_TIMEOUT_MS);
+  conn.send(challenge(nonce, secret));
+  const result = acceptHello(await reply, nonce, secret, role);
+  if (!result.ok) {
+    conn.send(msg('reject', { code: result.code, message: result.message }));
+    conn.close(result.message);
+    throw new WeftError(result.code, `${conn.remote}: ${result.message}`);
+  }
+  conn.send(result.reply);
+  return result.value;
+}
+
+/** Client end: answer the challenge with our hello, check the welcome. */
+export async function clientHandshake(
+  conn: Connection,
+  secret: string | null,
+  fields: Omit<MessageOf<'hello'>, 'v' | 't' | 'nonce' | 'proof'>,
+): Promise<void> {
+  const nonce = newNonce();
+  const first = await nextMessage(conn, HANDSHAKE_TIMEOUT_MS);
+  const answered = answerChallenge(first, nonce, secret, fields);
+  if (!answered.ok) {
+    conn.close(answered.message);
+    throw new WeftError(answered.code, answered.message);
+  }
+  const reply = nextMessage(conn, HANDSHAKE_TIMEOUT_MS);
+  conn.send(answered.reply);
+  const welcomed = checkWelcome(await reply, answered.value.serverNonce, nonce, secret);
+  if (!welcomed.ok) {
+    conn.close(welcomed.message);
+    throw new WeftError(welcomed.code, welcomed.message);
+  }
+}

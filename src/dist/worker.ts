@@ -1,0 +1,349 @@
+// The worker shell: drives the worker state machine (protocol/worker.ts) and does the work its
+// effects name: builds the model and optimizer, reads the data (or takes streamed batches),
+// computes shard gradients into the exact accumulator, runs the all-reduce with its peers,
+// applies the update, evaluates, and sends the weights. Heavy work runs after yielding to the
+// event loop, so heartbeats and aborts are read between shards.
+
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Dataset } from '../data/dataset.ts';
+import { loadDataset } from '../data/dataset.ts';
+import { TokenWindowLoader } from '../data/loader.ts';
+import { GPT2 } from '../model/gpt2.ts';
+import { tokenizerFromJSON } from '../tokenizer/index.ts';
+import type { Tokenizer } from '../tokenizer/index.ts';
+import { AdamW } from '../train/adamw.ts';
+import { gradNorm } from '../train/clip.ts';
+import type { RunConfig } from '../train/config.ts';
+import { DEFAULT_RUN_CONFIG, mergeConfig, validateRunConfig } from '../train/config.ts';
+import { evaluate } from '../train/evaluate.ts';
+import { applyUpdate, shardGradient } from '../train/shard-step.ts';
+import { WeftError } from '../util/errors.ts';
+import { readBytes, sha256 } from '../util/files.ts';
+import { Mailbox, exactAllReduce } from './collectives.ts';
+import type { Member, Message, MessageOf } from './messages.ts';
+import { msg, statePieces } from './messages.ts';
+import type { PeerMesh } from './peers.ts';
+import type { WorkerEffect, WorkerEvent, WorkerState } from './protocol/worker.ts';
+import { initialWorker, workerStep } from './protocol/worker.ts';
+import type { Connection } from './transport.ts';
+
+export interface WorkerOptions {
+  name: string;
+  log?: (line: string) => void;
+  /** Elements per all-reduce bucket (default collectives.DEFAULT_BUCKET_ELEMS). */
+  bucketElems?: number;
+}
+
+interface Prepared {
+  config: RunConfig;
+  tokenizer: Tokenizer;
+  model: GPT2;
+  optimizer: AdamW;
+  acc: Float64Array;
+  bits: number;
+  dataset: Dataset | null;
+  loader: TokenWindowLoader | null;
+}
+
+export class WorkerShell {
+  private state: WorkerState = initialWorker();
+  private prepared: Prepared | null = null;
+  private readonly mailbox = new Mailbox();
+  private reduceGeneration = 0;
+  private readonly queue: WorkerEvent[] = [];
+  private busy = false;
+  private lastHeard = Date.now();
+  private lastCheck = Date.now();
+  private timer: NodeJS.Timeout | null = null;
+  private settle: { resolve: (reason: string) => void; reject: (err: Error) => void } | null = null;
+
+  constructor(
+    private readonly coordinator: Connection,
+    private readonly peers: PeerMesh,
+    private readonly options: WorkerOptions,
+  ) {}
+
+  /** Deliver a peer's message (wired as the peer mesh's sink). */
+  onPeerMessage(fromRank: number, message: Message): void {
+    if (message.t === 'chunk') this.mailbox.deliver(fromRank, message);
+  }
+
+  /** Runs until the coordinator shuts the worker down (resolves) or something fails (rejects). */
+  run(): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.settle = { resolve, reject };
+      this.coordinator.onMessage = (message) => {
+        this.lastHeard = Date.now();
+        this.dispatch({ type: 'message', message });
+      };
+      this.coordinator.onClose = (reason) => this.dispatch({ type: 'coordinatorLost', reason });
+      this.startHeartbeat(2000, 60_000);
+    });
+  }
+
+  private log(line: string): void {
+    this.options.log?.(`[${this.options.name}] ${line}`);
+  }
+
+  private dispatch(event: WorkerEvent): void {
+    this.queue.push(event);
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      while (this.queue.length > 0) {
+        const out = workerStep(this.state, this.queue.shift() as WorkerEvent);
+        this.state = out.state;
+        for (const m of out.send) this.coordinator.send(m);
+        for (const effect of out.effects) this.perform(effect);
+      }
+    } catch (err) {
+      this.fail(err as Error);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Runs `work` after the event loop has had a turn; its result becomes an event. */
+  private later(work: () => WorkerEvent | null): void {
+    setImmediate(() => {
+      if (this.state.phase === 'done') return;
+      try {
+        const event = work();
+        if (event) this.dispatch(event);
+      } catch (err) {
+        this.fail(err as Error);
+      }
+    });
+  }
+
+  private perform(effect: WorkerEffect): void {
+    switch (effect.type) {
+      case 'prepare':
+        // synchronous: the state pieces of a resumed run, right behind assign, need the model
+        this.queue.push(this.prepare(effect.assign));
+        return;
+      case 'loadState':
+        return this.loadState(effect.piece);
+      case 'newStep':
+        (this.prepared as Prepared).acc.fill(0);
+        return;
+      case 'compute':
+        return this.later(() => this.compute(effect));
+      case 'reduce':
+        return this.reduce(effect.step, effect.attempt, effect.members);
+      case 'cancelReduce':
+        this.reduceGeneration++;
+        this.mailbox.abort(effect.reason, effect.step, effect.attempt + 1);
+        return;
+      case 'apply': {
+        const p = this.prepared as Prepared;
+        if (!effect.skip) applyUpdate(p.model, p.optimizer, effect.lr, p.config.gradClip);
+        return;
+      }
+      case 'evaluate':
+        return this.later(() => this.evaluate(effect.step, effect.maxWindows, effect.tokens));
+      case 'sendState':
+        return this.sendState();
+      case 'exit':
+        return this.exit(effect.code, effect.reason);
+      default:
+        return effect satisfies never;
+    }
+  }
+
+  private prepare(assign: MessageOf<'assign'>): WorkerEvent {
+    const config = validateRunConfig(
+      mergeConfig(DEFAULT_RUN_CONFIG, assign.config, 'the assign message'),
+    );
+    const tokenizer = tokenizerFromJSON(assign.tokenizer, 'the assign message');
+    this.peers.identify(assign.rank, assign.runId);
+    this.startHeartbeat(assign.heartbeatMs, assign.timeoutMs);
+    const dataset = this.localDataset(assign.dataPath, assign.dataSha256);
+    // a resumed run's weights arrive next; there is no point drawing the initial ones
+    const model = assign.resume ? new GPT2(config) : GPT2.init(config, config.seed);
+    this.prepared = {
+      config,
+      tokenizer,
+      model,
+      optimizer: new AdamW(model.layout, config),
+      acc: new Float64Array(model.paramCount),
+      bits: assign.exactBits,
+      dataset,
+      loader: dataset
+        ? new TokenWindowLoader(
+            dataset.train,
+            config.seqLen,
+            config.batchSize,
+            config.seed,
+            config.shards,
+          )
+        : null,
+    };
+    this.log(
+      `rank ${assign.rank}: ${model.paramCount.toLocaleString('en-US')} parameters, data ${dataset ? `read from ${assign.dataPath}` : 'streamed'}`,
+    );
+    return { type: 'prepared', dataLocal: dataset !== null };
+  }
+
+  /** The dataset at `path` if this worker can read it and it is the coordinator's; else null. */
+  private localDataset(path: string, manifestSha256: string): Dataset | null {
+    const manifest = join(path, 'dataset.json');
+    if (path === '' || !existsSync(manifest)) return null;
+    try {
+      if (sha256(readBytes(manifest)) !== manifestSha256) return null;
+      return loadDataset(path);
+    } catch {
+      return null;
+    }
+  }
+
+  private compute(effect: Extract<WorkerEffect, { type: 'compute' }>): WorkerEvent {
+    const p = this.prepared as Prepared;
+    const batch = effect.batch
+      ? {
+          idx: effect.batch.idx,
+          targets: effect.batch.targets,
+          B: p.config.batchSize / p.config.shards,
+          T: p.config.seqLen,
+        }
+      : (p.loader as TokenWindowLoader).shardBatch(effect.step, effect.shard);
+    const result = shardGradient(
+      p.model,
+      batch,
+      effect.targetCount,
+      p.acc,
+      p.bits,
+      p.config.shards,
+    );
+    return { type: 'computed', step: effect.step, shard: effect.shard, ...result };
+  }
+
+  private reduce(step: number, attempt: number, members: Member[]): void {
+    const p = this.prepared as Prepared;
+    const generation = ++this.reduceGeneration;
+    const cancelled = () => generation !== this.reduceGeneration || this.state.phase === 'done';
+    this.mailbox.reopen();
+    const ranks = members.map((m) => m.rank);
+    const position = ranks.indexOf(this.state.rank);
+    const n = members.length;
+    const run = async () => {
+      const next = members[(position + 1) % n];
+      const prev = members[(position - 1 + n) % n];
+      const links = n > 1 ? await Promise.all([this.peers.link(next), this.peers.link(prev)]) : [];
+      const ring = {
+        position,
+        size: n,
+        ranks,
+        send: (_: number, chunk: Message) => links[0].send(chunk),
+      };
+      await exactAllReduce(
+        ring,
+        this.mailbox,
+        p.acc.slice(),
+        p.model.grads,
+        p.bits,
+        step,
+        attempt,
+        cancelled,
+        this.options.bucketElems,
+      );
+      return gradNorm(p.model.grads);
+    };
+    run().then(
+      (norm) => {
+        if (!cancelled()) this.dispatch({ type: 'reducedLocally', step, attempt, gradNorm: norm });
+      },
+      (err: Error) => {
+        // a cancelled attempt fails by design; the coordinator replans after a peer is lost
+        if (!cancelled())
+          this.log(`all-reduce of step ${step + 1} attempt ${attempt} stopped: ${err.message}`);
+      },
+    );
+  }
+
+  /** Evaluates on the streamed tokens, or on the local validation split when none came. */
+  private evaluate(step: number, maxWindows: number, streamed: Int32Array): WorkerEvent {
+    const p = this.prepared as Prepared;
+    const source = streamed.length > 0 ? streamed : p.dataset?.val;
+    if (!source || source.length < 2)
+      throw new WeftError('WEFT_E_STATE', 'no validation tokens to evaluate on');
+    const result = evaluate(p.model, source, p.tokenizer, {
+      seqLen: p.config.seqLen,
+      batchSize: p.config.batchSize,
+      maxWindows,
+    });
+    return { type: 'evaluated', step, result };
+  }
+
+  /** The model's weights and AdamW moments, as copies, in pieces to the coordinator. */
+  private sendState(): void {
+    const { model, optimizer } = this.prepared as Prepared;
+    const state = {
+      params: model.params,
+      m: optimizer.m,
+      v: optimizer.v,
+      adamSteps: optimizer.stepCount,
+    };
+    for (const piece of statePieces(state)) this.coordinator.send(piece);
+  }
+
+  /** One piece of a resumed run's state into the model and optimizer. */
+  private loadState(piece: MessageOf<'state'>): void {
+    const { model, optimizer } = this.prepared as Prepared;
+    const target =
+      piece.what === 'params' ? model.params : piece.what === 'm' ? optimizer.m : optimizer.v;
+    if (
+      piece.total !== target.length ||
+      piece.offset < 0 ||
+      piece.offset + piece.data.length > target.length
+    ) {
+      throw new WeftError(
+        'WEFT_E_PROTOCOL',
+        `state piece ${piece.what}[${piece.offset}..] does not fit a model of ${target.length} parameters`,
+      );
+    }
+    target.set(piece.data, piece.offset);
+    optimizer.stepCount = piece.adamSteps;
+  }
+
+  private startHeartbeat(intervalMs: number, timeoutMs: number): void {
+    if (this.timer) clearInterval(this.timer);
+    this.lastCheck = Date.now();
+    this.timer = setInterval(() => {
+      const now = Date.now();
+      const lagged = now - this.lastCheck > 2 * intervalMs; // we were busy computing: let I/O catch up first
+      this.lastCheck = now;
+      this.coordinator.send(msg('ping', {}));
+      if (!lagged && now - this.lastHeard > timeoutMs) {
+        this.dispatch({
+          type: 'coordinatorLost',
+          reason: `no message for ${Math.round((now - this.lastHeard) / 1000)} s`,
+        });
+      }
+    }, intervalMs);
+    this.timer.unref();
+  }
+
+  private exit(code: 'ok' | 'error', reason: string): void {
+    if (this.timer) clearInterval(this.timer);
+    this.reduceGeneration++;
+    this.mailbox.abort(reason, Number.MAX_SAFE_INTEGER, 0);
+    this.peers.close();
+    this.coordinator.close(reason);
+    if (code === 'ok') this.settle?.resolve(reason);
+    else this.settle?.reject(new WeftError('WEFT_E_CLUSTER', reason));
+    this.settle = null;
+  }
+
+  private fail(err: Error): void {
+    const reason =
+      err instanceof WeftError
+        ? `${err.message} [${err.code}]`
+        : `internal error: ${err.stack ?? err.message}`;
+    this.log(reason);
+    this.coordinator.send(msg('leave', { reason }));
+    this.state = { ...this.state, phase: 'done' };
+    this.exit('error', reason);
+  }
+}

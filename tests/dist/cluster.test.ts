@@ -1,0 +1,165 @@
+// Real processes and threads on 127.0.0.1: worker threads and worker processes over WebSocket
+// give the same bytes; a SIGKILLed worker process is named and the run still ends with those
+// bytes; a wrong or missing token is refused on both sides with a clear message.
+
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadDataset } from '../../src/data/dataset.ts';
+import { prepareDataset } from '../../src/data/prepare.ts';
+import { serveCoordinator, trainWithThreads } from '../../src/dist/launch.ts';
+import { DEFAULT_RUN_CONFIG } from '../../src/train/config.ts';
+import type { RunConfig } from '../../src/train/config.ts';
+import { ROOT, runCli, startWorker } from '../helpers/cli.ts';
+import { tempDir } from '../helpers/tmp.ts';
+import { finalWeights } from '../helpers/runs.ts';
+
+const dir = tempDir();
+writeFileSync(
+  join(dir, 'text.txt'),
+  readFileSync(join(ROOT, 'data/tinyshakespeare.txt'), 'utf8').slice(0, 30_000),
+);
+prepareDataset(join(dir, 'text.txt'), join(dir, 'ds'), { tokenizer: 'bpe:300', valFraction: 0.1 });
+const dataset = loadDataset(join(dir, 'ds'));
+const config: RunConfig = {
+  ...DEFAULT_RUN_CONFIG,
+  name: 'cluster-test',
+  nLayer: 2,
+  nHead: 2,
+  nEmbd: 32,
+  blockSize: 32,
+  batchSize: 6,
+  steps: 8,
+  lr: 3e-3,
+  warmupSteps: 2,
+  evalEvery: 4,
+  evalWindows: 4,
+};
+const weights = (run: string) => finalWeights(join(dir, run));
+
+describe('threads and processes', () => {
+  let reference: Buffer;
+
+  it('1, 2 and 3 worker threads give byte-identical weights', async () => {
+    for (const n of [1, 2, 3]) {
+      await trainWithThreads(config, dataset, join(dir, `threads${n}`), { workers: n }).result;
+    }
+    reference = weights('threads1');
+    expect(weights('threads2').equals(reference)).toBe(true);
+    expect(weights('threads3').equals(reference)).toBe(true);
+  });
+
+  it('2 worker processes over WebSocket give the same bytes as threads', async () => {
+    let address = '';
+    const job = await serveCoordinator(config, dataset, join(dir, 'ws2'), {
+      listen: '127.0.0.1:0',
+      workers: 2,
+      onListening: (a) => (address = a),
+    });
+    const workers = [startWorker(address, 'proc-a'), startWorker(address, 'proc-b')];
+    const result = await job.result;
+    expect(result.steps).toBe(8);
+    expect(weights('ws2').equals(reference)).toBe(true);
+    for (const w of workers) expect(await w.exited).toBe(0);
+  });
+
+  it('a SIGKILLed worker process is named within the heartbeat timeout and the weights do not change', async () => {
+    let address = '';
+    const logs: { at: number; line: string }[] = [];
+    let killedAt = 0;
+    let victim: ChildProcess | null = null;
+    const job = await serveCoordinator(
+      { ...config, steps: 12 },
+      dataset,
+      join(dir, 'ws-kill'),
+      {
+        listen: '127.0.0.1:0',
+        workers: 3,
+        heartbeatMs: 200,
+        heartbeatTimeoutMs: 3000,
+        onListening: (a) => (address = a),
+      },
+      {
+        log: (line) => logs.push({ at: Date.now(), line }),
+        onStep: (m) => {
+          if (m.step === 4 && victim) {
+            victim.kill('SIGKILL');
+            killedAt = Date.now();
+          }
+        },
+      },
+    );
+    const workers = [
+      startWorker(address, 'proc-0'),
+      startWorker(address, 'proc-1'),
+      startWorker(address, 'proc-2'),
+    ];
+    victim = workers[1].child;
+    const result = await job.result;
+    expect(result.steps).toBe(12);
+    const lost = logs.find((l) => /^worker proc-1 \(rank \d\) lost: /.test(l.line));
+    expect(lost, JSON.stringify(logs)).toBeDefined();
+    expect((lost as { at: number }).at - killedAt).toBeLessThan(3000);
+    // the clean reference for 12 steps
+    await trainWithThreads({ ...config, steps: 12 }, dataset, join(dir, 'threads-12'), {
+      workers: 1,
+    }).result;
+    expect(weights('ws-kill').equals(weights('threads-12'))).toBe(true);
+  });
+});
+
+describe('authentication', () => {
+  it('refuses a worker with a wrong token, and one with none, on both sides', async () => {
+    let address = '';
+    const refusals: string[] = [];
+    const job = await serveCoordinator(
+      { ...config, steps: 2 },
+      dataset,
+      join(dir, 'auth'),
+      {
+        listen: '127.0.0.1:0',
+        workers: 1,
+        secret: 'right secret',
+        onListening: (a) => (address = a),
+      },
+      { log: (line) => refusals.push(line) },
+    );
+    const wrong = startWorker(address, 'intruder', { WEFT_TOKEN: 'wrong secret' });
+    expect(await wrong.exited).toBe(1);
+    expect(wrong.output()).toMatch(
+      /wrong token: the shared secret does not match the coordinator's \[WEFT_E_AUTH\]/,
+    );
+    const none = startWorker(address, 'anonymous', { WEFT_TOKEN: '' });
+    expect(await none.exited).toBe(1);
+    expect(none.output()).toMatch(/requires a token; pass --token-file FILE or set WEFT_TOKEN/);
+    expect(refusals.filter((l) => l.startsWith('refused a connection'))).toHaveLength(2);
+    expect(refusals.some((l) => /wrong token/.test(l))).toBe(true);
+    const good = startWorker(address, 'member', { WEFT_TOKEN: 'right secret' });
+    expect((await job.result).steps).toBe(2);
+    expect(await good.exited).toBe(0);
+  });
+
+  it('refuses to listen beyond loopback without a token', () => {
+    const r = runCli(
+      [
+        'coordinator',
+        '--listen',
+        '0.0.0.0:0',
+        '--workers',
+        '1',
+        '--config',
+        'tiny',
+        '--data',
+        join(dir, 'ds'),
+      ],
+      {
+        env: { WEFT_TOKEN: '' },
+      },
+    );
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim()).toBe(
+      'weft: listening on 0.0.0.0 needs a shared secret: pass --token-file FILE or set WEFT_TOKEN [WEFT_E_AUTH]',
+    );
+  });
+});

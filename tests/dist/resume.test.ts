@@ -1,0 +1,166 @@
+// Exact resume and crash safety: k steps then --resume to 2k equals 2k straight through (also on
+// another worker count); a trainer SIGKILLed at every point of a save resumes from a complete
+// checkpoint and ends with the same bytes; what a resume refuses, it refuses without writing.
+
+import { spawnSync } from 'node:child_process';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { loadCheckpoint } from '../../src/checkpoint/read.ts';
+import { loadDataset } from '../../src/data/dataset.ts';
+import { prepareDataset } from '../../src/data/prepare.ts';
+import { trainInProcess } from '../../src/dist/launch.ts';
+import { DEFAULT_RUN_CONFIG } from '../../src/train/config.ts';
+import type { RunConfig } from '../../src/train/config.ts';
+import { ROOT, runCli } from '../helpers/cli.ts';
+import { finalWeights, metricsOf } from '../helpers/runs.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+const dir = tempDir();
+const text = join(dir, 'text.txt');
+writeFileSync(text, readFileSync(join(ROOT, 'data/tinyshakespeare.txt'), 'utf8').slice(0, 30_000));
+prepareDataset(text, join(dir, 'ds'), { tokenizer: 'bpe:300', valFraction: 0.1 });
+const dataset = loadDataset(join(dir, 'ds'));
+const config: RunConfig = {
+  ...DEFAULT_RUN_CONFIG,
+  name: 'resume-test',
+  nLayer: 2,
+  nHead: 2,
+  nEmbd: 32,
+  blockSize: 32,
+  batchSize: 6,
+  steps: 10,
+  lr: 3e-3,
+  warmupSteps: 2,
+  evalEvery: 4,
+  evalWindows: 4,
+  ckptEvery: 3,
+};
+const stepLosses = (run: string) =>
+  metricsOf(run)
+    .filter((m) => m.type === 'step')
+    .map((m) => m.loss);
+
+describe('exact resume', () => {
+  it('k steps, then --resume to 2k on another worker count, equals 2k straight through', async () => {
+    await trainInProcess(config, dataset, join(dir, 'straight'), { workers: 2 }).result;
+    const first = await trainInProcess(config, dataset, join(dir, 'halves'), {
+      workers: 2,
+      stopAfter: 5,
+    }).result;
+    expect(first).toMatchObject({ steps: 5, interrupted: true });
+    const resume = loadCheckpoint(join(dir, 'halves'));
+    expect(resume.step).toBe(5);
+    const second = await trainInProcess(config, dataset, join(dir, 'halves'), {
+      workers: 3,
+      resume,
+    }).result;
+    expect(second.steps).toBe(10);
+    expect(finalWeights(join(dir, 'halves')).equals(finalWeights(join(dir, 'straight')))).toBe(
+      true,
+    );
+    expect(stepLosses(join(dir, 'halves'))).toEqual(stepLosses(join(dir, 'straight')));
+  });
+});
+
+describe('crash safety', () => {
+  const cli = (out: string, extra: string[], env: Record<string, string> = {}) =>
+    runCli(
+      [
+        'train',
+        '--config',
+        'tiny',
+        '--data',
+        text,
+        '--out',
+        out,
+        '--set',
+        'steps=9',
+        '--set',
+        'ckptEvery=3',
+        '--set',
+        'evalEvery=0',
+        ...extra,
+      ],
+      { env },
+    );
+  const reference = join(dir, 'cli-reference');
+  beforeAll(() => {
+    const r = cli(reference, []);
+    expect(r.status, r.stderr).toBe(0);
+  });
+
+  // the second save (step 6) is interrupted at each point
+  it.each(['begin', 'file', 'before-rename', 'after-rename', 'latest-tmp', 'done'])(
+    'SIGKILL at checkpoint:%s, then --resume, ends with the same bytes',
+    (point) => {
+      const run = join(dir, `crash-${point}`);
+      const crashed = spawnSync(
+        process.execPath,
+        [
+          join(ROOT, 'bin/weft.mjs'),
+          'train',
+          '--config',
+          'tiny',
+          '--data',
+          text,
+          '--out',
+          run,
+          '--set',
+          'steps=9',
+          '--set',
+          'ckptEvery=3',
+          '--set',
+          'evalEvery=0',
+        ],
+        {
+          env: { ...process.env, WEFT_FAULT: `checkpoint:${point}@2` },
+          encoding: 'utf8',
+        },
+      );
+      expect(crashed.signal, crashed.stderr).toBe('SIGKILL');
+      // latest names a complete checkpoint: step 6 once it was renamed and published, else step 3
+      const verify = runCli(['checkpoint', 'verify', run]);
+      expect(verify.status, verify.stderr).toBe(0);
+      expect(verify.stdout).toMatch(point === 'done' ? /step 6/ : /step 3/);
+      const resumed = runCli(['train', '--out', run, '--resume']);
+      expect(resumed.status, resumed.stderr).toBe(0);
+      expect(
+        readdirSync(join(run, 'checkpoints')).filter(
+          (f) => f.startsWith('.tmp-') || f === 'latest.tmp',
+        ),
+      ).toEqual([]);
+      expect(finalWeights(run).equals(finalWeights(reference))).toBe(true);
+    },
+  );
+
+  it('refuses to resume with another architecture, naming the key, and writes nothing', () => {
+    const before = finalWeights(reference);
+    const r = runCli(['train', '--out', reference, '--resume', '--set', 'nLayer=3']);
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim()).toBe(
+      "weft: nLayer=3 differs from the checkpoint's nLayer=2; a resumed run keeps its architecture and data order [WEFT_E_CONFIG]",
+    );
+    expect(finalWeights(reference).equals(before)).toBe(true);
+  });
+
+  it('refuses to resume from a damaged checkpoint, naming the file', () => {
+    const run = join(dir, 'damaged');
+    expect(cli(run, []).status).toBe(0);
+    const latest = join(
+      run,
+      'checkpoints',
+      readFileSync(join(run, 'checkpoints', 'latest'), 'utf8').trim(),
+      'model.safetensors',
+    );
+    const bytes = readFileSync(latest);
+    bytes[bytes.length - 1] ^= 1;
+    writeFileSync(latest, bytes);
+    const r = runCli(['train', '--out', run, '--resume', '--steps', '12']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(
+      /step-00000009\/model\.safetensors does not match its sha256 in the manifest/,
+    );
+    expect(readFileSync(latest).equals(bytes)).toBe(true);
+  });
+});
