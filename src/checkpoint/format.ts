@@ -1,6 +1,7 @@
 // The checkpoint format (DESIGN.md invariant 7). A run directory holds
 //   checkpoints/step-NNNNNNNN/   model.safetensors      weights, Hugging Face GPT-2 names, fp32
-//                                optimizer.safetensors  AdamW moments m/<name> and v/<name>
+//                                optimizer.safetensors  AdamW moments m/<name> and v/<name>, and
+//                                                       its update count (metadata "steps")
 //                                manifest.json          everything else, and every file's sha256
 //   checkpoints/latest           the name of the newest complete checkpoint
 // Files hold no timestamps or timings, so equal state gives byte-equal files.

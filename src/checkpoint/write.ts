@@ -85,7 +85,7 @@ function checkpointFiles(state: CheckpointState): { model: Uint8Array[]; optimiz
   ];
   return {
     model: safetensorsParts(weightTensors(state.params, config), { format: 'pt' }),
-    optimizer: safetensorsParts(moments, { format: 'weft-adamw' }),
+    optimizer: safetensorsParts(moments, { format: 'weft-adamw', steps: String(state.adamSteps) }),
   };
 }
 

@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import type { CheckpointState } from '../../src/checkpoint/format.ts';
 import { exportHf, importHf } from '../../src/checkpoint/hf.ts';
 import { loadCheckpoint, loadModel, resolveCheckpoint } from '../../src/checkpoint/read.ts';
+import { readSafetensors } from '../../src/checkpoint/safetensors.ts';
 import {
   cleanCheckpointTemps,
   listCheckpoints,
@@ -67,6 +68,9 @@ describe('checkpoint files', () => {
     for (const key of ['params', 'm', 'v'] as const)
       expect(Buffer.from(back[key].buffer).equals(Buffer.from(saved[key].buffer))).toBe(true);
     expect(back).toMatchObject({ step: 5, adamSteps: 5, tokensSeen: 320, loader: saved.loader });
+    const optimizer = readSafetensors(readFileSync(join(dir, 'optimizer.safetensors')));
+    expect(optimizer.metadata).toEqual({ format: 'weft-adamw', steps: '5' });
+    expect(optimizer.tensors.get('m/h.1.mlp.c_fc.weight')?.shape).toEqual([16, 64]);
     expect(loadModel(run).tokenizer.name).toBe('byte');
   });
 

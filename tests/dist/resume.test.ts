@@ -162,5 +162,11 @@ describe('crash safety', () => {
       /step-00000009\/model\.safetensors does not match its sha256 in the manifest/,
     );
     expect(readFileSync(latest).equals(bytes)).toBe(true);
+    const verify = runCli(['checkpoint', 'verify', run]);
+    expect(verify.status).toBe(1);
+    expect(verify.stderr.trim().split('\n')).toHaveLength(1);
+    expect(verify.stderr).toMatch(
+      /^weft: .*step-00000009\/model\.safetensors does not match its sha256/,
+    );
   });
 });
