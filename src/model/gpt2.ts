@@ -1,25 +1,10 @@
 // The GPT-2 model over flat buffers: forward is a straight list of kernel calls, backward is the
 // same list in reverse (DESIGN.md invariant 2). Parameters and gradients are one Float32Array
-// each (named views p.* and g.*); activations are sized for the (B, T) of the last forward.
+// each (named views p.* and g.*); activations are sized for the (B, T) of the last forward. The
+// kernels come from a Backend (reference by default), which also allocates every buffer.
 
-import {
-  attentionBackward,
-  attentionForward,
-  crossEntropyBackward,
-  crossEntropyForward,
-  encoderBackward,
-  encoderForward,
-  geluBackward,
-  geluForward,
-  layernormBackward,
-  layernormForward,
-  lmHeadBackward,
-  lmHeadForward,
-  matmulBackward,
-  matmulForward,
-  residualBackward,
-  residualForward,
-} from '../kernels/reference.ts';
+import type { Backend } from '../kernels/backend.ts';
+import { referenceBackend } from '../kernels/backend.ts';
 import { WeftError, check } from '../util/errors.ts';
 import type { GPTConfig } from './config.ts';
 import { validateConfig } from './config.ts';
@@ -45,10 +30,10 @@ export interface ForwardResult {
 }
 
 export interface GPT2Options {
-  /** Parameter buffer to use (e.g. over a SharedArrayBuffer); allocated when absent. */
+  /** Kernels and allocation (default: the reference backend). */
+  backend?: Backend;
+  /** Parameter values to start from (copied in); zeros when absent. */
   params?: Float32Array;
-  /** Gradient buffer to use; allocated when absent. */
-  grads?: Float32Array;
 }
 
 type LayerParams = Record<ParamKey, Float32Array>;
@@ -67,10 +52,12 @@ export class GPT2 {
   readonly grads: Float32Array;
   readonly p: ParamViews;
   readonly g: ParamViews;
+  readonly backend: Backend;
 
   private B = 0;
   private T = 0;
   private acts: ActViews | null = null;
+  private actBuffers: Float32Array[] | null = null;
   private actGrads: ActGradViews | null = null;
   private idx = new Int32Array(0);
   private targets: Int32Array | null = null;
@@ -79,8 +66,17 @@ export class GPT2 {
   constructor(config: GPTConfig, options: GPT2Options = {}) {
     this.config = validateConfig({ ...config });
     this.layout = paramLayout(this.config);
-    this.params = this.buffer(options.params, 'params');
-    this.grads = this.buffer(options.grads, 'grads');
+    this.backend = options.backend ?? referenceBackend;
+    this.params = this.backend.allocF32(this.layout.total);
+    this.grads = this.backend.allocF32(this.layout.total);
+    if (options.params) {
+      check(
+        options.params.length === this.layout.total,
+        'WEFT_E_SHAPE',
+        `params buffer has ${options.params.length} floats but this config needs ${this.layout.total}`,
+      );
+      this.params.set(options.params);
+    }
     this.p = viewsOf(this.params, this.layout);
     this.g = viewsOf(this.grads, this.layout);
   }
@@ -135,32 +131,33 @@ export class GPT2 {
     }
     const a = this.ensureActivations(B, T);
     const p = this.p;
+    const k = this.backend;
     const BT = B * T;
     this.idx = Int32Array.from(idx);
     this.targets = null;
 
-    encoderForward(a.encoded, idx, p.wte, p.wpe, B, T, C);
+    k.encoderForward(a.encoded, idx, p.wte, p.wpe, B, T, C);
     for (let l = 0; l < L; l++) {
       const x = this.layerActs(l);
       const w = this.layerParams(p, l);
-      layernormForward(x.ln1, x.ln1Mean, x.ln1Rstd, x.residual, w.ln1w, w.ln1b, BT, C);
-      matmulForward(x.qkv, x.ln1, w.qkvw, w.qkvb, BT, C, 3 * C);
-      attentionForward(x.atty, x.att, x.qkv, B, T, C, NH);
-      matmulForward(x.attproj, x.atty, w.attprojw, w.attprojb, BT, C, C);
-      residualForward(x.residual2, x.residual, x.attproj, BT * C);
-      layernormForward(x.ln2, x.ln2Mean, x.ln2Rstd, x.residual2, w.ln2w, w.ln2b, BT, C);
-      matmulForward(x.fch, x.ln2, w.fcw, w.fcb, BT, C, 4 * C);
-      geluForward(x.fchGelu, x.fch, BT * 4 * C);
-      matmulForward(x.fcproj, x.fchGelu, w.fcprojw, w.fcprojb, BT, 4 * C, C);
-      residualForward(x.residual3, x.residual2, x.fcproj, BT * C);
+      k.layernormForward(x.ln1, x.ln1Mean, x.ln1Rstd, x.residual, w.ln1w, w.ln1b, BT, C);
+      k.matmulForward(x.qkv, x.ln1, w.qkvw, w.qkvb, BT, C, 3 * C);
+      k.attentionForward(x.atty, x.att, x.qkv, B, T, C, NH);
+      k.matmulForward(x.attproj, x.atty, w.attprojw, w.attprojb, BT, C, C);
+      k.residualForward(x.residual2, x.residual, x.attproj, BT * C);
+      k.layernormForward(x.ln2, x.ln2Mean, x.ln2Rstd, x.residual2, w.ln2w, w.ln2b, BT, C);
+      k.matmulForward(x.fch, x.ln2, w.fcw, w.fcb, BT, C, 4 * C);
+      k.geluForward(x.fchGelu, x.fch, BT * 4 * C);
+      k.matmulForward(x.fcproj, x.fchGelu, w.fcprojw, w.fcprojb, BT, 4 * C, C);
+      k.residualForward(x.residual3, x.residual2, x.fcproj, BT * C);
     }
     const last = layerOf(a.residual3, L - 1, L);
-    layernormForward(a.lnf, a.lnfMean, a.lnfRstd, last, p.lnfw, p.lnfb, BT, C);
-    lmHeadForward(a.logits, a.lnf, p.wte, BT, C, V);
+    k.layernormForward(a.lnf, a.lnfMean, a.lnfRstd, last, p.lnfw, p.lnfb, BT, C);
+    k.lmHeadForward(a.logits, a.lnf, p.wte, BT, C, V);
 
     if (!targets) return { loss: NaN, lossSum: 0, targetCount: 0, logits: a.logits };
     this.targets = Int32Array.from(targets);
-    this.targetCount = crossEntropyForward(a.losses, a.probs, a.logits, targets, BT, V);
+    this.targetCount = k.crossEntropyForward(a.losses, a.probs, a.logits, targets, BT, V);
     let lossSum = 0;
     for (let i = 0; i < BT; i++) lossSum += a.losses[i];
     const loss = this.targetCount > 0 ? lossSum / this.targetCount : NaN;
@@ -184,15 +181,16 @@ export class GPT2 {
     );
     const { nLayer: L, nHead: NH, nEmbd: C, vocabSize: V } = this.config;
     const { B, T, p, g } = this;
+    const k = this.backend;
     const BT = B * T;
 
     d.dlogits.fill(0);
     d.dlnf.fill(0);
     d.dresidualA.fill(0);
-    crossEntropyBackward(d.dlogits, a.probs, targets, 1 / normalizer, BT, V);
-    lmHeadBackward(d.dlnf, g.wte, d.dlogits, a.lnf, p.wte, BT, C, V);
+    k.crossEntropyBackward(d.dlogits, a.probs, targets, 1 / normalizer, BT, V);
+    k.lmHeadBackward(d.dlnf, g.wte, d.dlogits, a.lnf, p.wte, BT, C, V);
     const last = layerOf(a.residual3, L - 1, L);
-    layernormBackward(
+    k.layernormBackward(
       d.dresidualA,
       g.lnfw,
       g.lnfb,
@@ -222,8 +220,8 @@ export class GPT2 {
       ] as const) {
         d[key].fill(0);
       }
-      residualBackward(d.dresidualB, d.dfcproj, d.dresidualA, BT * C);
-      matmulBackward(
+      k.residualBackward(d.dresidualB, d.dfcproj, d.dresidualA, BT * C);
+      k.matmulBackward(
         d.dfchGelu,
         dw.fcprojw,
         dw.fcprojb,
@@ -234,9 +232,9 @@ export class GPT2 {
         4 * C,
         C,
       );
-      geluBackward(d.dfch, x.fch, d.dfchGelu, BT * 4 * C);
-      matmulBackward(d.dln2, dw.fcw, dw.fcb, d.dfch, x.ln2, w.fcw, BT, C, 4 * C);
-      layernormBackward(
+      k.geluBackward(d.dfch, x.fch, d.dfchGelu, BT * 4 * C);
+      k.matmulBackward(d.dln2, dw.fcw, dw.fcb, d.dfch, x.ln2, w.fcw, BT, C, 4 * C);
+      k.layernormBackward(
         d.dresidualB,
         dw.ln2w,
         dw.ln2b,
@@ -249,11 +247,11 @@ export class GPT2 {
         C,
       );
       d.dresidualA.fill(0);
-      residualBackward(d.dresidualA, d.dattproj, d.dresidualB, BT * C);
-      matmulBackward(d.datty, dw.attprojw, dw.attprojb, d.dattproj, x.atty, w.attprojw, BT, C, C);
-      attentionBackward(d.dqkv, d.datty, x.qkv, x.att, B, T, C, NH);
-      matmulBackward(d.dln1, dw.qkvw, dw.qkvb, d.dqkv, x.ln1, w.qkvw, BT, C, 3 * C);
-      layernormBackward(
+      k.residualBackward(d.dresidualA, d.dattproj, d.dresidualB, BT * C);
+      k.matmulBackward(d.datty, dw.attprojw, dw.attprojb, d.dattproj, x.atty, w.attprojw, BT, C, C);
+      k.attentionBackward(d.dqkv, d.datty, x.qkv, x.att, B, T, C, NH);
+      k.matmulBackward(d.dln1, dw.qkvw, dw.qkvb, d.dqkv, x.ln1, w.qkvw, BT, C, 3 * C);
+      k.layernormBackward(
         d.dresidualA,
         dw.ln1w,
         dw.ln1b,
@@ -266,27 +264,22 @@ export class GPT2 {
         C,
       );
     }
-    encoderBackward(g.wte, g.wpe, d.dresidualA, this.idx, B, T, C);
-  }
-
-  private buffer(given: Float32Array | undefined, name: string): Float32Array {
-    if (!given) return new Float32Array(this.layout.total);
-    check(
-      given.length === this.layout.total,
-      'WEFT_E_SHAPE',
-      `${name} buffer has ${given.length} floats but this config needs ${this.layout.total}`,
-    );
-    return given;
+    k.encoderBackward(g.wte, g.wpe, d.dresidualA, this.idx, B, T, C);
   }
 
   private ensureActivations(B: number, T: number): ActViews {
     if (this.acts && this.B === B && this.T === T) return this.acts;
     this.B = B;
     this.T = T;
+    if (this.actBuffers) for (const buffer of this.actBuffers) this.backend.free(buffer);
     const layout = actLayout(this.config, B, T);
-    this.acts = viewsOf(new Float32Array(layout.total), layout);
     const gradLayout = actGradLayout(this.config, B, T);
-    this.actGrads = viewsOf(new Float32Array(gradLayout.total), gradLayout);
+    this.actBuffers = [
+      this.backend.allocF32(layout.total),
+      this.backend.allocF32(gradLayout.total),
+    ];
+    this.acts = viewsOf(this.actBuffers[0], layout);
+    this.actGrads = viewsOf(this.actBuffers[1], gradLayout);
     return this.acts;
   }
 

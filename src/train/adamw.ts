@@ -1,10 +1,13 @@
 // AdamW over the flat parameter buffer, with PyTorch's semantics (torch.optim.AdamW):
 // decoupled weight decay p -= lr*wd*p first (only on matrices, see isDecayed), then the Adam
 // update with bias-corrected moments, p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps).
-// The moments m and v are one Float32Array each, laid out like the parameters.
+// The moments m and v are one Float32Array each, laid out like the parameters; the update itself
+// is a backend kernel (adamwUpdate), run once per tensor range.
 
 import type { Layout, ParamKey } from '../model/layout.ts';
 import { isDecayed } from '../model/layout.ts';
+import type { Backend } from '../kernels/backend.ts';
+import { referenceBackend } from '../kernels/backend.ts';
 import { check } from '../util/errors.ts';
 
 export interface AdamWConfig {
@@ -24,7 +27,14 @@ export class AdamW {
   stepCount = 0;
   private readonly ranges: { begin: number; end: number; decay: boolean }[];
 
-  constructor(layout: Layout<ParamKey>, config: Partial<AdamWConfig> = {}) {
+  private readonly backend: Backend;
+
+  constructor(
+    layout: Layout<ParamKey>,
+    config: Partial<AdamWConfig> = {},
+    backend: Backend = referenceBackend,
+  ) {
+    this.backend = backend;
     this.config = { ...ADAMW_DEFAULTS, ...config };
     const { beta1, beta2, eps, weightDecay } = this.config;
     check(beta1 >= 0 && beta1 < 1, 'WEFT_E_CONFIG', `AdamW beta1=${beta1} must be in [0, 1)`);
@@ -35,8 +45,8 @@ export class AdamW {
       'WEFT_E_CONFIG',
       `AdamW weightDecay=${weightDecay} must be non-negative`,
     );
-    this.m = new Float32Array(layout.total);
-    this.v = new Float32Array(layout.total);
+    this.m = backend.allocF32(layout.total);
+    this.v = backend.allocF32(layout.total);
     this.ranges = layout.slots.map((s) => ({
       begin: s.offset,
       end: s.offset + s.size,
@@ -53,12 +63,20 @@ export class AdamW {
     const bc2Sqrt = Math.sqrt(1 - beta2 ** this.stepCount);
     for (const { begin, end, decay } of this.ranges) {
       const keep = decay ? 1 - lr * weightDecay : 1;
-      for (let i = begin; i < end; i++) {
-        const g = grads[i];
-        m[i] = beta1 * m[i] + (1 - beta1) * g;
-        v[i] = beta2 * v[i] + (1 - beta2) * g * g;
-        params[i] = params[i] * keep - (stepSize * m[i]) / (Math.sqrt(v[i]) / bc2Sqrt + eps);
-      }
+      this.backend.adamwUpdate(
+        params,
+        grads,
+        m,
+        v,
+        begin,
+        end,
+        keep,
+        beta1,
+        beta2,
+        stepSize,
+        bc2Sqrt,
+        eps,
+      );
     }
   }
 }

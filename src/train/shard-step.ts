@@ -9,7 +9,6 @@ import type { Batch } from '../data/loader.ts';
 import type { GPT2 } from '../model/gpt2.ts';
 import type { AdamW } from './adamw.ts';
 import { clipGradNorm } from './clip.ts';
-import { accumulateExact } from './exact-sum.ts';
 
 export interface ShardResult {
   /** Sum of the shard's per-target losses (nats) and how many targets it has. */
@@ -38,7 +37,7 @@ export function shardGradient(
   const { lossSum, targetCount } = model.forward(batch.idx, batch.B, batch.T, batch.targets);
   if (targetCount === 0) return { lossSum: 0, targets: 0, overflow: false };
   model.backward(globalTargets);
-  const overflow = accumulateExact(acc, model.grads, bits, shards);
+  const overflow = model.backend.accumulateExact(acc, model.grads, bits, shards);
   return { lossSum, targets: targetCount, overflow };
 }
 
