@@ -3,7 +3,17 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'runs/', 'data/', 'tests/fixtures/', 'scratch/'] },
+  {
+    ignores: [
+      'node_modules/',
+      'runs/',
+      'data/',
+      'tests/fixtures/',
+      'scratch/',
+      'src/kernels/wasm/assembly/',
+      'src/kernels/wasm/build/',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
@@ -20,5 +30,8 @@ export default tseslint.config(
   {
     files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      globals: { console: 'readonly', process: 'readonly', WebAssembly: 'readonly' },
+    },
   },
 );

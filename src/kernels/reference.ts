@@ -4,21 +4,12 @@
 // rounded once when stored. Shapes are row-major; N = B*T rows where a kernel works per position.
 // Arrays may be Float32Array (training) or Float64Array (finite-difference gradient checks).
 
-import { check } from '../util/errors.ts';
+import { checkTokenIds, countTargets, need } from './checks.ts';
 
 export type Floats = Float32Array | Float64Array;
 
 const GELU_SCALE = Math.sqrt(2 / Math.PI);
 export const LAYERNORM_EPS = 1e-5;
-
-/** Throws WEFT_E_SHAPE unless `array` holds at least `size` elements. */
-function need(array: ArrayLike<number>, size: number, name: string): void {
-  check(
-    array.length >= size,
-    'WEFT_E_SHAPE',
-    `${name} has ${array.length} elements but the shape needs ${size}`,
-  );
-}
 
 // ---------------------------------------------------------------- embedding
 
@@ -36,13 +27,9 @@ export function encoderForward(
   need(idx, B * T, 'idx');
   need(wpe, T * C, 'wpe');
   need(out, B * T * C, 'out');
+  checkTokenIds(idx, B * T, V);
   for (let bt = 0; bt < B * T; bt++) {
     const token = idx[bt];
-    check(
-      Number.isInteger(token) && token >= 0 && token < V,
-      'WEFT_E_TOKEN',
-      `token id ${token} at position ${bt} is outside the vocabulary [0, ${V})`,
-    );
     const t = bt % T;
     const o = bt * C;
     const w = token * C;
@@ -451,26 +438,16 @@ export function crossEntropyForward(
 ): number {
   need(logits, N * V, 'logits');
   need(targets, N, 'targets');
-  let counted = 0;
+  const counted = countTargets(targets, N, V);
   for (let n = 0; n < N; n++) {
     const target = targets[n];
-    check(
-      target === -1 || (Number.isInteger(target) && target >= 0 && target < V),
-      'WEFT_E_TOKEN',
-      `target ${target} at position ${n} is outside the vocabulary [0, ${V}) and is not -1 (ignored)`,
-    );
     const row = n * V;
     let max = -Infinity;
     for (let v = 0; v < V; v++) if (logits[row + v] > max) max = logits[row + v];
     let sum = 0;
     for (let v = 0; v < V; v++) sum += Math.exp(logits[row + v] - max);
     for (let v = 0; v < V; v++) probs[row + v] = Math.exp(logits[row + v] - max) / sum;
-    if (target === -1) {
-      losses[n] = 0;
-    } else {
-      losses[n] = Math.log(sum) + max - logits[row + target];
-      counted++;
-    }
+    losses[n] = target === -1 ? 0 : Math.log(sum) + max - logits[row + target];
   }
   return counted;
 }

@@ -1,0 +1,183 @@
+// Matrix product micro-kernels for the wasm backend (AssemblyScript, SIMD f32x4):
+//   C[i, j] (+)= sum_k A(i, k) * B(k, j)  (+ bias[j])    for rows i in [i0, i1)
+// A(i, k) = A[i*ai + k*ak] (any strides: row-major A, or a transposed view of one);
+// B(k, j) = B[k*ldb + j], or B[j*ldb + k] when bT (a transposed view). Both operands are packed
+// into contiguous panels first (A: 4 rows x K, B: K x 8), then a 4x8 register-blocked kernel
+// runs over every panel pair. Each C element is a single sequential sum over k, so the result
+// does not depend on how rows are split between threads.
+// Pointers are byte offsets into the shared memory; sizes are elements.
+
+/** 4x8 tile: c (+)= packed-A panel (K x 4) times packed-B panel (K x 8). */
+@inline
+function tile(ap: usize, bp: usize, K: i32, out: usize, ldc: usize): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0), c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  let pa = ap;
+  let pb = bp;
+  for (let k = 0; k < K; k++) {
+    const b0 = v128.load(pb);
+    const b1 = v128.load(pb, 16);
+    const va = v128.load(pa);
+    const a0 = i32x4.shuffle(va, va, 0, 0, 0, 0);
+    const a1 = i32x4.shuffle(va, va, 1, 1, 1, 1);
+    const a2 = i32x4.shuffle(va, va, 2, 2, 2, 2);
+    const a3 = i32x4.shuffle(va, va, 3, 3, 3, 3);
+    c00 = f32x4.add(c00, f32x4.mul(a0, b0));
+    c01 = f32x4.add(c01, f32x4.mul(a0, b1));
+    c10 = f32x4.add(c10, f32x4.mul(a1, b0));
+    c11 = f32x4.add(c11, f32x4.mul(a1, b1));
+    c20 = f32x4.add(c20, f32x4.mul(a2, b0));
+    c21 = f32x4.add(c21, f32x4.mul(a2, b1));
+    c30 = f32x4.add(c30, f32x4.mul(a3, b0));
+    c31 = f32x4.add(c31, f32x4.mul(a3, b1));
+    pa += 16;
+    pb += 32;
+  }
+  v128.store(out, c00);
+  v128.store(out, c01, 16);
+  v128.store(out + ldc, c10);
+  v128.store(out + ldc, c11, 16);
+  v128.store(out + 2 * ldc, c20);
+  v128.store(out + 2 * ldc, c21, 16);
+  v128.store(out + 3 * ldc, c30);
+  v128.store(out + 3 * ldc, c31, 16);
+}
+
+/**
+ * Packs rows [i0, i1) of A into 4-row panels, [panel][k][4], zero-padding the last panel.
+ * Returns the bytes written.
+ */
+function packA(dst: usize, a: usize, ai: usize, ak: usize, i0: i32, i1: i32, K: i32): usize {
+  let d = dst;
+  for (let i = i0; i < i1; i += 4) {
+    const rows = min(4, i1 - i);
+    let src = a + <usize>i * ai;
+    for (let k = 0; k < K; k++) {
+      for (let r = 0; r < 4; r++) store<f32>(d + (<usize>r << 2), r < rows ? load<f32>(src + <usize>r * ai) : 0);
+      src += ak;
+      d += 16;
+    }
+  }
+  return d - dst;
+}
+
+/** Packs columns [j, j+8) of B into [k][8], zero-padding past J. */
+function packB(dst: usize, b: usize, ldb: usize, bT: bool, j: i32, J: i32, K: i32): void {
+  const cols = min(8, J - j);
+  let d = dst;
+  if (!bT && cols == 8) {
+    let src = b + (<usize>j << 2);
+    for (let k = 0; k < K; k++) {
+      v128.store(d, v128.load(src));
+      v128.store(d, v128.load(src, 16), 16);
+      src += ldb;
+      d += 32;
+    }
+    return;
+  }
+  for (let k = 0; k < K; k++) {
+    for (let c = 0; c < 8; c++) {
+      let v: f32 = 0;
+      if (c < cols) {
+        const col = <usize>(j + c);
+        v = bT ? load<f32>(b + col * ldb + (<usize>k << 2)) : load<f32>(b + <usize>k * ldb + (col << 2));
+      }
+      store<f32>(d + (<usize>c << 2), v);
+    }
+    d += 32;
+  }
+}
+
+/**
+ * C (+)= A B (+ bias) for rows [i0, i1). Strides aiE, akE, ldbE and ldcE are in elements; bias is
+ * 0 for none. `scratch` must hold 32*K + 16*K*ceil((i1-i0)/4) + 128 bytes.
+ */
+export function gemm(
+  c: usize,
+  ldcE: i32,
+  a: usize,
+  aiE: i32,
+  akE: i32,
+  b: usize,
+  ldbE: i32,
+  bT: bool,
+  bias: usize,
+  i0: i32,
+  i1: i32,
+  K: i32,
+  J: i32,
+  accumulate: bool,
+  scratch: usize,
+): void {
+  if (i1 <= i0) return;
+  const ai = <usize>aiE << 2;
+  const ak = <usize>akE << 2;
+  const ldb = <usize>ldbE << 2;
+  const ldc = <usize>ldcE << 2;
+  const bPanel = scratch;
+  const tmp = scratch + (<usize>K << 5); // one 4x8 tile for the ragged edges
+  const aPack = tmp + 128;
+  packA(aPack, a, ai, ak, i0, i1, K);
+  for (let j = 0; j < J; j += 8) {
+    packB(bPanel, b, ldb, bT, j, J, K);
+    const cols = min(8, J - j);
+    let pa = aPack;
+    for (let i = i0; i < i1; i += 4) {
+      const rows = min(4, i1 - i);
+      tile(pa, bPanel, K, tmp, 32);
+      // tmp holds the 4x8 tile; add bias and the old C, store the valid part
+      for (let r = 0; r < rows; r++) {
+        const dst = c + <usize>(i + r) * ldc + (<usize>j << 2);
+        const src = tmp + (<usize>r << 5);
+        if (cols == 8) {
+          let v0 = v128.load(src);
+          let v1 = v128.load(src, 16);
+          if (bias) {
+            v0 = f32x4.add(v0, v128.load(bias + (<usize>j << 2)));
+            v1 = f32x4.add(v1, v128.load(bias + (<usize>j << 2), 16));
+          }
+          if (accumulate) {
+            v0 = f32x4.add(v0, v128.load(dst));
+            v1 = f32x4.add(v1, v128.load(dst, 16));
+          }
+          v128.store(dst, v0);
+          v128.store(dst, v1, 16);
+        } else {
+          for (let q = 0; q < cols; q++) {
+            const o = <usize>q << 2;
+            let v = load<f32>(src + o);
+            if (bias) v += load<f32>(bias + (<usize>j << 2) + o);
+            if (accumulate) v += load<f32>(dst + o);
+            store<f32>(dst + o, v);
+          }
+        }
+      }
+      pa += <usize>K << 4;
+    }
+  }
+}
+
+/** out[j] += sum over rows n of x[n*J + j], for n in [0, N) (bias gradients). */
+export function colSumAdd(out: usize, x: usize, N: i32, J: i32): void {
+  const ld = <usize>J << 2;
+  let j = 0;
+  for (; j + 4 <= J; j += 4) {
+    let acc = f32x4.splat(0);
+    let p = x + (<usize>j << 2);
+    for (let n = 0; n < N; n++) {
+      acc = f32x4.add(acc, v128.load(p));
+      p += ld;
+    }
+    const o = out + (<usize>j << 2);
+    v128.store(o, f32x4.add(v128.load(o), acc));
+  }
+  for (; j < J; j++) {
+    let acc: f32 = 0;
+    let p = x + (<usize>j << 2);
+    for (let n = 0; n < N; n++) {
+      acc += load<f32>(p);
+      p += ld;
+    }
+    store<f32>(out + (<usize>j << 2), load<f32>(out + (<usize>j << 2)) + acc);
+  }
+}

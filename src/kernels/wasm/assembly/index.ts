@@ -1,0 +1,19 @@
+// Entry point of the wasm kernels module (AssemblyScript): everything the wasm backend calls.
+export { gemm, colSumAdd } from './gemm';
+export {
+  encoderForward,
+  encoderBackward,
+  layernormForward,
+  layernormBackward,
+  attentionForward,
+  attentionBackward,
+  geluForward,
+  geluBackward,
+  residualForward,
+  residualBackward,
+  crossEntropyForward,
+  crossEntropyBackward,
+  adamwUpdate,
+  accumulateExact,
+  fromExact,
+} from './nn';

@@ -1,0 +1,348 @@
+// The GPT-2 kernels other than the matrix products, for the wasm backend (AssemblyScript, SIMD
+// f32x4 where the inner loop is contiguous). Same contracts as src/kernels/reference.ts: outputs
+// first, backwards accumulate. Pointers are byte offsets into the shared memory; sizes are
+// elements. Math is AssemblyScript's own (compiled into the module), so results do not depend on
+// the host.
+
+// ---------------------------------------------------------------- helpers
+
+@inline
+function hsum(v: v128): f32 {
+  return f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1) + f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3);
+}
+
+/** sum of x[i] * y[i], i < n. */
+@inline
+function dot(x: usize, y: usize, n: i32): f32 {
+  let acc = f32x4.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) acc = f32x4.add(acc, f32x4.mul(v128.load(x + (<usize>i << 2)), v128.load(y + (<usize>i << 2))));
+  let s = hsum(acc);
+  for (; i < n; i++) s += load<f32>(x + (<usize>i << 2)) * load<f32>(y + (<usize>i << 2));
+  return s;
+}
+
+/** y[i] += a * x[i], i < n. */
+@inline
+function axpy(y: usize, a: f32, x: usize, n: i32): void {
+  const va = f32x4.splat(a);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const p = y + (<usize>i << 2);
+    v128.store(p, f32x4.add(v128.load(p), f32x4.mul(va, v128.load(x + (<usize>i << 2)))));
+  }
+  for (; i < n; i++) {
+    const p = y + (<usize>i << 2);
+    store<f32>(p, load<f32>(p) + a * load<f32>(x + (<usize>i << 2)));
+  }
+}
+
+// ---------------------------------------------------------------- embedding
+
+/** out (B,T,C) = wte[idx] + wpe[t]; ids were checked by the caller. */
+export function encoderForward(out: usize, idx: usize, wte: usize, wpe: usize, BT: i32, T: i32, C: i32): void {
+  const row = <usize>C << 2;
+  for (let bt = 0; bt < BT; bt++) {
+    const token = <usize>load<i32>(idx + (<usize>bt << 2));
+    const w = wte + token * row;
+    const p = wpe + <usize>(bt % T) * row;
+    const o = out + <usize>bt * row;
+    let c = 0;
+    for (; c + 4 <= C; c += 4) {
+      const q = <usize>c << 2;
+      v128.store(o + q, f32x4.add(v128.load(w + q), v128.load(p + q)));
+    }
+    for (; c < C; c++) {
+      const q = <usize>c << 2;
+      store<f32>(o + q, load<f32>(w + q) + load<f32>(p + q));
+    }
+  }
+}
+
+export function encoderBackward(dwte: usize, dwpe: usize, dout: usize, idx: usize, BT: i32, T: i32, C: i32): void {
+  const row = <usize>C << 2;
+  for (let bt = 0; bt < BT; bt++) {
+    const token = <usize>load<i32>(idx + (<usize>bt << 2));
+    const d = dout + <usize>bt * row;
+    axpy(dwte + token * row, 1, d, C);
+    axpy(dwpe + <usize>(bt % T) * row, 1, d, C);
+  }
+}
+
+// ---------------------------------------------------------------- layernorm
+
+export function layernormForward(out: usize, mean: usize, rstd: usize, inp: usize, w: usize, b: usize, N: i32, C: i32): void {
+  const row = <usize>C << 2;
+  for (let n = 0; n < N; n++) {
+    const x = inp + <usize>n * row;
+    const o = out + <usize>n * row;
+    let acc = f32x4.splat(0);
+    let c = 0;
+    for (; c + 4 <= C; c += 4) acc = f32x4.add(acc, v128.load(x + (<usize>c << 2)));
+    let s = hsum(acc);
+    for (; c < C; c++) s += load<f32>(x + (<usize>c << 2));
+    const m = s / <f32>C;
+    const vm = f32x4.splat(m);
+    acc = f32x4.splat(0);
+    c = 0;
+    for (; c + 4 <= C; c += 4) {
+      const d = f32x4.sub(v128.load(x + (<usize>c << 2)), vm);
+      acc = f32x4.add(acc, f32x4.mul(d, d));
+    }
+    let sq = hsum(acc);
+    for (; c < C; c++) {
+      const d = load<f32>(x + (<usize>c << 2)) - m;
+      sq += d * d;
+    }
+    const r: f32 = 1 / Mathf.sqrt(sq / <f32>C + 1e-5);
+    const vr = f32x4.splat(r);
+    c = 0;
+    for (; c + 4 <= C; c += 4) {
+      const q = <usize>c << 2;
+      const norm = f32x4.mul(f32x4.sub(v128.load(x + q), vm), vr);
+      v128.store(o + q, f32x4.add(f32x4.mul(norm, v128.load(w + q)), v128.load(b + q)));
+    }
+    for (; c < C; c++) {
+      const q = <usize>c << 2;
+      store<f32>(o + q, (load<f32>(x + q) - m) * r * load<f32>(w + q) + load<f32>(b + q));
+    }
+    store<f32>(mean + (<usize>n << 2), m);
+    store<f32>(rstd + (<usize>n << 2), r);
+  }
+}
+
+export function layernormBackward(
+  dinp: usize,
+  dw: usize,
+  db: usize,
+  dout: usize,
+  inp: usize,
+  w: usize,
+  mean: usize,
+  rstd: usize,
+  N: i32,
+  C: i32,
+): void {
+  const row = <usize>C << 2;
+  for (let n = 0; n < N; n++) {
+    const x = inp + <usize>n * row;
+    const d = dout + <usize>n * row;
+    const di = dinp + <usize>n * row;
+    const m = load<f32>(mean + (<usize>n << 2));
+    const r = load<f32>(rstd + (<usize>n << 2));
+    let dnormMean: f32 = 0;
+    let dnormNormMean: f32 = 0;
+    for (let c = 0; c < C; c++) {
+      const q = <usize>c << 2;
+      const norm = (load<f32>(x + q) - m) * r;
+      const dnorm = load<f32>(d + q) * load<f32>(w + q);
+      dnormMean += dnorm;
+      dnormNormMean += dnorm * norm;
+    }
+    dnormMean /= <f32>C;
+    dnormNormMean /= <f32>C;
+    for (let c = 0; c < C; c++) {
+      const q = <usize>c << 2;
+      const norm = (load<f32>(x + q) - m) * r;
+      const g = load<f32>(d + q);
+      const dnorm = g * load<f32>(w + q);
+      store<f32>(db + q, load<f32>(db + q) + g);
+      store<f32>(dw + q, load<f32>(dw + q) + norm * g);
+      store<f32>(di + q, load<f32>(di + q) + (dnorm - dnormMean - norm * dnormNormMean) * r);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- causal self-attention
+
+/**
+ * Heads (b, h) for bh in [bh0, bh1) of B*NH: out (B,T,C) and att (B,NH,T,T) from qkv (B,T,3C).
+ * `scores` is scratch for T floats.
+ */
+export function attentionForward(out: usize, att: usize, qkv: usize, bh0: i32, bh1: i32, T: i32, C: i32, NH: i32, scores: usize): void {
+  const hs = C / NH;
+  const scale: f32 = 1 / Mathf.sqrt(<f32>hs);
+  const row3 = <usize>(3 * C) << 2;
+  for (let bh = bh0; bh < bh1; bh++) {
+    const b = bh / NH;
+    const h = bh % NH;
+    const base = qkv + <usize>(b * T) * row3 + (<usize>(h * hs) << 2);
+    for (let t = 0; t < T; t++) {
+      const q = base + <usize>t * row3;
+      const a = att + (<usize>((bh * T + t) * T) << 2);
+      let mx: f32 = -Infinity;
+      for (let t2 = 0; t2 <= t; t2++) {
+        const s = dot(q, base + <usize>t2 * row3 + (<usize>C << 2), hs) * scale;
+        store<f32>(scores + (<usize>t2 << 2), s);
+        if (s > mx) mx = s;
+      }
+      let sum: f32 = 0;
+      for (let t2 = 0; t2 <= t; t2++) {
+        const e = Mathf.exp(load<f32>(scores + (<usize>t2 << 2)) - mx);
+        store<f32>(scores + (<usize>t2 << 2), e);
+        sum += e;
+      }
+      const inv: f32 = 1 / sum;
+      for (let t2 = 0; t2 < T; t2++) store<f32>(a + (<usize>t2 << 2), t2 <= t ? load<f32>(scores + (<usize>t2 << 2)) * inv : 0);
+      const o = out + <usize>(b * T + t) * (<usize>C << 2) + (<usize>(h * hs) << 2);
+      memory.fill(o, 0, <usize>hs << 2);
+      for (let t2 = 0; t2 <= t; t2++) axpy(o, load<f32>(a + (<usize>t2 << 2)), base + <usize>t2 * row3 + (<usize>(2 * C) << 2), hs);
+    }
+  }
+}
+
+/** Accumulates dqkv for heads bh in [bh0, bh1). `datt` is scratch for T floats. */
+export function attentionBackward(dqkv: usize, dout: usize, qkv: usize, att: usize, bh0: i32, bh1: i32, T: i32, C: i32, NH: i32, datt: usize): void {
+  const hs = C / NH;
+  const scale: f32 = 1 / Mathf.sqrt(<f32>hs);
+  const row3 = <usize>(3 * C) << 2;
+  const kOff = <usize>C << 2;
+  const vOff = <usize>(2 * C) << 2;
+  for (let bh = bh0; bh < bh1; bh++) {
+    const b = bh / NH;
+    const h = bh % NH;
+    const head = <usize>(h * hs) << 2;
+    const base = qkv + <usize>(b * T) * row3 + head;
+    const dbase = dqkv + <usize>(b * T) * row3 + head;
+    for (let t = 0; t < T; t++) {
+      const a = att + (<usize>((bh * T + t) * T) << 2);
+      const d = dout + <usize>(b * T + t) * (<usize>C << 2) + head;
+      let attDotDatt: f32 = 0;
+      for (let t2 = 0; t2 <= t; t2++) {
+        const w = load<f32>(a + (<usize>t2 << 2));
+        const g = dot(d, base + <usize>t2 * row3 + vOff, hs);
+        axpy(dbase + <usize>t2 * row3 + vOff, w, d, hs);
+        store<f32>(datt + (<usize>t2 << 2), g);
+        attDotDatt += w * g;
+      }
+      const q = base + <usize>t * row3;
+      const dq = dbase + <usize>t * row3;
+      for (let t2 = 0; t2 <= t; t2++) {
+        const dscore = load<f32>(a + (<usize>t2 << 2)) * (load<f32>(datt + (<usize>t2 << 2)) - attDotDatt) * scale;
+        axpy(dq, dscore, base + <usize>t2 * row3 + kOff, hs);
+        axpy(dbase + <usize>t2 * row3 + kOff, dscore, q, hs);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- GELU (tanh form)
+
+const GELU_SCALE: f32 = 0.7978845608028654; // sqrt(2 / pi)
+
+export function geluForward(out: usize, inp: usize, N: i32): void {
+  for (let i = 0; i < N; i++) {
+    const q = <usize>i << 2;
+    const x = load<f32>(inp + q);
+    store<f32>(out + q, <f32>0.5 * x * (1 + Mathf.tanh(GELU_SCALE * (x + <f32>0.044715 * x * x * x))));
+  }
+}
+
+export function geluBackward(dinp: usize, inp: usize, dout: usize, N: i32): void {
+  for (let i = 0; i < N; i++) {
+    const q = <usize>i << 2;
+    const x = load<f32>(inp + q);
+    const th: f32 = Mathf.tanh(GELU_SCALE * (x + <f32>0.044715 * x * x * x));
+    const dudx: f32 = GELU_SCALE * (1 + <f32>0.134145 * x * x); // 3 * 0.044715
+    const grad: f32 = <f32>0.5 * (1 + th) + <f32>0.5 * x * (1 - th * th) * dudx;
+    store<f32>(dinp + q, load<f32>(dinp + q) + grad * load<f32>(dout + q));
+  }
+}
+
+// ---------------------------------------------------------------- residual
+
+export function residualForward(out: usize, a: usize, b: usize, N: i32): void {
+  let i = 0;
+  for (; i + 4 <= N; i += 4) {
+    const q = <usize>i << 2;
+    v128.store(out + q, f32x4.add(v128.load(a + q), v128.load(b + q)));
+  }
+  for (; i < N; i++) {
+    const q = <usize>i << 2;
+    store<f32>(out + q, load<f32>(a + q) + load<f32>(b + q));
+  }
+}
+
+export function residualBackward(d1: usize, d2: usize, dout: usize, N: i32): void {
+  axpy(d1, 1, dout, N);
+  axpy(d2, 1, dout, N);
+}
+
+// ---------------------------------------------------------------- softmax + cross-entropy
+
+/** Rows [n0, n1): probs (N,V) and losses (N); a loss is computed in f64 (logsumexp - logit), stored f32. */
+export function crossEntropyForward(losses: usize, probs: usize, logits: usize, targets: usize, n0: i32, n1: i32, V: i32): void {
+  const row = <usize>V << 2;
+  for (let n = n0; n < n1; n++) {
+    const x = logits + <usize>n * row;
+    const p = probs + <usize>n * row;
+    let mx: f32 = -Infinity;
+    for (let v = 0; v < V; v++) mx = max<f32>(mx, load<f32>(x + (<usize>v << 2)));
+    let sum: f64 = 0;
+    for (let v = 0; v < V; v++) {
+      const e = Mathf.exp(load<f32>(x + (<usize>v << 2)) - mx);
+      store<f32>(p + (<usize>v << 2), e);
+      sum += e;
+    }
+    const inv = <f32>(1 / sum);
+    for (let v = 0; v < V; v++) store<f32>(p + (<usize>v << 2), load<f32>(p + (<usize>v << 2)) * inv);
+    const target = load<i32>(targets + (<usize>n << 2));
+    const loss = target < 0 ? 0 : Math.log(sum) + <f64>mx - <f64>load<f32>(x + (<usize>target << 2));
+    store<f32>(losses + (<usize>n << 2), <f32>loss);
+  }
+}
+
+export function crossEntropyBackward(dlogits: usize, probs: usize, targets: usize, dloss: f32, n0: i32, n1: i32, V: i32): void {
+  const row = <usize>V << 2;
+  for (let n = n0; n < n1; n++) {
+    const target = load<i32>(targets + (<usize>n << 2));
+    if (target < 0) continue;
+    const d = dlogits + <usize>n * row;
+    axpy(d, dloss, probs + <usize>n * row, V);
+    const t = d + (<usize>target << 2);
+    store<f32>(t, load<f32>(t) - dloss);
+  }
+}
+
+// ---------------------------------------------------------------- optimizer and exact sums
+
+export function adamwUpdate(
+  params: usize,
+  grads: usize,
+  m: usize,
+  v: usize,
+  begin: i32,
+  end: i32,
+  keep: f32,
+  beta1: f32,
+  beta2: f32,
+  stepSize: f32,
+  bc2Sqrt: f32,
+  eps: f32,
+): void {
+  for (let i = begin; i < end; i++) {
+    const q = <usize>i << 2;
+    const g = load<f32>(grads + q);
+    const mi = beta1 * load<f32>(m + q) + (1 - beta1) * g;
+    const vi = beta2 * load<f32>(v + q) + (1 - beta2) * g * g;
+    store<f32>(m + q, mi);
+    store<f32>(v + q, vi);
+    store<f32>(params + q, load<f32>(params + q) * keep - (stepSize * mi) / (Mathf.sqrt(vi) / bc2Sqrt + eps));
+  }
+}
+
+/** acc (f64) += round(g * scale) for i < n; returns 1 if any |g| >= limit (or NaN), else 0. */
+export function accumulateExact(acc: usize, grads: usize, n: i32, scale: f64, limit: f64): i32 {
+  let overflow = 0;
+  for (let i = 0; i < n; i++) {
+    const g = <f64>load<f32>(grads + (<usize>i << 2));
+    if (!(Math.abs(g) < limit)) overflow = 1;
+    const p = acc + (<usize>i << 3);
+    store<f64>(p, load<f64>(p) + Math.floor(g * scale + 0.5));
+  }
+  return overflow;
+}
+
+export function fromExact(out: usize, acc: usize, begin: i32, end: i32, scale: f64): void {
+  for (let i = begin; i < end; i++) store<f32>(out + (<usize>i << 2), <f32>(load<f64>(acc + (<usize>i << 3)) * scale));
+}

@@ -1,0 +1,595 @@
+// The wasm backend: the Backend kernels on AssemblyScript SIMD code (assembly/), over one shared
+// WebAssembly.Memory that holds every buffer the model allocates. The matrix products and the
+// per-head/per-row kernels split their rows over a pool of helper threads (--threads); every
+// output element is still one sequential sum, so results do not depend on the thread count.
+// Arrays that are not in the wasm memory (tests pass plain typed arrays) are copied in and out.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { WeftError } from '../../util/errors.ts';
+import type { Backend } from '../backend.ts';
+import { checkTokenIds, countTargets, need } from '../checks.ts';
+import { WasmHeap } from './heap.ts';
+import type { ParallelKernel } from './pool.ts';
+import { Pool } from './pool.ts';
+
+const WASM_PATH = fileURLToPath(new URL('./build/kernels.wasm', import.meta.url));
+
+/** Exports of the kernels module (pointers and sizes are numbers; see assembly/). */
+interface Exports {
+  gemm(
+    c: number,
+    ldc: number,
+    a: number,
+    ai: number,
+    ak: number,
+    b: number,
+    ldb: number,
+    bT: number,
+    bias: number,
+    i0: number,
+    i1: number,
+    K: number,
+    J: number,
+    acc: number,
+    scratch: number,
+  ): void;
+  colSumAdd(out: number, x: number, N: number, J: number): void;
+  encoderForward(
+    out: number,
+    idx: number,
+    wte: number,
+    wpe: number,
+    BT: number,
+    T: number,
+    C: number,
+  ): void;
+  encoderBackward(
+    dwte: number,
+    dwpe: number,
+    dout: number,
+    idx: number,
+    BT: number,
+    T: number,
+    C: number,
+  ): void;
+  layernormForward(
+    out: number,
+    mean: number,
+    rstd: number,
+    inp: number,
+    w: number,
+    b: number,
+    N: number,
+    C: number,
+  ): void;
+  layernormBackward(
+    dinp: number,
+    dw: number,
+    db: number,
+    dout: number,
+    inp: number,
+    w: number,
+    mean: number,
+    rstd: number,
+    N: number,
+    C: number,
+  ): void;
+  attentionForward(
+    out: number,
+    att: number,
+    qkv: number,
+    bh0: number,
+    bh1: number,
+    T: number,
+    C: number,
+    NH: number,
+    scores: number,
+  ): void;
+  attentionBackward(
+    dqkv: number,
+    dout: number,
+    qkv: number,
+    att: number,
+    bh0: number,
+    bh1: number,
+    T: number,
+    C: number,
+    NH: number,
+    datt: number,
+  ): void;
+  geluForward(out: number, inp: number, N: number): void;
+  geluBackward(dinp: number, inp: number, dout: number, N: number): void;
+  residualForward(out: number, a: number, b: number, N: number): void;
+  residualBackward(d1: number, d2: number, dout: number, N: number): void;
+  crossEntropyForward(
+    losses: number,
+    probs: number,
+    logits: number,
+    targets: number,
+    n0: number,
+    n1: number,
+    V: number,
+  ): void;
+  crossEntropyBackward(
+    dlogits: number,
+    probs: number,
+    targets: number,
+    dloss: number,
+    n0: number,
+    n1: number,
+    V: number,
+  ): void;
+  adamwUpdate(
+    p: number,
+    g: number,
+    m: number,
+    v: number,
+    begin: number,
+    end: number,
+    keep: number,
+    b1: number,
+    b2: number,
+    stepSize: number,
+    bc2: number,
+    eps: number,
+  ): number;
+  accumulateExact(acc: number, grads: number, n: number, scale: number, limit: number): number;
+  fromExact(out: number, acc: number, begin: number, end: number, scale: number): void;
+}
+
+type Arg = Float32Array | Float64Array | Int32Array | null;
+
+/** Work below this many multiply-adds runs on one thread (a dispatch costs a few microseconds). */
+const PARALLEL_MIN_WORK = 1 << 18;
+
+export function wasmAvailable(): boolean {
+  return existsSync(WASM_PATH);
+}
+
+export class WasmBackend implements Backend {
+  readonly name = 'wasm';
+  readonly threads: number;
+  readonly heap: WasmHeap;
+  private readonly k: Exports;
+  private readonly pool: Pool | null;
+  /** Per-thread scratch: offset and size in bytes (index 0 is this thread's). */
+  private scratch: { offset: number; bytes: number }[] = [];
+
+  constructor(threads = 1) {
+    if (!wasmAvailable()) {
+      throw new WeftError(
+        'WEFT_E_STATE',
+        `the wasm kernels are not built (${WASM_PATH} is missing); run npm run build:wasm`,
+      );
+    }
+    this.threads = Math.max(1, Math.floor(threads));
+    this.heap = new WasmHeap();
+    const module = new WebAssembly.Module(readFileSync(WASM_PATH));
+    const instance = new WebAssembly.Instance(module, {
+      env: {
+        memory: this.heap.memory,
+        abort: () => {
+          throw new WeftError('WEFT_E_STATE', 'a wasm kernel aborted');
+        },
+      },
+    });
+    this.k = instance.exports as unknown as Exports;
+    this.pool = this.threads > 1 ? new Pool(this.threads - 1, this.heap.memory, module) : null;
+  }
+
+  allocF32(n: number): Float32Array {
+    return this.heap.f32(n);
+  }
+
+  allocF64(n: number): Float64Array {
+    return this.heap.f64(n);
+  }
+
+  free(buffer: Float32Array | Float64Array): void {
+    this.heap.free(buffer);
+  }
+
+  /** Stops the helper threads. */
+  async dispose(): Promise<void> {
+    await this.pool?.terminate();
+  }
+
+  /**
+   * Runs `run` with each array's byte offset in wasm memory; arrays elsewhere are copied into
+   * temporary wasm buffers and, after the call, back out (outputs and accumulators included).
+   */
+  private with<R>(arrays: Arg[], run: (ptrs: number[]) => R): R {
+    const staged: { view: Exclude<Arg, null>; temp: Exclude<Arg, null> }[] = [];
+    const ptrs = arrays.map((a) => {
+      if (a === null) return 0;
+      if (this.heap.owns(a)) return a.byteOffset;
+      const temp =
+        a instanceof Float64Array
+          ? this.heap.f64(a.length)
+          : a instanceof Int32Array
+            ? this.heap.i32(a.length)
+            : this.heap.f32(a.length);
+      temp.set(a);
+      staged.push({ view: a, temp });
+      return temp.byteOffset;
+    });
+    try {
+      return run(ptrs);
+    } finally {
+      for (const { view, temp } of staged) {
+        view.set(temp);
+        this.heap.free(temp);
+      }
+    }
+  }
+
+  /** Scratch of at least `bytes` for each of `count` threads; returns their offsets. */
+  private scratchFor(bytes: number, count: number): number[] {
+    while (this.scratch.length < count) this.scratch.push({ offset: 0, bytes: 0 });
+    return this.scratch.slice(0, count).map((s) => {
+      if (s.bytes < bytes) {
+        if (s.bytes > 0) this.heap.release(s.offset);
+        s.offset = this.heap.alloc(bytes);
+        s.bytes = bytes;
+      }
+      return s.offset;
+    });
+  }
+
+  /**
+   * Runs kernel `name` over rows [0, rows) split among the threads (in multiples of `grain`),
+   * `args` holding the range at `rangeArg` and scratch of `scratchBytes` per thread at `scratchArg`.
+   */
+  private parallel(
+    name: ParallelKernel,
+    args: number[],
+    rangeArg: number,
+    scratchArg: number,
+    rows: number,
+    grain: number,
+    scratchBytes: (slice: number) => number,
+    work: number,
+  ): void {
+    const want =
+      this.pool && work >= PARALLEL_MIN_WORK ? Math.min(this.threads, Math.ceil(rows / grain)) : 1;
+    const per = Math.ceil(rows / want / grain) * grain;
+    const slices: [number, number][] = [];
+    for (let start = 0; start < rows; start += per)
+      slices.push([start, Math.min(rows, start + per)]);
+    const scratch = this.scratchFor(scratchBytes(per), slices.length);
+    const own = [...args];
+    own[rangeArg] = slices[0][0];
+    own[rangeArg + 1] = slices[0][1];
+    own[scratchArg] = scratch[0];
+    if (slices.length > 1 && this.pool)
+      this.pool.dispatch(name, args, rangeArg, scratchArg, slices.slice(1), scratch.slice(1));
+    const kernel = this.k[name] as unknown as (...a: number[]) => void;
+    kernel(...own);
+    if (slices.length > 1 && this.pool) this.pool.join();
+  }
+
+  /** C (M x J) (+)= A B (+ bias), A(i,k) = A[i*ai + k*ak], B(k,j) = B[k*ldb + j] or B[j*ldb + k] when bT. */
+  private gemm(
+    c: number,
+    a: number,
+    ai: number,
+    ak: number,
+    b: number,
+    ldb: number,
+    bT: boolean,
+    bias: number,
+    M: number,
+    K: number,
+    J: number,
+    accumulate: boolean,
+  ): void {
+    const args = [c, J, a, ai, ak, b, ldb, bT ? 1 : 0, bias, 0, 0, K, J, accumulate ? 1 : 0, 0];
+    this.parallel(
+      'gemm',
+      args,
+      9,
+      14,
+      M,
+      4,
+      (rows) => 32 * K + 128 + 16 * K * Math.ceil(rows / 4),
+      M * K * J,
+    );
+  }
+
+  // ---------------------------------------------------------------- Kernels
+
+  encoderForward(
+    out: Float32Array,
+    idx: Int32Array,
+    wte: Float32Array,
+    wpe: Float32Array,
+    B: number,
+    T: number,
+    C: number,
+  ): void {
+    need(idx, B * T, 'idx');
+    need(wpe, T * C, 'wpe');
+    need(out, B * T * C, 'out');
+    checkTokenIds(idx, B * T, wte.length / C);
+    this.with([out, idx, wte, wpe], ([o, i, w, p]) =>
+      this.k.encoderForward(o, i, w, p, B * T, T, C),
+    );
+  }
+
+  encoderBackward(
+    dwte: Float32Array,
+    dwpe: Float32Array,
+    dout: Float32Array,
+    idx: Int32Array,
+    B: number,
+    T: number,
+    C: number,
+  ): void {
+    need(dout, B * T * C, 'dout');
+    this.with([dwte, dwpe, dout, idx], ([w, p, d, i]) =>
+      this.k.encoderBackward(w, p, d, i, B * T, T, C),
+    );
+  }
+
+  layernormForward(
+    out: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    inp: Float32Array,
+    weight: Float32Array,
+    bias: Float32Array,
+    N: number,
+    C: number,
+  ): void {
+    need(inp, N * C, 'inp');
+    need(out, N * C, 'out');
+    need(weight, C, 'weight');
+    this.with([out, mean, rstd, inp, weight, bias], (p) =>
+      this.k.layernormForward(p[0], p[1], p[2], p[3], p[4], p[5], N, C),
+    );
+  }
+
+  layernormBackward(
+    dinp: Float32Array,
+    dweight: Float32Array,
+    dbias: Float32Array,
+    dout: Float32Array,
+    inp: Float32Array,
+    weight: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    N: number,
+    C: number,
+  ): void {
+    need(dout, N * C, 'dout');
+    this.with([dinp, dweight, dbias, dout, inp, weight, mean, rstd], (p) =>
+      this.k.layernormBackward(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], N, C),
+    );
+  }
+
+  matmulForward(
+    out: Float32Array,
+    inp: Float32Array,
+    weight: Float32Array,
+    bias: Float32Array | null,
+    N: number,
+    C: number,
+    OC: number,
+  ): void {
+    need(inp, N * C, 'inp');
+    need(weight, C * OC, 'weight');
+    need(out, N * OC, 'out');
+    this.with([out, inp, weight, bias], ([o, i, w, b]) =>
+      this.gemm(o, i, C, 1, w, OC, false, b, N, C, OC, false),
+    );
+  }
+
+  matmulBackward(
+    dinp: Float32Array,
+    dweight: Float32Array,
+    dbias: Float32Array | null,
+    dout: Float32Array,
+    inp: Float32Array,
+    weight: Float32Array,
+    N: number,
+    C: number,
+    OC: number,
+  ): void {
+    need(dout, N * OC, 'dout');
+    need(dinp, N * C, 'dinp');
+    need(dweight, C * OC, 'dweight');
+    this.with([dinp, dweight, dbias, dout, inp, weight], ([di, dw, db, d, i, w]) => {
+      this.gemm(di, d, OC, 1, w, OC, true, 0, N, OC, C, true); // dinp (N,C) += dout (N,OC) W^T
+      this.gemm(dw, i, 1, C, d, OC, false, 0, C, N, OC, true); // dW (C,OC) += inp^T (C,N) dout
+      if (db) this.k.colSumAdd(db, d, N, OC);
+    });
+  }
+
+  lmHeadForward(
+    logits: Float32Array,
+    inp: Float32Array,
+    wte: Float32Array,
+    N: number,
+    C: number,
+    V: number,
+  ): void {
+    need(inp, N * C, 'inp');
+    need(wte, V * C, 'wte');
+    need(logits, N * V, 'logits');
+    this.with([logits, inp, wte], ([l, i, w]) =>
+      this.gemm(l, i, C, 1, w, C, true, 0, N, C, V, false),
+    );
+  }
+
+  lmHeadBackward(
+    dinp: Float32Array,
+    dwte: Float32Array,
+    dlogits: Float32Array,
+    inp: Float32Array,
+    wte: Float32Array,
+    N: number,
+    C: number,
+    V: number,
+  ): void {
+    need(dlogits, N * V, 'dlogits');
+    this.with([dinp, dwte, dlogits, inp, wte], ([di, dw, dl, i, w]) => {
+      this.gemm(di, dl, V, 1, w, C, false, 0, N, V, C, true); // dinp (N,C) += dlogits (N,V) wte (V,C)
+      this.gemm(dw, dl, 1, V, i, C, false, 0, V, N, C, true); // dwte (V,C) += dlogits^T (V,N) inp (N,C)
+    });
+  }
+
+  attentionForward(
+    out: Float32Array,
+    att: Float32Array,
+    qkv: Float32Array,
+    B: number,
+    T: number,
+    C: number,
+    NH: number,
+  ): void {
+    need(qkv, B * T * 3 * C, 'qkv');
+    need(att, B * NH * T * T, 'att');
+    need(out, B * T * C, 'out');
+    this.with([out, att, qkv], ([o, a, q]) =>
+      this.parallel(
+        'attentionForward',
+        [o, a, q, 0, 0, T, C, NH, 0],
+        3,
+        8,
+        B * NH,
+        1,
+        () => 4 * T,
+        B * T * T * C,
+      ),
+    );
+  }
+
+  attentionBackward(
+    dqkv: Float32Array,
+    dout: Float32Array,
+    qkv: Float32Array,
+    att: Float32Array,
+    B: number,
+    T: number,
+    C: number,
+    NH: number,
+  ): void {
+    need(dout, B * T * C, 'dout');
+    need(dqkv, B * T * 3 * C, 'dqkv');
+    this.with([dqkv, dout, qkv, att], ([dq, d, q, a]) =>
+      this.parallel(
+        'attentionBackward',
+        [dq, d, q, a, 0, 0, T, C, NH, 0],
+        4,
+        9,
+        B * NH,
+        1,
+        () => 4 * T,
+        2 * B * T * T * C,
+      ),
+    );
+  }
+
+  geluForward(out: Float32Array, inp: Float32Array, N: number): void {
+    need(inp, N, 'inp');
+    need(out, N, 'out');
+    this.with([out, inp], ([o, i]) => this.k.geluForward(o, i, N));
+  }
+
+  geluBackward(dinp: Float32Array, inp: Float32Array, dout: Float32Array, N: number): void {
+    need(dout, N, 'dout');
+    this.with([dinp, inp, dout], ([di, i, d]) => this.k.geluBackward(di, i, d, N));
+  }
+
+  residualForward(out: Float32Array, inp1: Float32Array, inp2: Float32Array, N: number): void {
+    need(inp1, N, 'inp1');
+    need(inp2, N, 'inp2');
+    this.with([out, inp1, inp2], ([o, a, b]) => this.k.residualForward(o, a, b, N));
+  }
+
+  residualBackward(dinp1: Float32Array, dinp2: Float32Array, dout: Float32Array, N: number): void {
+    need(dout, N, 'dout');
+    this.with([dinp1, dinp2, dout], ([a, b, d]) => this.k.residualBackward(a, b, d, N));
+  }
+
+  crossEntropyForward(
+    losses: Float32Array,
+    probs: Float32Array,
+    logits: Float32Array,
+    targets: Int32Array,
+    N: number,
+    V: number,
+  ): number {
+    need(logits, N * V, 'logits');
+    need(targets, N, 'targets');
+    const counted = countTargets(targets, N, V);
+    this.with([losses, probs, logits, targets], ([l, p, x, t]) =>
+      this.parallel(
+        'crossEntropyForward',
+        [l, p, x, t, 0, 0, V, 0],
+        4,
+        7,
+        N,
+        1,
+        () => 0,
+        N * V * 8,
+      ),
+    );
+    return counted;
+  }
+
+  crossEntropyBackward(
+    dlogits: Float32Array,
+    probs: Float32Array,
+    targets: Int32Array,
+    dloss: number,
+    N: number,
+    V: number,
+  ): void {
+    need(dlogits, N * V, 'dlogits');
+    this.with([dlogits, probs, targets], ([d, p, t]) =>
+      this.parallel(
+        'crossEntropyBackward',
+        [d, p, t, dloss, 0, 0, V, 0],
+        4,
+        7,
+        N,
+        1,
+        () => 0,
+        N * V,
+      ),
+    );
+  }
+
+  adamwUpdate(
+    params: Float32Array,
+    grads: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    begin: number,
+    end: number,
+    keep: number,
+    beta1: number,
+    beta2: number,
+    stepSize: number,
+    bc2Sqrt: number,
+    eps: number,
+  ): void {
+    this.with([params, grads, m, v], ([p, g, mm, vv]) =>
+      this.k.adamwUpdate(p, g, mm, vv, begin, end, keep, beta1, beta2, stepSize, bc2Sqrt, eps),
+    );
+  }
+
+  accumulateExact(acc: Float64Array, grads: Float32Array, bits: number, shards: number): boolean {
+    return (
+      this.with([acc, grads], ([a, g]) =>
+        this.k.accumulateExact(a, g, grads.length, 2 ** bits, 2 ** (52 - bits) / shards),
+      ) === 1
+    );
+  }
+
+  fromExact(out: Float32Array, acc: Float64Array, bits: number, begin = 0, end = acc.length): void {
+    this.with([out, acc], ([o, a]) => this.k.fromExact(o, a, begin, end, 2 ** -bits));
+  }
+}

@@ -1,0 +1,43 @@
+// A helper thread of the wasm backend's pool (plain JavaScript: it needs no TypeScript). It
+// instantiates the kernels module over the shared memory and runs the slices it is given; see
+// pool.ts for the control block layout.
+import { workerData } from 'node:worker_threads';
+
+const MAX_ARGS = 32;
+const NAMES = [
+  'gemm',
+  'attentionForward',
+  'attentionBackward',
+  'crossEntropyForward',
+  'crossEntropyBackward',
+];
+const { memory, module, control, args, index } = workerData;
+const c = new Int32Array(control);
+const a = new Float64Array(args);
+const instance = new WebAssembly.Instance(module, {
+  env: {
+    memory,
+    abort: () => {
+      throw new Error('wasm kernel aborted');
+    },
+  },
+});
+const kernels = NAMES.map((name) => instance.exports[name]);
+let seen = Atomics.load(c, 0);
+Atomics.add(c, 7, 1); // ready
+Atomics.notify(c, 7);
+for (;;) {
+  Atomics.wait(c, 0, seen);
+  seen = Atomics.load(c, 0);
+  if (index < Atomics.load(c, 6)) {
+    const n = Atomics.load(c, 3);
+    const call = Array.from(a.subarray(0, n));
+    const at = MAX_ARGS + 3 * index;
+    const range = Atomics.load(c, 4);
+    call[range] = a[at];
+    call[range + 1] = a[at + 1];
+    call[Atomics.load(c, 5)] = a[at + 2];
+    kernels[Atomics.load(c, 2)](...call);
+    if (Atomics.sub(c, 1, 1) === 1) Atomics.notify(c, 1);
+  }
+}

@@ -1,0 +1,118 @@
+// Intra-op parallelism for the wasm backend: helper threads, each with its own instance of the
+// kernels module over the same shared memory, run slices of a kernel call. A call is a kernel
+// name and numeric arguments; each thread gets its own [begin, end) in two of the arguments and
+// its own scratch area. Coordination is a control block in shared memory (Atomics.wait/notify),
+// so a call costs microseconds, not a message round trip.
+//
+// control block (Int32): [0] generation, [1] threads still working, [2] kernel id, [3] arg count,
+// [4] index of the range-begin argument (range-end is the next), [5] index of the scratch argument,
+// [6] helpers with a slice, [7] helpers started; arguments (Float64): args[0..count), then from
+// MAX_ARGS begin/end/scratch per helper.
+
+import { Worker } from 'node:worker_threads';
+
+export const KERNEL_NAMES = [
+  'gemm',
+  'attentionForward',
+  'attentionBackward',
+  'crossEntropyForward',
+  'crossEntropyBackward',
+] as const;
+export type ParallelKernel = (typeof KERNEL_NAMES)[number];
+
+const MAX_ARGS = 32;
+export const CONTROL_INTS = 8;
+
+export interface PoolShared {
+  memory: WebAssembly.Memory;
+  module: WebAssembly.Module;
+  control: SharedArrayBuffer;
+  args: SharedArrayBuffer;
+  index: number;
+}
+
+export class Pool {
+  private readonly control: Int32Array;
+  private readonly args: Float64Array;
+  private readonly threads: Worker[] = [];
+
+  constructor(
+    readonly helpers: number,
+    memory: WebAssembly.Memory,
+    module: WebAssembly.Module,
+  ) {
+    const controlBuffer = new SharedArrayBuffer(CONTROL_INTS * 4);
+    const argsBuffer = new SharedArrayBuffer((MAX_ARGS + 3 * helpers) * 8);
+    this.control = new Int32Array(controlBuffer);
+    this.args = new Float64Array(argsBuffer);
+    for (let index = 0; index < helpers; index++) {
+      const shared: PoolShared = {
+        memory,
+        module,
+        control: controlBuffer,
+        args: argsBuffer,
+        index,
+      };
+      const thread = new Worker(new URL('./pool-thread.mjs', import.meta.url), {
+        workerData: shared,
+      });
+      thread.unref();
+      this.threads.push(thread);
+    }
+  }
+
+  /**
+   * Runs kernel `name` with `args`, its range arguments (at rangeArg, rangeArg+1) set to each
+   * helper's slice of `slices` (ranges after the first, which the caller runs itself), and its
+   * scratch argument to each helper's scratch offset.
+   */
+  dispatch(
+    name: ParallelKernel,
+    args: number[],
+    rangeArg: number,
+    scratchArg: number,
+    slices: [number, number][],
+    scratch: number[],
+  ): void {
+    const c = this.control;
+    this.waitReady();
+    this.args.set(args);
+    for (let h = 0; h < slices.length; h++) {
+      const at = MAX_ARGS + 3 * h;
+      this.args[at] = slices[h][0];
+      this.args[at + 1] = slices[h][1];
+      this.args[at + 2] = scratch[h];
+    }
+    Atomics.store(c, 2, KERNEL_NAMES.indexOf(name));
+    Atomics.store(c, 3, args.length);
+    Atomics.store(c, 4, rangeArg);
+    Atomics.store(c, 5, scratchArg);
+    Atomics.store(c, 6, slices.length);
+    Atomics.store(c, 1, slices.length);
+    Atomics.add(c, 0, 1);
+    Atomics.notify(c, 0);
+  }
+
+  /** Blocks until every helper has instantiated the module (once, before the first dispatch). */
+  private waitReady(): void {
+    const c = this.control;
+    for (let ready = Atomics.load(c, 7); ready < this.helpers; ready = Atomics.load(c, 7))
+      Atomics.wait(c, 7, ready, 1000);
+  }
+
+  /** Waits until every helper has finished the last dispatch. */
+  join(): void {
+    const c = this.control;
+    for (;;) {
+      const pending = Atomics.load(c, 1);
+      if (pending === 0) return;
+      Atomics.wait(c, 1, pending, 1000);
+    }
+  }
+
+  terminate(): Promise<number[]> {
+    return Promise.all(this.threads.map((t) => t.terminate()));
+  }
+}
+
+export const POOL_MAX_ARGS = MAX_ARGS;
