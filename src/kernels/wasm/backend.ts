@@ -17,7 +17,7 @@ const WASM_PATH = fileURLToPath(new URL('./build/kernels.wasm', import.meta.url)
 
 /** Exports of the kernels module (pointers and sizes are numbers; see assembly/). */
 interface Exports {
-  gemm(
+  gemm: (
     c: number,
     ldc: number,
     a: number,
@@ -33,9 +33,9 @@ interface Exports {
     J: number,
     acc: number,
     scratch: number,
-  ): void;
-  colSumAdd(out: number, x: number, N: number, J: number): void;
-  encoderForward(
+  ) => void;
+  colSumAdd: (out: number, x: number, N: number, J: number) => void;
+  encoderForward: (
     out: number,
     idx: number,
     wte: number,
@@ -43,8 +43,8 @@ interface Exports {
     BT: number,
     T: number,
     C: number,
-  ): void;
-  encoderBackward(
+  ) => void;
+  encoderBackward: (
     dwte: number,
     dwpe: number,
     dout: number,
@@ -52,8 +52,8 @@ interface Exports {
     BT: number,
     T: number,
     C: number,
-  ): void;
-  layernormForward(
+  ) => void;
+  layernormForward: (
     out: number,
     mean: number,
     rstd: number,
@@ -62,8 +62,8 @@ interface Exports {
     b: number,
     N: number,
     C: number,
-  ): void;
-  layernormBackward(
+  ) => void;
+  layernormBackward: (
     dinp: number,
     dw: number,
     db: number,
@@ -74,8 +74,8 @@ interface Exports {
     rstd: number,
     N: number,
     C: number,
-  ): void;
-  attentionForward(
+  ) => void;
+  attentionForward: (
     out: number,
     att: number,
     qkv: number,
@@ -85,8 +85,8 @@ interface Exports {
     C: number,
     NH: number,
     scores: number,
-  ): void;
-  attentionBackward(
+  ) => void;
+  attentionBackward: (
     dqkv: number,
     dout: number,
     qkv: number,
@@ -97,12 +97,12 @@ interface Exports {
     C: number,
     NH: number,
     datt: number,
-  ): void;
-  geluForward(out: number, inp: number, N: number): void;
-  geluBackward(dinp: number, inp: number, dout: number, N: number): void;
-  residualForward(out: number, a: number, b: number, N: number): void;
-  residualBackward(d1: number, d2: number, dout: number, N: number): void;
-  crossEntropyForward(
+  ) => void;
+  geluForward: (out: number, inp: number, N: number) => void;
+  geluBackward: (dinp: number, inp: number, dout: number, N: number) => void;
+  residualForward: (out: number, a: number, b: number, N: number) => void;
+  residualBackward: (d1: number, d2: number, dout: number, N: number) => void;
+  crossEntropyForward: (
     losses: number,
     probs: number,
     logits: number,
@@ -110,8 +110,8 @@ interface Exports {
     n0: number,
     n1: number,
     V: number,
-  ): void;
-  crossEntropyBackward(
+  ) => void;
+  crossEntropyBackward: (
     dlogits: number,
     probs: number,
     targets: number,
@@ -119,8 +119,8 @@ interface Exports {
     n0: number,
     n1: number,
     V: number,
-  ): void;
-  adamwUpdate(
+  ) => void;
+  adamwUpdate: (
     p: number,
     g: number,
     m: number,
@@ -133,9 +133,9 @@ interface Exports {
     stepSize: number,
     bc2: number,
     eps: number,
-  ): number;
-  accumulateExact(acc: number, grads: number, n: number, scale: number, limit: number): number;
-  fromExact(out: number, acc: number, begin: number, end: number, scale: number): void;
+  ) => number;
+  accumulateExact: (acc: number, grads: number, n: number, scale: number, limit: number) => number;
+  fromExact: (out: number, acc: number, begin: number, end: number, scale: number) => void;
 }
 
 type Arg = Float32Array | Float64Array | Int32Array | null;
@@ -264,7 +264,7 @@ export class WasmBackend implements Backend {
     own[scratchArg] = scratch[0];
     if (slices.length > 1 && this.pool)
       this.pool.dispatch(name, args, rangeArg, scratchArg, slices.slice(1), scratch.slice(1));
-    const kernel = this.k[name] as unknown as (...a: number[]) => void;
+    const kernel: (...a: number[]) => void = this.k[name];
     kernel(...own);
     if (slices.length > 1 && this.pool) this.pool.join();
   }
