@@ -1,63 +1,29 @@
-// Kernel suite: literal values and finite-difference gradient checks for every GPT-2 kernel.
-// Written once over a table of kernel sets, so each fast backend added later runs the same tests.
-// Gradient checks run in float64 (central differences, h = 1e-5) and must agree to ~1e-7.
+// The kernel suite, written once and run on every backend: literal values, the range and shape
+// errors, and, for each fast backend, agreement with the reference kernels (which
+// reference-gradcheck.test.ts checks against finite differences) on random inputs at several
+// shapes, including ragged ones (rows not a multiple of 4, columns not a multiple of 8).
 
-import { describe, expect, it } from 'vitest';
-import * as reference from '../../src/kernels/reference.ts';
-import type { Floats } from '../../src/kernels/reference.ts';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Backend, Kernels } from '../../src/kernels/backend.ts';
+import { referenceBackend } from '../../src/kernels/backend.ts';
+import { WasmBackend } from '../../src/kernels/wasm/backend.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { expectWeftError } from '../helpers/errors.ts';
+import { maxAbsDiff } from '../helpers/fixtures.ts';
 
-const BACKENDS: [string, typeof reference][] = [['reference', reference]];
+const wasm1 = new WasmBackend(1);
+const wasm2 = new WasmBackend(2);
+afterAll(async () => {
+  await wasm1.dispose();
+  await wasm2.dispose();
+});
 
-function randn(rng: Rng, n: number, scale = 1): Float64Array {
-  return Float64Array.from({ length: n }, () => rng.normal() * scale);
-}
-
-function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-}
-
-/**
- * Checks analytic gradients against central differences of L = sum(forward() * r) for each
- * array in `inputs`. `forward` recomputes from the current inputs; `backward` fills `grads`
- * (zeroed, same shapes as inputs) given dout = r, after a forward at the unperturbed point.
- */
-function gradCheck(
-  inputs: Record<string, Float64Array>,
-  forward: () => Float64Array,
-  backward: (grads: Record<string, Float64Array>, dout: Float64Array) => void,
-  seed = 7,
-): void {
-  const rng = new Rng(seed);
-  const r = randn(rng, forward().length);
-  const grads = Object.fromEntries(
-    Object.entries(inputs).map(([k, v]) => [k, new Float64Array(v.length)]),
-  );
-  forward();
-  backward(grads, r);
-  const h = 1e-5;
-  for (const [name, x] of Object.entries(inputs)) {
-    for (let i = 0; i < x.length; i++) {
-      const saved = x[i];
-      x[i] = saved + h;
-      const up = dot(forward(), r);
-      x[i] = saved - h;
-      const down = dot(forward(), r);
-      x[i] = saved;
-      const numeric = (up - down) / (2 * h);
-      const analytic = grads[name][i];
-      const err = Math.abs(numeric - analytic) / Math.max(1, Math.abs(numeric));
-      if (!(err < 1e-7)) {
-        throw new Error(
-          `d/d${name}[${i}]: analytic ${analytic} vs numeric ${numeric} (error ${err})`,
-        );
-      }
-    }
-  }
-}
+const BACKENDS: [string, Backend][] = [
+  ['reference', referenceBackend],
+  ['wasm (1 thread)', wasm1],
+  ['wasm (2 threads)', wasm2],
+];
+const FAST = BACKENDS.slice(1);
 
 function closeTo(actual: ArrayLike<number>, expected: number[], tol = 1e-6): void {
   expect(actual.length).toBe(expected.length);
@@ -66,8 +32,6 @@ function closeTo(actual: ArrayLike<number>, expected: number[], tol = 1e-6): voi
 }
 
 describe.each(BACKENDS)('%s kernels', (_, k) => {
-  const rng = new Rng(42);
-
   describe('encoder', () => {
     it('adds the token row and the position row', () => {
       const out = new Float32Array(4);
@@ -75,17 +39,6 @@ describe.each(BACKENDS)('%s kernels', (_, k) => {
       const wpe = Float32Array.from([0.5, 0.25, -1, -2]); // maxT=2
       k.encoderForward(out, Int32Array.from([2, 0]), wte, wpe, 1, 2, 2);
       closeTo(out, [100.5, 200.25, 0, 0]);
-    });
-    it('backward matches finite differences', () => {
-      const [B, T, C, V] = [2, 3, 4, 5];
-      const idx = Int32Array.from([0, 3, 3, 4, 1, 0]);
-      const inputs = { wte: randn(rng, V * C), wpe: randn(rng, T * C) };
-      const out = new Float64Array(B * T * C);
-      gradCheck(
-        inputs,
-        () => (k.encoderForward(out, idx, inputs.wte, inputs.wpe, B, T, C), out),
-        (g, dout) => k.encoderBackward(g.wte, g.wpe, dout, idx, B, T, C),
-      );
     });
   });
 
@@ -121,31 +74,6 @@ describe.each(BACKENDS)('%s kernels', (_, k) => {
       );
       closeTo(out, [1 - 2 * 0.99999875, -1 + 3 * 0.99999875]);
     });
-    it('backward matches finite differences', () => {
-      const [N, C] = [3, 5];
-      const inputs = { inp: randn(rng, N * C), weight: randn(rng, C), bias: randn(rng, C) };
-      const out = new Float64Array(N * C);
-      const mean = new Float64Array(N);
-      const rstd = new Float64Array(N);
-      const fwd = () => (
-        k.layernormForward(out, mean, rstd, inputs.inp, inputs.weight, inputs.bias, N, C),
-        out
-      );
-      gradCheck(inputs, fwd, (g, dout) =>
-        k.layernormBackward(
-          g.inp,
-          g.weight,
-          g.bias,
-          dout,
-          inputs.inp,
-          inputs.weight,
-          mean,
-          rstd,
-          N,
-          C,
-        ),
-      );
-    });
   });
 
   describe('matmul', () => {
@@ -157,17 +85,6 @@ describe.each(BACKENDS)('%s kernels', (_, k) => {
       closeTo(out, [20, 23, 44, 51]);
       k.matmulForward(out, inp, weight, null, 2, 2, 2);
       closeTo(out, [19, 22, 43, 50]);
-    });
-    it('backward matches finite differences', () => {
-      const [N, C, OC] = [3, 4, 5];
-      const inputs = { inp: randn(rng, N * C), weight: randn(rng, C * OC), bias: randn(rng, OC) };
-      const out = new Float64Array(N * OC);
-      gradCheck(
-        inputs,
-        () => (k.matmulForward(out, inputs.inp, inputs.weight, inputs.bias, N, C, OC), out),
-        (g, dout) =>
-          k.matmulBackward(g.inp, g.weight, g.bias, dout, inputs.inp, inputs.weight, N, C, OC),
-      );
     });
   });
 
@@ -183,16 +100,6 @@ describe.each(BACKENDS)('%s kernels', (_, k) => {
         3,
       );
       closeTo(logits, [1, 2, 1]);
-    });
-    it('backward matches finite differences', () => {
-      const [N, C, V] = [3, 4, 7];
-      const inputs = { inp: randn(rng, N * C), wte: randn(rng, V * C) };
-      const out = new Float64Array(N * V);
-      gradCheck(
-        inputs,
-        () => (k.lmHeadForward(out, inputs.inp, inputs.wte, N, C, V), out),
-        (g, dout) => k.lmHeadBackward(g.inp, g.wte, dout, inputs.inp, inputs.wte, N, C, V),
-      );
     });
   });
 
@@ -219,28 +126,6 @@ describe.each(BACKENDS)('%s kernels', (_, k) => {
       closeTo(att, [1, 0, w0, 1 - w0]);
       closeTo(out.subarray(4), [w0, 1 - w0, 0, 0]);
     });
-    it('backward matches finite differences (2 heads, causal)', () => {
-      const [B, T, C, NH] = [2, 4, 6, 2];
-      const inputs = { qkv: randn(rng, B * T * 3 * C) };
-      const out = new Float64Array(B * T * C);
-      const att = new Float64Array(B * NH * T * T);
-      gradCheck(
-        inputs,
-        () => (k.attentionForward(out, att, inputs.qkv, B, T, C, NH), out),
-        (g, dout) => k.attentionBackward(g.qkv, dout, inputs.qkv, att, B, T, C, NH),
-      );
-    });
-    it('does not look ahead', () => {
-      const [B, T, C, NH] = [1, 3, 4, 2];
-      const qkv = randn(rng, B * T * 3 * C);
-      const out1 = new Float64Array(B * T * C);
-      const out2 = new Float64Array(B * T * C);
-      const att = new Float64Array(B * NH * T * T);
-      k.attentionForward(out1, att, qkv, B, T, C, NH);
-      for (let i = 2 * 3 * C; i < 3 * 3 * C; i++) qkv[i] += 5; // change only the last position
-      k.attentionForward(out2, att, qkv, B, T, C, NH);
-      expect(Array.from(out2.subarray(0, 2 * C))).toEqual(Array.from(out1.subarray(0, 2 * C)));
-    });
   });
 
   describe('gelu (tanh)', () => {
@@ -248,15 +133,6 @@ describe.each(BACKENDS)('%s kernels', (_, k) => {
       const out = new Float32Array(5);
       k.geluForward(out, Float32Array.from([0, 1, -1, 3, 0.5]), 5);
       closeTo(out, [0, 0.8411919906, -0.1588080094, 2.9963626079, 0.3457140098]);
-    });
-    it('backward matches finite differences', () => {
-      const inputs = { inp: randn(rng, 11, 2) };
-      const out = new Float64Array(11);
-      gradCheck(
-        inputs,
-        () => (k.geluForward(out, inputs.inp, 11), out),
-        (g, dout) => k.geluBackward(g.inp, inputs.inp, dout, 11),
-      );
     });
   });
 
@@ -303,24 +179,6 @@ describe.each(BACKENDS)('%s kernels', (_, k) => {
       closeTo(losses, [1000], 1e-3);
       closeTo(probs, [1, 0]);
     });
-    it('backward matches finite differences of the mean loss', () => {
-      const [N, V] = [4, 6];
-      const targets = Int32Array.from([1, -1, 5, 0]);
-      const inputs = { logits: randn(rng, N * V) };
-      const losses = new Float64Array(N);
-      const probs = new Float64Array(N * V);
-      const dloss = 1 / 3;
-      const meanLoss = new Float64Array(1);
-      gradCheck(
-        inputs,
-        () => {
-          k.crossEntropyForward(losses, probs, inputs.logits, targets, N, V);
-          meanLoss[0] = losses.reduce((a, b) => a + b, 0) * dloss;
-          return meanLoss;
-        },
-        (g, dout) => k.crossEntropyBackward(g.logits, probs, targets, dloss * dout[0], N, V),
-      );
-    });
   });
 
   describe('shape and range errors', () => {
@@ -350,10 +208,212 @@ describe.each(BACKENDS)('%s kernels', (_, k) => {
       expectWeftError(run, 'WEFT_E_TOKEN', /target -2 at position 0/);
     });
     it('rejects arrays too short for the shape instead of reading out of bounds', () => {
-      const short: Floats = new Float32Array(3);
+      const short = new Float32Array(3);
       const run = () =>
         k.matmulForward(new Float32Array(4), short, new Float32Array(4), null, 2, 2, 2);
       expectWeftError(run, 'WEFT_E_SHAPE', 'inp has 3 elements but the shape needs 4');
     });
+  });
+});
+
+/** f32 array of n normals times scale. */
+function randf(rng: Rng, n: number, scale = 1): Float32Array {
+  return Float32Array.from({ length: n }, () => rng.normal() * scale);
+}
+
+/** Runs `run` on copies of `arrays` with `k`; returns the arrays after the run. */
+function on(
+  k: Kernels,
+  arrays: Float32Array[],
+  run: (k: Kernels, a: Float32Array[]) => void,
+): Float32Array[] {
+  const copies = arrays.map((a) => a.slice());
+  run(k, copies);
+  return copies;
+}
+
+/** Every array after `run` agrees between the reference and `k` within `tol` (scaled by magnitude). */
+function agrees(
+  k: Kernels,
+  arrays: Float32Array[],
+  run: (k: Kernels, a: Float32Array[]) => void,
+  tol = 2e-5,
+): void {
+  const want = on(referenceBackend, arrays, run);
+  const got = on(k, arrays, run);
+  want.forEach((w, i) => {
+    const scale = Math.max(1, ...Array.from(w, Math.abs));
+    expect(maxAbsDiff(got[i], w) / scale, `array ${i}`).toBeLessThanOrEqual(tol);
+  });
+}
+
+describe.each(FAST)('%s agrees with the reference kernels', (_, k) => {
+  const rng = new Rng(5);
+  // [N, C, OC]: aligned, ragged rows, ragged columns, tiny
+  const shapes: [number, number, number][] = [
+    [64, 32, 96],
+    [13, 20, 37],
+    [5, 7, 3],
+    [130, 64, 256],
+  ];
+
+  it.each(shapes)('matmul forward and backward at N=%i C=%i OC=%i', (N, C, OC) => {
+    const arrays = [
+      new Float32Array(N * OC),
+      randf(rng, N * C),
+      randf(rng, C * OC),
+      randf(rng, OC),
+    ];
+    agrees(k, arrays, (kk, [out, inp, w, b]) => kk.matmulForward(out, inp, w, b, N, C, OC));
+    agrees(k, arrays, (kk, [out, inp, w]) => kk.matmulForward(out, inp, w, null, N, C, OC));
+    const grads = [
+      randf(rng, N * C),
+      randf(rng, C * OC),
+      randf(rng, OC),
+      randf(rng, N * OC),
+      randf(rng, N * C),
+      randf(rng, C * OC),
+    ];
+    agrees(k, grads, (kk, [di, dw, db, d, inp, w]) =>
+      kk.matmulBackward(di, dw, db, d, inp, w, N, C, OC),
+    );
+  });
+
+  it.each([
+    [6, 16, 67],
+    [33, 32, 515],
+  ])('lm head forward and backward at N=%i C=%i V=%i', (N, C, V) => {
+    agrees(k, [new Float32Array(N * V), randf(rng, N * C), randf(rng, V * C)], (kk, [l, inp, w]) =>
+      kk.lmHeadForward(l, inp, w, N, C, V),
+    );
+    const arrays = [
+      randf(rng, N * C),
+      randf(rng, V * C),
+      randf(rng, N * V),
+      randf(rng, N * C),
+      randf(rng, V * C),
+    ];
+    agrees(k, arrays, (kk, [di, dw, dl, inp, w]) => kk.lmHeadBackward(di, dw, dl, inp, w, N, C, V));
+  });
+
+  it.each([
+    [2, 5, 12, 2],
+    [1, 9, 20, 4],
+    [3, 16, 64, 2],
+  ])('attention forward and backward at B=%i T=%i C=%i NH=%i', (B, T, C, NH) => {
+    const qkv = randf(rng, B * T * 3 * C);
+    const [out, att] = on(
+      referenceBackend,
+      [new Float32Array(B * T * C), new Float32Array(B * NH * T * T)],
+      (kk, [o, a]) => kk.attentionForward(o, a, qkv, B, T, C, NH),
+    );
+    agrees(
+      k,
+      [new Float32Array(B * T * C), new Float32Array(B * NH * T * T), qkv],
+      (kk, [o, a, q]) => kk.attentionForward(o, a, q, B, T, C, NH),
+    );
+    void out;
+    agrees(k, [randf(rng, B * T * 3 * C), randf(rng, B * T * C), qkv, att], (kk, [dq, d, q, a]) =>
+      kk.attentionBackward(dq, d, q, a, B, T, C, NH),
+    );
+  });
+
+  it('layernorm, gelu, residual and the embedding, forward and backward', () => {
+    const [N, C] = [11, 24];
+    const fwd = [
+      new Float32Array(N * C),
+      new Float32Array(N),
+      new Float32Array(N),
+      randf(rng, N * C, 3),
+      randf(rng, C),
+      randf(rng, C),
+    ];
+    agrees(k, fwd, (kk, [o, m, r, x, w, b]) => kk.layernormForward(o, m, r, x, w, b, N, C));
+    const [, mean, rstd] = on(referenceBackend, fwd, (kk, [o, m, r, x, w, b]) =>
+      kk.layernormForward(o, m, r, x, w, b, N, C),
+    );
+    agrees(
+      k,
+      [
+        randf(rng, N * C),
+        randf(rng, C),
+        randf(rng, C),
+        randf(rng, N * C),
+        fwd[3],
+        fwd[4],
+        mean,
+        rstd,
+      ],
+      (kk, [di, dw, db, d, x, w, m, r]) => kk.layernormBackward(di, dw, db, d, x, w, m, r, N, C),
+    );
+    agrees(k, [new Float32Array(N * C), randf(rng, N * C, 3)], (kk, [o, x]) =>
+      kk.geluForward(o, x, N * C),
+    );
+    agrees(k, [randf(rng, N * C), randf(rng, N * C, 3), randf(rng, N * C)], (kk, [di, x, d]) =>
+      kk.geluBackward(di, x, d, N * C),
+    );
+    agrees(k, [new Float32Array(N * C), randf(rng, N * C), randf(rng, N * C)], (kk, [o, a, b]) =>
+      kk.residualForward(o, a, b, N * C),
+    );
+    agrees(k, [randf(rng, N * C), randf(rng, N * C), randf(rng, N * C)], (kk, [a, b, d]) =>
+      kk.residualBackward(a, b, d, N * C),
+    );
+    const [B, T, V] = [2, 5, 13];
+    const idx = Int32Array.from({ length: B * T }, () => rng.int(V));
+    agrees(
+      k,
+      [new Float32Array(B * T * C), randf(rng, V * C), randf(rng, T * C)],
+      (kk, [o, wte, wpe]) => kk.encoderForward(o, idx, wte, wpe, B, T, C),
+    );
+    agrees(
+      k,
+      [randf(rng, V * C), randf(rng, T * C), randf(rng, B * T * C)],
+      (kk, [dwte, dwpe, d]) => kk.encoderBackward(dwte, dwpe, d, idx, B, T, C),
+    );
+  });
+
+  it('cross-entropy forward and backward, with ignored targets', () => {
+    const [N, V] = [9, 67];
+    const targets = Int32Array.from({ length: N }, (_, i) => (i % 4 === 3 ? -1 : (i * 13) % V));
+    const fwd = [new Float32Array(N), new Float32Array(N * V), randf(rng, N * V, 4)];
+    agrees(k, fwd, (kk, [l, p, x]) =>
+      expect(kk.crossEntropyForward(l, p, x, targets, N, V)).toBe(7),
+    );
+    const [, probs] = on(referenceBackend, fwd, (kk, [l, p, x]) =>
+      kk.crossEntropyForward(l, p, x, targets, N, V),
+    );
+    agrees(k, [randf(rng, N * V), probs], (kk, [d, p]) =>
+      kk.crossEntropyBackward(d, p, targets, 1 / 7, N, V),
+    );
+  });
+
+  it('AdamW and the exact sums', () => {
+    const n = 1003;
+    const arrays = [
+      randf(rng, n),
+      randf(rng, n, 0.1),
+      randf(rng, n, 0.01),
+      randf(rng, n, 0.01).map(Math.abs),
+    ];
+    agrees(
+      k,
+      arrays,
+      (kk, [p, g, m, v]) =>
+        kk.adamwUpdate(p, g, m, v, 3, 1000, 0.999, 0.9, 0.95, 1e-3 / 0.1, Math.sqrt(0.05), 1e-8),
+      1e-6,
+    );
+    const grads = randf(rng, n, 1e-3);
+    const want = new Float64Array(n).fill(7);
+    const got = new Float64Array(n).fill(7);
+    expect(referenceBackend.accumulateExact(want, grads, 40, 8)).toBe(false);
+    expect(k.accumulateExact(got, grads, 40, 8)).toBe(false);
+    expect(Array.from(got)).toEqual(Array.from(want)); // exact: the same integers
+    grads[500] = 600;
+    expect(k.accumulateExact(got, grads, 40, 8)).toBe(true);
+    const a = new Float32Array(n);
+    const b = new Float32Array(n);
+    referenceBackend.fromExact(a, want, 40, 2, 900);
+    k.fromExact(b, want, 40, 2, 900);
+    expect(Array.from(b)).toEqual(Array.from(a));
   });
 });
