@@ -5,6 +5,7 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Backend } from '../kernels/backend.ts';
 import type { GPTConfig } from '../model/config.ts';
 import { MODEL_KEYS, validateConfig } from '../model/config.ts';
 import { GPT2 } from '../model/gpt2.ts';
@@ -131,13 +132,13 @@ export interface LoadedModel {
   step: number;
 }
 
-/** The model of a checkpoint (weights only), with its config and tokenizer, after all checks. */
-export function loadModel(path: string): LoadedModel {
+/** The model of a checkpoint (weights only) on `backend`, with its config and tokenizer, after all checks. */
+export function loadModel(path: string, backend?: Backend): LoadedModel {
   const state = loadCheckpoint(path);
   const config = state.config;
   const tokenizer = tokenizerFromJSON(state.tokenizer, join(state.dir, MANIFEST_FILE));
   return {
-    model: new GPT2(config, { params: state.params }),
+    model: new GPT2(config, { params: state.params, backend }),
     config,
     tokenizer,
     dir: state.dir,

@@ -12,6 +12,8 @@ import { CheckpointWriter } from '../checkpoint/writer.ts';
 import type { Dataset } from '../data/dataset.ts';
 import type { Batch } from '../data/loader.ts';
 import { TokenWindowLoader } from '../data/loader.ts';
+import type { BackendName } from '../kernels/backend.ts';
+import { createBackend, defaultBackendName } from '../kernels/select.ts';
 import { GPT2 } from '../model/gpt2.ts';
 import type { RunConfig } from '../train/config.ts';
 import { resolveForData } from '../train/config.ts';
@@ -52,6 +54,10 @@ export interface ClusterOptions {
   resume?: CheckpointState;
   /** Stop (saving a checkpoint) after this many steps of this invocation. */
   stopAfter?: number;
+  /** Kernel backend of every worker (default: the fastest that works here). */
+  backend?: BackendName;
+  /** Kernel threads per worker, where this process starts the workers (threads, in-process). */
+  threads?: number;
 }
 
 export interface RunHooks {
@@ -183,6 +189,7 @@ export class CoordinatorShell {
         heartbeatMs,
         timeoutMs: cluster.heartbeatTimeoutMs ?? 30_000,
         exactBits: cluster.exactBits ?? DEFAULT_EXACT_BITS,
+        backend: cluster.backend ?? defaultBackendName(),
       },
       lr: (step) =>
         learningRate(
@@ -361,8 +368,9 @@ export class CoordinatorShell {
         const settle = this.settle;
         this.settle = null;
         this.end();
-        // the model keeps a copy: the state's buffers go to the writer thread
-        const model = new GPT2(this.config, { params: effect.state.params.slice() });
+        // the model keeps a copy (the state's buffers go to the writer thread), for sampling here
+        const backend = createBackend(this.cluster.backend ?? defaultBackendName());
+        const model = new GPT2(this.config, { params: effect.state.params, backend });
         const interrupted = effect.steps < this.config.steps;
         this.save(effect.steps, effect.state)
           .finally(() => this.writer.close())

@@ -63,6 +63,7 @@ export function trainWithThreads(
       address: address(i),
       coordinator: port2,
       peers: peerPorts[i],
+      threads: cluster.threads ?? 1,
     };
     const thread = new Worker(new URL('./worker-thread.mjs', import.meta.url), {
       workerData: data,
@@ -105,14 +106,15 @@ export function trainInProcess(
     await net.node('coordinator').listen('coordinator', (conn) => coordinator.accept(conn));
     await Promise.all(
       Array.from({ length: options.workers }, (_, i) =>
-        runNetworkWorker(
-          net.node(`worker-${i}`),
-          'coordinator',
-          `peer-${i}`,
+        runNetworkWorker({
+          network: net.node(`worker-${i}`),
+          address: 'coordinator',
+          peerListen: `peer-${i}`,
           secret,
-          `worker-${i}`,
-          hooks.log,
-        ),
+          name: `worker-${i}`,
+          threads: options.threads,
+          log: hooks.log,
+        }),
       ),
     );
   })();
@@ -120,29 +122,36 @@ export function trainInProcess(
   return { result, stop: () => coordinator.stop() };
 }
 
-/** Connects a worker to the coordinator at `address` and runs it until shut down. */
-export async function runNetworkWorker(
-  network: Network,
-  address: string,
-  peerListen: string,
-  secret: string | null,
-  name: string,
-  log?: (line: string) => void,
-  onPeerListening?: (address: string) => void,
-): Promise<string> {
+export interface NetworkWorkerOptions {
+  network: Network;
+  /** The coordinator's address. */
+  address: string;
+  /** Where to listen for the other workers. */
+  peerListen: string;
+  secret: string | null;
+  name: string;
+  /** Kernel threads of this worker. */
+  threads?: number;
+  log?: (line: string) => void;
+  onPeerListening?: (address: string) => void;
+}
+
+/** Connects a worker to the coordinator and runs it until shut down. */
+export async function runNetworkWorker(options: NetworkWorkerOptions): Promise<string> {
+  const { network, address, secret, name } = options;
   let shell: WorkerShell | null = null;
   const mesh = await NetworkPeerMesh.start(
     network,
-    peerListen,
+    options.peerListen,
     secret,
     (rank, m: Message) => shell?.onPeerMessage(rank, m),
     name,
   );
-  onPeerListening?.(mesh.address);
+  options.onPeerListening?.(mesh.address);
   try {
     const conn = await network.connect(address);
     await clientHandshake(conn, secret, { name, role: 'worker', peerAddress: mesh.address });
-    shell = new WorkerShell(conn, mesh, { name, log });
+    shell = new WorkerShell(conn, mesh, { name, log: options.log, threads: options.threads });
     return await shell.run();
   } finally {
     mesh.close();

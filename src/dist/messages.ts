@@ -52,6 +52,8 @@ export const SCHEMAS = {
     exactBits: 'int',
     /** The model and optimizer state follow in state messages (a resumed run). */
     resume: 'bool',
+    /** Kernel backend every worker uses (the same everywhere, for bit-identical sums). */
+    backend: { oneOf: ['reference', 'wasm', 'gpu'] },
   },
   start: {
     step: 'int',

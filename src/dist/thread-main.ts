@@ -13,6 +13,8 @@ export interface ThreadWorkerData {
   address: string;
   coordinator: MessagePort;
   peers: { address: string; port: MessagePort }[];
+  /** Kernel threads of this worker. */
+  threads: number;
 }
 
 const data = workerData as ThreadWorkerData;
@@ -31,7 +33,7 @@ try {
     peerAddress: data.address,
   });
   const log = process.env.WEFT_DEBUG ? (line: string) => console.error(line) : undefined;
-  shell = new WorkerShell(coordinator, mesh, { name: data.name, log });
+  shell = new WorkerShell(coordinator, mesh, { name: data.name, log, threads: data.threads });
   await shell.run();
 } catch (err) {
   console.error(`[${data.name}] ${(err as Error).message}`);

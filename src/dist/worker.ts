@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import type { Dataset } from '../data/dataset.ts';
 import { loadDataset } from '../data/dataset.ts';
 import { TokenWindowLoader } from '../data/loader.ts';
+import type { Backend } from '../kernels/backend.ts';
+import { createBackend } from '../kernels/select.ts';
 import { GPT2 } from '../model/gpt2.ts';
 import { tokenizerFromJSON } from '../tokenizer/index.ts';
 import type { Tokenizer } from '../tokenizer/index.ts';
@@ -33,10 +35,13 @@ export interface WorkerOptions {
   log?: (line: string) => void;
   /** Elements per all-reduce bucket (default collectives.DEFAULT_BUCKET_ELEMS). */
   bucketElems?: number;
+  /** Kernel threads of this worker (the backend itself is the coordinator's choice). */
+  threads?: number;
 }
 
 interface Prepared {
   config: RunConfig;
+  backend: Backend;
   tokenizer: Tokenizer;
   model: GPT2;
   optimizer: AdamW;
@@ -160,14 +165,18 @@ export class WorkerShell {
     this.peers.identify(assign.rank, assign.runId);
     this.startHeartbeat(assign.heartbeatMs, assign.timeoutMs);
     const dataset = this.localDataset(assign.dataPath, assign.dataSha256);
+    const backend = createBackend(assign.backend, { threads: this.options.threads ?? 1 });
     // a resumed run's weights arrive next; there is no point drawing the initial ones
-    const model = assign.resume ? new GPT2(config) : GPT2.init(config, config.seed);
+    const model = assign.resume
+      ? new GPT2(config, { backend })
+      : GPT2.init(config, config.seed, { backend });
     this.prepared = {
       config,
+      backend,
       tokenizer,
       model,
-      optimizer: new AdamW(model.layout, config),
-      acc: new Float64Array(model.paramCount),
+      optimizer: new AdamW(model.layout, config, backend),
+      acc: backend.allocF64(model.paramCount),
       bits: assign.exactBits,
       dataset,
       loader: dataset
@@ -181,7 +190,7 @@ export class WorkerShell {
         : null,
     };
     this.log(
-      `rank ${assign.rank}: ${model.paramCount.toLocaleString('en-US')} parameters, data ${dataset ? `read from ${assign.dataPath}` : 'streamed'}`,
+      `rank ${assign.rank}: ${model.paramCount.toLocaleString('en-US')} parameters, ${backend.name} backend with ${backend.threads} thread(s), data ${dataset ? `read from ${assign.dataPath}` : 'streamed'}`,
     );
     return { type: 'prepared', dataLocal: dataset !== null };
   }
@@ -327,6 +336,7 @@ export class WorkerShell {
 
   private exit(code: 'ok' | 'error', reason: string): void {
     if (this.timer) clearInterval(this.timer);
+    void this.prepared?.backend.dispose?.();
     this.reduceGeneration++;
     this.mailbox.abort(reason, Number.MAX_SAFE_INTEGER, 0);
     this.peers.close();

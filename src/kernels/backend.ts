@@ -141,6 +141,8 @@ export interface Backend extends Kernels {
   allocF64(n: number): Float64Array;
   /** Returns a buffer from allocF32/allocF64 (a no-op where the garbage collector does it). */
   free(buffer: Float32Array | Float64Array): void;
+  /** Releases what the backend holds beyond memory (helper threads); optional. */
+  dispose?(): Promise<void>;
 }
 
 export const referenceBackend = {

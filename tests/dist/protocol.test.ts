@@ -35,6 +35,7 @@ const config: CoordinatorConfig = {
     heartbeatMs: 1000,
     timeoutMs: 5000,
     exactBits: 40,
+    backend: 'reference',
   },
   lr: (step) => 0.1 * (step + 1),
   plan: () => ({

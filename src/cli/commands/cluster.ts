@@ -39,6 +39,7 @@ interface CoordinatorFlags extends RunFlags {
 
 interface WorkerFlags {
   connect: string;
+  threads?: string;
   name?: string;
   peerListen?: string;
   tokenFile?: string;
@@ -100,6 +101,7 @@ export function registerCluster(program: Command): void {
           streamData: flags.streamData === true,
           resume: run.resume,
           stopAfter: run.stopAfter,
+          backend: run.backend,
           onListening: (address) =>
             run.progress.line(
               `coordinator listening on ws://${address}; waiting for ${workers} workers`,
@@ -120,18 +122,23 @@ export function registerCluster(program: Command): void {
       'where other workers reach this one (default: 0.0.0.0:0, any free port)',
     )
     .option('--token-file <file>', 'file holding the shared secret (or set WEFT_TOKEN)')
+    .option('--threads <n>', 'kernel threads of this worker (wasm backend)', '1')
     .action(async (flags: WorkerFlags) => {
       const name = flags.name ?? `${hostname()}-${process.pid}`;
       const [host] = parseAddress(flags.connect);
       const peerListen = flags.peerListen ?? (isLoopback(host) ? '127.0.0.1:0' : '0.0.0.0:0');
-      const reason = await runNetworkWorker(
-        new WsNetwork(),
-        flags.connect,
+      const reason = await runNetworkWorker({
+        network: new WsNetwork(),
+        address: flags.connect,
         peerListen,
-        readSecret(flags.tokenFile),
+        secret: readSecret(flags.tokenFile),
         name,
-        (line) => console.log(line),
-      );
+        threads:
+          flags.threads === undefined
+            ? 1
+            : numberFlag('--threads', flags.threads, { min: 1, integer: true }),
+        log: (line) => console.log(line),
+      });
       console.log(`worker ${name}: ${reason}`);
     });
 }

@@ -4,9 +4,11 @@ import type { Command } from 'commander';
 import { loadModel } from '../../checkpoint/read.ts';
 import { generate } from '../../model/generate.ts';
 import { streamDecoder } from '../../tokenizer/types.ts';
+import type { ComputeFlags } from './compute-options.ts';
+import { addComputeOptions, backendOf } from './compute-options.ts';
 import { numberFlag } from './options.ts';
 
-interface GenerateFlags {
+interface GenerateFlags extends ComputeFlags {
   checkpoint: string;
   prompt: string;
   maxTokens: string;
@@ -16,8 +18,7 @@ interface GenerateFlags {
 }
 
 export function registerGenerate(program: Command): void {
-  program
-    .command('generate')
+  addComputeOptions(program.command('generate'))
     .description('continue a prompt with a trained model')
     .requiredOption(
       '--checkpoint <dir>',
@@ -29,7 +30,7 @@ export function registerGenerate(program: Command): void {
     .option('--top-k <k>', 'sample among the k most likely tokens (0: all)', '40')
     .option('--seed <n>', 'random seed', '1')
     .action((flags: GenerateFlags) => {
-      const { model, tokenizer } = loadModel(flags.checkpoint);
+      const { model, tokenizer } = loadModel(flags.checkpoint, backendOf(flags));
       const prompt = tokenizer.encode(flags.prompt);
       const decode = streamDecoder(tokenizer);
       process.stdout.write(flags.prompt);

@@ -7,6 +7,9 @@ import { join } from 'node:path';
 import type { CheckpointState } from '../../checkpoint/format.ts';
 import { CHECKPOINTS_DIR } from '../../checkpoint/format.ts';
 import { loadCheckpoint } from '../../checkpoint/read.ts';
+import type { BackendName } from '../../kernels/backend.ts';
+import { BACKEND_NAMES } from '../../kernels/backend.ts';
+import { defaultBackendName, parseBackendName } from '../../kernels/select.ts';
 import type { Dataset } from '../../data/dataset.ts';
 import { openDataset } from '../../data/open.ts';
 import type { Job } from '../../dist/launch.ts';
@@ -39,6 +42,7 @@ export interface RunFlags {
   overwrite?: boolean;
   resume?: boolean;
   stopAfter?: string;
+  backend?: string;
 }
 
 export function addRunOptions(cmd: Command): Command {
@@ -63,6 +67,10 @@ export function addRunOptions(cmd: Command): Command {
     .option(
       '--stop-after <n>',
       'stop after this many steps of this invocation, saving a checkpoint',
+    )
+    .option(
+      '--backend <name>',
+      `compute backend of every worker: ${BACKEND_NAMES.join(', ')} (default: the fastest that works)`,
     );
 }
 
@@ -74,6 +82,7 @@ export interface PreparedRun {
   /** The checkpoint a resumed run continues from. */
   resume?: CheckpointState;
   stopAfter?: number;
+  backend: BackendName;
 }
 
 /** Keys a resumed run must keep: the architecture, and what fixes which data each step reads. */
@@ -92,7 +101,9 @@ export function prepareRun(flags: RunFlags): PreparedRun {
     flags.stopAfter === undefined
       ? undefined
       : numberFlag('--stop-after', flags.stopAfter, { min: 1, integer: true });
-  if (flags.resume) return { ...prepareResume(flags), stopAfter };
+  const backend =
+    flags.backend === undefined ? defaultBackendName() : parseBackendName(flags.backend);
+  if (flags.resume) return { ...prepareResume(flags), stopAfter, backend };
   if (!flags.config)
     throw new WeftError(
       'WEFT_E_CONFIG',
@@ -119,11 +130,11 @@ export function prepareRun(flags: RunFlags): PreparedRun {
     valFraction: config.valFraction,
     log: (line) => progress.line(line),
   });
-  return { config, dataset, outDir, progress, stopAfter };
+  return { config, dataset, outDir, progress, stopAfter, backend };
 }
 
 /** The run in --out continued from its latest checkpoint, with --set changes that keep it the same run. */
-function prepareResume(flags: RunFlags): PreparedRun {
+function prepareResume(flags: RunFlags): Omit<PreparedRun, 'backend'> {
   const fromPreset = flags.config ? loadRunConfig(resolveConfigPath(flags.config)) : null;
   const outDir = flags.out ?? (fromPreset ? join('runs', fromPreset.name) : null);
   if (!outDir)
@@ -182,7 +193,7 @@ export function progressHooks(run: PreparedRun): RunHooks {
       progress.line(
         `training ${c.name}: ${paramCount(c).toLocaleString('en-US')} parameters ` +
           `(L=${c.nLayer} H=${c.nHead} C=${c.nEmbd} V=${c.vocabSize}), B=${c.batchSize} x T=${c.seqLen} in ${c.shards} shards, ` +
-          `${c.steps} steps on ${workers} worker${workers === 1 ? '' : 's'}; ` +
+          `${c.steps} steps on ${workers} worker${workers === 1 ? '' : 's'} (${run.backend} backend); ` +
           `data: ${dataset.train.length.toLocaleString('en-US')} train / ${dataset.val.length.toLocaleString('en-US')} val tokens (${dataset.tokenizer.name})`,
       ),
     onStep: (m, total) => progress.step(m, total),

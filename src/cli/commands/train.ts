@@ -18,7 +18,9 @@ export function registerTrain(program: Command): void {
       ),
   )
     .option('--workers <n>', 'worker threads (default: the number of cores)')
-    .action(async (flags: RunFlags & { workers?: string }) => {
+    .option('--threads <n>', 'kernel threads per worker (wasm backend)', '1')
+    .action(async (flags: RunFlags & { workers?: string; threads: string }) => {
+      const threads = numberFlag('--threads', flags.threads, { min: 1, integer: true });
       const workers =
         flags.workers === undefined
           ? availableParallelism()
@@ -28,7 +30,7 @@ export function registerTrain(program: Command): void {
         run.config,
         run.dataset,
         run.outDir,
-        { workers, resume: run.resume, stopAfter: run.stopAfter },
+        { workers, threads, backend: run.backend, resume: run.resume, stopAfter: run.stopAfter },
         progressHooks(run),
       );
       summarize(run, await awaitJob(job, run.progress));
