@@ -1,12 +1,13 @@
-// Benchmark: full training steps (zero grads, forward, backward, clip, AdamW) of weft configs,
-// printing ms/step, tokens/s, achieved GFLOP/s and peak memory; when a python3 with torch is on
-// the machine, the same model and batch in PyTorch (1 thread and all cores), in the same run.
+// Benchmark: full training steps (zero grads, forward, backward, clip, AdamW) of weft configs on
+// each backend and thread count, printing ms/step, tokens/s, achieved GFLOP/s, peak RSS next to
+// the theoretical size of params + grads + AdamW m + v + activations; when a python3 with torch is
+// on the machine, the same model and batch in PyTorch (1 thread and all cores), in the same run.
 //
 // With --workers 1,2 it instead times whole data-parallel steps (coordinator + N worker threads,
 // exact all-reduce) on tinyshakespeare tokenized to the config's vocabulary.
 //
-// usage: npm run bench:step -- [--config configs/bench-s.json ...] [--steps N] [--warmup N] [--no-torch]
-//                              [--workers 1,2]
+// usage: npm run bench:step -- [--config configs/bench-s.json ...] [--backend wasm,reference]
+//                              [--threads 1,2] [--steps N] [--warmup N] [--no-torch] [--workers 1,2]
 
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -17,7 +18,9 @@ import { loadDataset } from '../src/data/dataset.ts';
 import { prepareDataset } from '../src/data/prepare.ts';
 import { trainWithThreads } from '../src/dist/launch.ts';
 import { GPT2 } from '../src/model/gpt2.ts';
-import { trainingFlops } from '../src/model/layout.ts';
+import type { BackendName } from '../src/kernels/backend.ts';
+import { createBackend, defaultBackendName, parseBackendName } from '../src/kernels/select.ts';
+import { actGradLayout, actLayout, trainingFlops } from '../src/model/layout.ts';
 import { AdamW } from '../src/train/adamw.ts';
 import type { RunConfig } from '../src/train/config.ts';
 import { loadRunConfig, sequenceLength } from '../src/train/config.ts';
@@ -33,6 +36,8 @@ const { values } = parseArgs({
     'torch-steps': { type: 'string', default: '3' },
     'no-torch': { type: 'boolean', default: false },
     workers: { type: 'string' },
+    backend: { type: 'string', default: defaultBackendName() },
+    threads: { type: 'string', default: `1,${availableParallelism()}` },
   },
 });
 const configs = values.config ?? [
@@ -44,17 +49,21 @@ const warmup = Number(values.warmup);
 
 interface Row {
   impl: string;
+  threads: number;
   msPerStep: number;
   tokensPerSec: number;
   gflops: number;
   peakRssMiB: number;
+  /** Bytes of params + grads + m + v + activations (weft rows). */
+  theoryMiB?: number;
 }
 
-function benchWeft(cfg: RunConfig): Row {
+function benchWeft(cfg: RunConfig, backendName: BackendName, threads: number): Row {
   const B = cfg.batchSize;
   const T = sequenceLength(cfg);
-  const model = GPT2.init(cfg, cfg.seed);
-  const optimizer = new AdamW(model.layout, cfg);
+  const backend = createBackend(backendName, { threads });
+  const model = GPT2.init(cfg, cfg.seed, { backend });
+  const optimizer = new AdamW(model.layout, cfg, backend);
   const rng = new Rng(cfg.seed, 1);
   const tokens = () => Int32Array.from({ length: B * T }, () => rng.int(cfg.vocabSize));
   const batch = { idx: tokens(), targets: tokens(), B, T };
@@ -66,12 +75,16 @@ function benchWeft(cfg: RunConfig): Row {
     peak = Math.max(peak, process.memoryUsage().rss);
   }
   const ms = (performance.now() - start) / steps;
+  void backend.dispose?.();
+  const acts = actLayout(cfg, B, T).total + actGradLayout(cfg, B, T).total;
   return {
-    impl: 'weft reference (1 thread)',
+    impl: `weft ${backendName}`,
+    threads,
     msPerStep: ms,
     tokensPerSec: (B * T * 1000) / ms,
     gflops: trainingFlops(cfg, B, T) / ms / 1e6,
     peakRssMiB: peak / 2 ** 20,
+    theoryMiB: (4 * (4 * model.paramCount + acts)) / 2 ** 20,
   };
 }
 
@@ -112,22 +125,25 @@ function benchTorch(python: string, cfg: RunConfig, threads: number): Row | null
     'impl' | 'gflops'
   > & { torch: string };
   const gflops = trainingFlops(cfg, cfg.batchSize, sequenceLength(cfg)) / r.msPerStep / 1e6;
-  return { impl: `PyTorch ${r.torch} (${threads} thread${threads > 1 ? 's' : ''})`, ...r, gflops };
+  return { impl: `PyTorch ${r.torch}`, ...r, threads, gflops };
 }
 
-/** One line per row; later rows show their ratio to the first (weft/torch, or the speed-up). */
-function print(rows: Row[], ratioOf: 'weft/torch' | 'speed-up' = 'weft/torch'): void {
-  const first = rows[0];
+/** One line per row: weft rows against PyTorch at the same thread count; worker rows as speed-up. */
+function print(rows: Row[], mode: 'torch' | 'speed-up' = 'torch'): void {
   for (const r of rows) {
-    const value =
-      ratioOf === 'weft/torch'
-        ? first.tokensPerSec / r.tokensPerSec
-        : r.tokensPerSec / first.tokensPerSec;
-    const ratio =
-      r === first ? '' : `  ${ratioOf} ${value.toFixed(ratioOf === 'weft/torch' ? 4 : 2)}x`;
+    let ratio = '';
+    if (mode === 'speed-up' && r !== rows[0])
+      ratio = `  speed-up ${(r.tokensPerSec / rows[0].tokensPerSec).toFixed(2)}x`;
+    if (mode === 'torch' && r.impl.startsWith('weft')) {
+      const torch = rows.find((t) => t.impl.startsWith('PyTorch') && t.threads === r.threads);
+      if (torch)
+        ratio = `  ${(r.tokensPerSec / torch.tokensPerSec).toFixed(2)}x PyTorch at ${r.threads} thread(s)`;
+    }
+    const theory = r.theoryMiB === undefined ? '' : ` (theory ${r.theoryMiB.toFixed(0)} MiB)`;
+    const name = `${r.impl} (${r.threads} thread${r.threads > 1 ? 's' : ''})`;
     console.log(
-      `  ${r.impl.padEnd(28)} ${r.msPerStep.toFixed(0).padStart(8)} ms/step ${r.tokensPerSec.toFixed(1).padStart(9)} tok/s ` +
-        `${r.gflops.toFixed(2).padStart(7)} GFLOP/s  peak RSS ${r.peakRssMiB.toFixed(0)} MiB${ratio}`,
+      `  ${name.padEnd(32)} ${r.msPerStep.toFixed(0).padStart(8)} ms/step ${r.tokensPerSec.toFixed(1).padStart(9)} tok/s ` +
+        `${r.gflops.toFixed(2).padStart(7)} GFLOP/s  peak RSS ${r.peakRssMiB.toFixed(0)} MiB${theory}${ratio}`,
     );
   }
 }
@@ -159,7 +175,8 @@ async function benchWorkers(cfg: RunConfig, workers: number): Promise<Row> {
   const ms = timed.reduce((a, b) => a + b, 0) / timed.length;
   const T = sequenceLength(cfg);
   return {
-    impl: `weft ${workers} worker thread${workers > 1 ? 's' : ''}`,
+    impl: `weft, ${workers} worker thread${workers > 1 ? 's' : ''} x`,
+    threads: 1,
     msPerStep: ms,
     tokensPerSec: (cfg.batchSize * T * 1000) / ms,
     gflops: trainingFlops(cfg, cfg.batchSize, T) / ms / 1e6,
@@ -191,12 +208,19 @@ for (const path of configs) {
     `${cfg.name}: L=${cfg.nLayer} H=${cfg.nHead} C=${cfg.nEmbd} V=${cfg.vocabSize} B=${cfg.batchSize} T=${T}, ` +
       `${gflop.toFixed(1)} GFLOP/step; weft: ${warmup} warm-up + ${steps} timed step(s)`,
   );
-  const rows = [benchWeft(cfg)];
+  const threadCounts = [...new Set(values.threads.split(',').map(Number))];
+  const rows: Row[] = [];
+  for (const name of values.backend.split(',').map(parseBackendName)) {
+    // the reference kernels are single-threaded
+    for (const threads of name === 'reference' ? [1] : threadCounts)
+      rows.push(benchWeft(cfg, name, threads));
+  }
   if (python) {
-    for (const threads of [...new Set([1, availableParallelism()])]) {
+    for (const threads of threadCounts) {
       const row = benchTorch(python, cfg, threads);
       if (row) rows.push(row);
     }
   }
   print(rows);
 }
+process.exit(0);

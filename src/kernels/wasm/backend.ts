@@ -297,6 +297,27 @@ export class WasmBackend implements Backend {
     );
   }
 
+  /**
+   * C (M x J) (+)= op(A) op(B), all row-major: 'nn' A is (M,K) and B (K,J); 'nt' B is stored
+   * (J,K) and used transposed; 'tn' A is stored (K,M) and used transposed.
+   */
+  product(
+    kind: 'nn' | 'nt' | 'tn',
+    c: Float32Array,
+    a: Float32Array,
+    b: Float32Array,
+    M: number,
+    K: number,
+    J: number,
+    accumulate = false,
+  ): void {
+    this.with([c, a, b], ([pc, pa, pb]) => {
+      if (kind === 'nn') this.gemm(pc, pa, K, 1, pb, J, false, 0, M, K, J, accumulate);
+      else if (kind === 'nt') this.gemm(pc, pa, K, 1, pb, K, true, 0, M, K, J, accumulate);
+      else this.gemm(pc, pa, 1, M, pb, J, false, 0, M, K, J, accumulate);
+    });
+  }
+
   // ---------------------------------------------------------------- Kernels
 
   encoderForward(

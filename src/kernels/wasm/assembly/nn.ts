@@ -230,22 +230,87 @@ export function attentionBackward(dqkv: usize, dout: usize, qkv: usize, att: usi
 
 const GELU_SCALE: f32 = 0.7978845608028654; // sqrt(2 / pi)
 
+/**
+ * tanh of four lanes: tanh(|u|) = (1 - e) / (1 + e) with e = exp(-2|u|), the sign put back.
+ * exp(x), x <= 0, is 2^n * p(r) with n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two for
+ * accuracy) and p the degree-6 Taylor polynomial (|r| <= 0.35: error below 2e-8); x is clamped
+ * at -87, where e underflows and tanh is 1 in f32. Agrees with Mathf.tanh to about 1e-7.
+ */
+/**
+ * exp of four lanes, x <= 0: 2^n * p(r) with n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two
+ * for accuracy) and p the degree-6 Taylor polynomial (|r| <= 0.35: error below 2e-8); x is clamped
+ * at -87, below which exp underflows in f32. Agrees with Mathf.exp to about 1e-7 (relative).
+ */
+@inline
+function exp4(xIn: v128): v128 {
+  const x = f32x4.max(xIn, f32x4.splat(-87));
+  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.4426950408889634)));
+  let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693145751953125)));
+  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(1.428606765330187e-6)));
+  let p = f32x4.add(f32x4.mul(r, f32x4.splat(1.0 / 720)), f32x4.splat(1.0 / 120));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 24));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.0 / 6));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(0.5));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1));
+  const scale = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
+  return f32x4.mul(p, scale);
+}
+
+/** tanh of four lanes: tanh(|u|) = (1 - e) / (1 + e) with e = exp(-2|u|), the sign put back. */
+@inline
+function tanh4(u: v128): v128 {
+  const e = exp4(f32x4.mul(f32x4.abs(u), f32x4.splat(-2)));
+  const t = f32x4.div(f32x4.sub(f32x4.splat(1), e), f32x4.add(f32x4.splat(1), e));
+  return v128.or(t, v128.and(u, i32x4.splat(0x80000000))); // copy the sign of u
+}
+
+@inline
+function geluInner(x: v128): v128 {
+  // sqrt(2/pi) * (x + 0.044715 x^3)
+  const x3 = f32x4.mul(f32x4.mul(x, x), x);
+  return f32x4.mul(f32x4.splat(GELU_SCALE), f32x4.add(x, f32x4.mul(f32x4.splat(0.044715), x3)));
+}
+
 export function geluForward(out: usize, inp: usize, N: i32): void {
-  for (let i = 0; i < N; i++) {
+  let i = 0;
+  for (; i + 4 <= N; i += 4) {
+    const q = <usize>i << 2;
+    const x = v128.load(inp + q);
+    const th = tanh4(geluInner(x));
+    v128.store(out + q, f32x4.mul(f32x4.mul(f32x4.splat(0.5), x), f32x4.add(f32x4.splat(1), th)));
+  }
+  for (; i < N; i++) {
     const q = <usize>i << 2;
     const x = load<f32>(inp + q);
-    store<f32>(out + q, <f32>0.5 * x * (1 + Mathf.tanh(GELU_SCALE * (x + <f32>0.044715 * x * x * x))));
+    store<f32>(out + q, f32x4.extract_lane(geluForward1(f32x4.splat(x)), 0));
   }
 }
 
+@inline
+function geluForward1(x: v128): v128 {
+  return f32x4.mul(f32x4.mul(f32x4.splat(0.5), x), f32x4.add(f32x4.splat(1), tanh4(geluInner(x))));
+}
+
+@inline
+function geluGrad(x: v128): v128 {
+  const th = tanh4(geluInner(x));
+  const dudx = f32x4.mul(f32x4.splat(GELU_SCALE), f32x4.add(f32x4.splat(1), f32x4.mul(f32x4.splat(0.134145), f32x4.mul(x, x))));
+  const sech2 = f32x4.sub(f32x4.splat(1), f32x4.mul(th, th));
+  return f32x4.add(f32x4.mul(f32x4.splat(0.5), f32x4.add(f32x4.splat(1), th)), f32x4.mul(f32x4.mul(f32x4.mul(f32x4.splat(0.5), x), sech2), dudx));
+}
+
 export function geluBackward(dinp: usize, inp: usize, dout: usize, N: i32): void {
-  for (let i = 0; i < N; i++) {
+  let i = 0;
+  for (; i + 4 <= N; i += 4) {
     const q = <usize>i << 2;
-    const x = load<f32>(inp + q);
-    const th: f32 = Mathf.tanh(GELU_SCALE * (x + <f32>0.044715 * x * x * x));
-    const dudx: f32 = GELU_SCALE * (1 + <f32>0.134145 * x * x); // 3 * 0.044715
-    const grad: f32 = <f32>0.5 * (1 + th) + <f32>0.5 * x * (1 - th * th) * dudx;
-    store<f32>(dinp + q, load<f32>(dinp + q) + grad * load<f32>(dout + q));
+    const g = geluGrad(v128.load(inp + q));
+    v128.store(dinp + q, f32x4.add(v128.load(dinp + q), f32x4.mul(g, v128.load(dout + q))));
+  }
+  for (; i < N; i++) {
+    const q = <usize>i << 2;
+    const g = f32x4.extract_lane(geluGrad(f32x4.splat(load<f32>(inp + q))), 0);
+    store<f32>(dinp + q, load<f32>(dinp + q) + g * load<f32>(dout + q));
   }
 }
 
@@ -278,14 +343,25 @@ export function crossEntropyForward(losses: usize, probs: usize, logits: usize, 
     const p = probs + <usize>n * row;
     let mx: f32 = -Infinity;
     for (let v = 0; v < V; v++) mx = max<f32>(mx, load<f32>(x + (<usize>v << 2)));
-    let sum: f64 = 0;
-    for (let v = 0; v < V; v++) {
-      const e = Mathf.exp(load<f32>(x + (<usize>v << 2)) - mx);
+    const vmx = f32x4.splat(mx);
+    let acc = f32x4.splat(0);
+    let v = 0;
+    for (; v + 4 <= V; v += 4) {
+      const q = <usize>v << 2;
+      const e = exp4(f32x4.sub(v128.load(x + q), vmx));
+      v128.store(p + q, e);
+      acc = f32x4.add(acc, e);
+    }
+    let sum: f64 = <f64>hsum(acc);
+    for (; v < V; v++) {
+      const e = f32x4.extract_lane(exp4(f32x4.splat(load<f32>(x + (<usize>v << 2)) - mx)), 0);
       store<f32>(p + (<usize>v << 2), e);
       sum += e;
     }
-    const inv = <f32>(1 / sum);
-    for (let v = 0; v < V; v++) store<f32>(p + (<usize>v << 2), load<f32>(p + (<usize>v << 2)) * inv);
+    const inv = f32x4.splat(<f32>(1 / sum));
+    v = 0;
+    for (; v + 4 <= V; v += 4) v128.store(p + (<usize>v << 2), f32x4.mul(v128.load(p + (<usize>v << 2)), inv));
+    for (; v < V; v++) store<f32>(p + (<usize>v << 2), load<f32>(p + (<usize>v << 2)) * f32x4.extract_lane(inv, 0));
     const target = load<i32>(targets + (<usize>n << 2));
     const loss = target < 0 ? 0 : Math.log(sum) + <f64>mx - <f64>load<f32>(x + (<usize>target << 2));
     store<f32>(losses + (<usize>n << 2), <f32>loss);

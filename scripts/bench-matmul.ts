@@ -1,0 +1,134 @@
+// Benchmark: the matrix products of a training step (x*W, dY*W^T, X^T*dY for every layer and the
+// tied head) at the shapes bench-s and bench-m train with (one shard = one sequence of T rows),
+// on the wasm backend with 1 thread and all threads, next to numpy (OpenBLAS) with 1 thread and
+// all threads in the same run. Reports GFLOP/s over all the step's products.
+//
+// usage: npm run bench:matmul -- [--config configs/bench-s.json ...] [--repeats 3]
+
+import { spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { WasmBackend } from '../src/kernels/wasm/backend.ts';
+import { loadRunConfig, sequenceLength } from '../src/train/config.ts';
+
+const root = join(dirname(new URL(import.meta.url).pathname), '..');
+const { values } = parseArgs({
+  options: {
+    config: { type: 'string', multiple: true },
+    repeats: { type: 'string', default: '3' },
+  },
+});
+const configs = values.config ?? [
+  join(root, 'configs/bench-s.json'),
+  join(root, 'configs/bench-m.json'),
+];
+const repeats = Number(values.repeats);
+const cores = availableParallelism();
+
+/** [kind, M, K, J]: C (M x J) = A (M x K) B (K x J); kind says how A and B are laid out. */
+type Shape = ['nn' | 'nt' | 'tn', number, number, number];
+
+/** The products of one training step of one sequence (per layer x L, plus the head). */
+function stepShapes(T: number, C: number, V: number, L: number): Shape[] {
+  const layer: Shape[] = [];
+  for (const [inp, out] of [
+    [C, 3 * C],
+    [C, C],
+    [C, 4 * C],
+    [4 * C, C],
+  ]) {
+    layer.push(['nn', T, inp, out], ['nt', T, out, inp], ['tn', inp, T, out]);
+  }
+  return [
+    ...Array.from({ length: L }, () => layer).flat(),
+    ['nt', T, C, V],
+    ['nn', T, V, C],
+    ['tn', V, T, C],
+  ];
+}
+
+const flopsOf = (shapes: Shape[]) => shapes.reduce((n, [, M, K, J]) => n + 2 * M * K * J, 0);
+
+function benchWasm(shapes: Shape[], threads: number): number {
+  const backend = new WasmBackend(threads);
+  const buffers = shapes.map(([kind, M, K, J]) => {
+    const a = backend.allocF32(M * K).map(() => Math.random() - 0.5);
+    const b = backend.allocF32(K * J).map(() => Math.random() - 0.5);
+    const c = backend.allocF32(M * J);
+    const A = backend.allocF32(M * K);
+    const B = backend.allocF32(K * J);
+    A.set(a);
+    B.set(b);
+    return { kind, M, K, J, A, B, C: c };
+  });
+  const run = () => {
+    for (const { kind, M, K, J, A, B, C } of buffers)
+      backend.product(kind, C, A, B, M, K, J, kind === 'tn');
+  };
+  run();
+  const start = performance.now();
+  for (let r = 0; r < repeats; r++) run();
+  const seconds = (performance.now() - start) / 1000 / repeats;
+  void backend.dispose();
+  return flopsOf(shapes) / seconds / 1e9;
+}
+
+function benchNumpy(shapes: Shape[], threads: number): number | null {
+  const script = `
+import json, sys, time
+import numpy as np
+shapes = json.loads(sys.argv[1]); repeats = int(sys.argv[2])
+rng = np.random.default_rng(0)
+ops = []
+for kind, M, K, J in shapes:
+    if kind == 'nn': a, b = rng.standard_normal((M, K), np.float32), rng.standard_normal((K, J), np.float32); ops.append(lambda a=a, b=b: a @ b)
+    elif kind == 'nt': a, b = rng.standard_normal((M, K), np.float32), rng.standard_normal((J, K), np.float32); ops.append(lambda a=a, b=b: a @ b.T)
+    else: a, b = rng.standard_normal((K, M), np.float32), rng.standard_normal((K, J), np.float32); ops.append(lambda a=a, b=b: a.T @ b)
+for op in ops: op()
+t = time.perf_counter()
+for _ in range(repeats):
+    for op in ops: op()
+print((time.perf_counter() - t) / repeats)
+`;
+  for (const python of ['python3', '/usr/bin/python3']) {
+    const env = {
+      ...process.env,
+      OPENBLAS_NUM_THREADS: String(threads),
+      OMP_NUM_THREADS: String(threads),
+    };
+    const r = spawnSync(python, ['-c', script, JSON.stringify(shapes), String(repeats)], {
+      env,
+      encoding: 'utf8',
+    });
+    if (r.status === 0) return flopsOf(shapes) / Number(r.stdout.trim()) / 1e9;
+  }
+  return null;
+}
+
+for (const path of configs) {
+  const cfg = loadRunConfig(path);
+  const T = sequenceLength(cfg);
+  const shapes = stepShapes(T, cfg.nEmbd, cfg.vocabSize, cfg.nLayer);
+  console.log(
+    `${cfg.name}: the ${shapes.length} products of one training step of one sequence (T=${T}, C=${cfg.nEmbd}, V=${cfg.vocabSize}), ${(flopsOf(shapes) / 1e9).toFixed(2)} GFLOP`,
+  );
+  const rows: [string, number | null][] = [
+    ['wasm, 1 thread', benchWasm(shapes, 1)],
+    [`wasm, ${cores} threads`, benchWasm(shapes, cores)],
+    ['numpy/OpenBLAS, 1 thread', benchNumpy(shapes, 1)],
+    [`numpy/OpenBLAS, ${cores} threads`, benchNumpy(shapes, cores)],
+  ];
+  const blas1 = rows[2][1];
+  for (const [name, gflops] of rows) {
+    if (gflops === null)
+      console.log(
+        `  ${name.padEnd(28)} not available (apt-get install python3-numpy libopenblas0-pthread)`,
+      );
+    else
+      console.log(
+        `  ${name.padEnd(28)} ${gflops.toFixed(1).padStart(7)} GFLOP/s${blas1 ? `  ${(gflops / blas1).toFixed(2)}x OpenBLAS 1 thread` : ''}`,
+      );
+  }
+}
+process.exit(0);
