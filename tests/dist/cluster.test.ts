@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadDataset } from '../../src/data/dataset.ts';
 import { prepareDataset } from '../../src/data/prepare.ts';
-import { serveCoordinator, trainWithThreads } from '../../src/dist/launch.ts';
+import { serveCoordinator, trainInProcess, trainWithThreads } from '../../src/dist/launch.ts';
+import { wasmAvailable } from '../../src/kernels/wasm/backend.ts';
 import { DEFAULT_RUN_CONFIG } from '../../src/train/config.ts';
 import type { RunConfig } from '../../src/train/config.ts';
 import { ROOT, runCli, startWorker } from '../helpers/cli.ts';
@@ -48,6 +49,32 @@ describe('threads and processes', () => {
     reference = weights('threads1');
     expect(weights('threads2').equals(reference)).toBe(true);
     expect(weights('threads3').equals(reference)).toBe(true);
+  });
+
+  it('on wasm with 2 kernel threads each, 1, 2 and 3 workers give byte-identical weights', async () => {
+    if (!wasmAvailable()) {
+      console.log('skipped: wasm kernels are not built (npm run build:wasm)');
+      return;
+    }
+    for (const n of [1, 2, 3]) {
+      const options = { workers: n, backend: 'wasm', threads: 2 } as const;
+      await trainWithThreads(config, dataset, join(dir, `wasm${n}`), options).result;
+    }
+    const wasm1 = weights('wasm1');
+    expect(weights('wasm2').equals(wasm1)).toBe(true);
+    expect(weights('wasm3').equals(wasm1)).toBe(true);
+
+    // in one process, where the workers' logs reach us: each says what it computes on
+    const logs: string[] = [];
+    await trainInProcess(
+      config,
+      dataset,
+      join(dir, 'wasm-in-process'),
+      { workers: 2, backend: 'wasm', threads: 2 },
+      { log: (line) => logs.push(line) },
+    ).result;
+    expect(logs.filter((l) => l.includes('wasm backend with 2 thread(s)'))).toHaveLength(2);
+    expect(weights('wasm-in-process').equals(wasm1)).toBe(true);
   });
 
   it('2 worker processes over WebSocket give the same bytes as threads', async () => {
