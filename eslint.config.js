@@ -32,7 +32,12 @@ export default tseslint.config(
     ...tseslint.configs.disableTypeChecked,
     languageOptions: {
       ...tseslint.configs.disableTypeChecked.languageOptions,
-      globals: { console: 'readonly', process: 'readonly', WebAssembly: 'readonly' },
+      globals: {
+        console: 'readonly',
+        process: 'readonly',
+        WebAssembly: 'readonly',
+        TextEncoder: 'readonly',
+      },
     },
   },
 );

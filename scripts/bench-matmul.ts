@@ -3,12 +3,16 @@
 // on the wasm backend with 1 thread and all threads, next to numpy (OpenBLAS) with 1 thread and
 // all threads in the same run. Reports GFLOP/s over all the step's products.
 //
-// usage: npm run bench:matmul -- [--config configs/bench-s.json ...] [--repeats 3]
+// With --backend gpu it also times the gpu backend (its device: WebGPU on a GPU, else gpu.js's
+// CPU mode) next to PyTorch on CUDA when a python3 with a CUDA torch is there.
+//
+// usage: npm run bench:matmul -- [--config configs/bench-s.json ...] [--repeats 3] [--backend wasm,gpu]
 
 import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { GpuBackend } from '../src/kernels/gpu/backend.ts';
 import { WasmBackend } from '../src/kernels/wasm/backend.ts';
 import { loadRunConfig, sequenceLength } from '../src/train/config.ts';
 
@@ -17,6 +21,7 @@ const { values } = parseArgs({
   options: {
     config: { type: 'string', multiple: true },
     repeats: { type: 'string', default: '3' },
+    backend: { type: 'string', default: 'wasm' },
   },
 });
 const configs = values.config ?? [
@@ -50,8 +55,8 @@ function stepShapes(T: number, C: number, V: number, L: number): Shape[] {
 
 const flopsOf = (shapes: Shape[]) => shapes.reduce((n, [, M, K, J]) => n + 2 * M * K * J, 0);
 
-function benchWasm(shapes: Shape[], threads: number): number {
-  const backend = new WasmBackend(threads);
+/** GFLOP/s of the wasm backend's products (or the gpu backend's, on its device). */
+function benchProducts(shapes: Shape[], backend: WasmBackend): number {
   const buffers = shapes.map(([kind, M, K, J]) => {
     const a = backend.allocF32(M * K).map(() => Math.random() - 0.5);
     const b = backend.allocF32(K * J).map(() => Math.random() - 0.5);
@@ -70,8 +75,58 @@ function benchWasm(shapes: Shape[], threads: number): number {
   const start = performance.now();
   for (let r = 0; r < repeats; r++) run();
   const seconds = (performance.now() - start) / 1000 / repeats;
-  void backend.dispose();
   return flopsOf(shapes) / seconds / 1e9;
+}
+
+function benchWasm(shapes: Shape[], threads: number): number {
+  const backend = new WasmBackend(threads);
+  const gflops = benchProducts(shapes, backend);
+  void backend.dispose();
+  return gflops;
+}
+
+/** [label, GFLOP/s] of the gpu backend's products. */
+function benchGpu(shapes: Shape[]): [string, number] {
+  const backend = new GpuBackend({ threads: cores });
+  const gflops = benchProducts(shapes, backend);
+  void backend.dispose();
+  return [`gpu (${backend.device})`, gflops];
+}
+
+/** The same products in PyTorch on CUDA (fp32, TF32 off), synchronised; null without one. */
+function benchTorchCuda(shapes: Shape[]): number | null {
+  const script = `
+import json, sys, time
+import torch
+assert torch.cuda.is_available()
+torch.backends.cuda.matmul.allow_tf32 = False
+shapes = json.loads(sys.argv[1]); repeats = int(sys.argv[2])
+ops = []
+for kind, M, K, J in shapes:
+    a = torch.randn((K, M) if kind == 'tn' else (M, K), device='cuda')
+    b = torch.randn((J, K) if kind == 'nt' else (K, J), device='cuda')
+    ops.append((kind, a, b))
+def run():
+    for kind, a, b in ops:
+        (a @ b) if kind == 'nn' else (a @ b.t()) if kind == 'nt' else (a.t() @ b)
+run(); torch.cuda.synchronize()
+t = time.perf_counter()
+for _ in range(repeats): run()
+torch.cuda.synchronize()
+print((time.perf_counter() - t) / repeats)
+`;
+  return runPython(script, shapes, {});
+}
+
+function runPython(script: string, shapes: Shape[], env: Record<string, string>): number | null {
+  for (const python of ['python3', '/usr/bin/python3']) {
+    const r = spawnSync(python, ['-c', script, JSON.stringify(shapes), String(repeats)], {
+      env: { ...process.env, ...env },
+      encoding: 'utf8',
+    });
+    if (r.status === 0) return flopsOf(shapes) / Number(r.stdout.trim()) / 1e9;
+  }
+  return null;
 }
 
 function benchNumpy(shapes: Shape[], threads: number): number | null {
@@ -91,19 +146,10 @@ for _ in range(repeats):
     for op in ops: op()
 print((time.perf_counter() - t) / repeats)
 `;
-  for (const python of ['python3', '/usr/bin/python3']) {
-    const env = {
-      ...process.env,
-      OPENBLAS_NUM_THREADS: String(threads),
-      OMP_NUM_THREADS: String(threads),
-    };
-    const r = spawnSync(python, ['-c', script, JSON.stringify(shapes), String(repeats)], {
-      env,
-      encoding: 'utf8',
-    });
-    if (r.status === 0) return flopsOf(shapes) / Number(r.stdout.trim()) / 1e9;
-  }
-  return null;
+  return runPython(script, shapes, {
+    OPENBLAS_NUM_THREADS: String(threads),
+    OMP_NUM_THREADS: String(threads),
+  });
 }
 
 for (const path of configs) {
@@ -119,11 +165,14 @@ for (const path of configs) {
     ['numpy/OpenBLAS, 1 thread', benchNumpy(shapes, 1)],
     [`numpy/OpenBLAS, ${cores} threads`, benchNumpy(shapes, cores)],
   ];
+  if (values.backend.split(',').includes('gpu')) {
+    rows.push(benchGpu(shapes), ['PyTorch CUDA fp32', benchTorchCuda(shapes)]);
+  }
   const blas1 = rows[2][1];
   for (const [name, gflops] of rows) {
     if (gflops === null)
       console.log(
-        `  ${name.padEnd(28)} not available (apt-get install python3-numpy libopenblas0-pthread)`,
+        `  ${name.padEnd(28)} not available (${name.startsWith('PyTorch') ? 'no CUDA torch here' : 'apt-get install python3-numpy libopenblas0-pthread'})`,
       );
     else
       console.log(

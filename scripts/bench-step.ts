@@ -8,6 +8,7 @@
 //
 // usage: npm run bench:step -- [--config configs/bench-s.json ...] [--backend wasm,reference]
 //                              [--threads 1,2] [--steps N] [--warmup N] [--no-torch] [--workers 1,2]
+//                              [--torch-device cpu|cuda]   (cuda: the anchor for --backend gpu)
 
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -35,6 +36,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '0' },
     'torch-steps': { type: 'string', default: '3' },
     'no-torch': { type: 'boolean', default: false },
+    'torch-device': { type: 'string', default: 'cpu' },
     workers: { type: 'string' },
     backend: { type: 'string', default: defaultBackendName() },
     threads: { type: 'string', default: `1,${availableParallelism()}` },
@@ -109,6 +111,8 @@ function benchTorch(python: string, cfg: RunConfig, threads: number): Row | null
     '1',
     '--threads',
     String(threads),
+    '--device',
+    values['torch-device'],
   ];
   const env = {
     ...process.env,

@@ -67,20 +67,23 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.set_num_threads(args.threads)
     torch.manual_seed(1337)
     cfg = json.loads(args.config)
     b, t = cfg["batchSize"], cfg["seqLen"]
-    model = GPT(cfg)
+    model = GPT(cfg).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
         lr=1e-4, betas=(0.9, 0.95), eps=1e-8,
     )
-    idx = torch.randint(0, cfg["vocabSize"], (b, t))
-    targets = torch.randint(0, cfg["vocabSize"], (b, t))
+    idx = torch.randint(0, cfg["vocabSize"], (b, t), device=device)
+    targets = torch.randint(0, cfg["vocabSize"], (b, t), device=device)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -91,13 +94,15 @@ def main():
 
     for _ in range(args.warmup):
         step()
+    sync()
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
+    sync()
     seconds = (time.perf_counter() - start) / args.steps
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({
-        "torch": torch.__version__,
+        "torch": torch.__version__ + ("" if device.type == "cpu" else " " + device.type),
         "threads": args.threads,
         "msPerStep": seconds * 1000,
         "tokensPerSec": b * t / seconds,

@@ -190,7 +190,7 @@ export class WorkerShell {
         : null,
     };
     this.log(
-      `rank ${assign.rank}: ${model.paramCount.toLocaleString('en-US')} parameters, ${backend.name} backend with ${backend.threads} thread(s), data ${dataset ? `read from ${assign.dataPath}` : 'streamed'}`,
+      `rank ${assign.rank}: ${model.paramCount.toLocaleString('en-US')} parameters, ${backend.name} backend${backend.device ? ` (${backend.device})` : ''} with ${backend.threads} thread(s), data ${dataset ? `read from ${assign.dataPath}` : 'streamed'}`,
     );
     return { type: 'prepared', dataLocal: dataset !== null };
   }

@@ -136,6 +136,8 @@ export interface Backend extends Kernels {
   readonly name: BackendName;
   /** Threads each kernel may use. */
   readonly threads: number;
+  /** What the kernels run on where the name does not say it (the gpu backend: 'webgpu', ...). */
+  readonly device?: string;
   /** A zeroed buffer the kernels can work on in place. */
   allocF32(n: number): Float32Array;
   allocF64(n: number): Float64Array;

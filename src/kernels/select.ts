@@ -3,6 +3,7 @@
 import { WeftError } from '../util/errors.ts';
 import type { Backend, BackendName } from './backend.ts';
 import { BACKEND_NAMES, referenceBackend } from './backend.ts';
+import { GpuBackend } from './gpu/backend.ts';
 import { WasmBackend, wasmAvailable } from './wasm/backend.ts';
 
 export interface BackendOptions {
@@ -10,7 +11,10 @@ export interface BackendOptions {
   threads?: number;
 }
 
-/** The fastest backend that works here: wasm when its kernels are built, else reference. */
+/**
+ * The fastest backend known to work here: wasm when its kernels are built, else reference. The gpu
+ * backend is chosen by name (--backend gpu) until it has been measured faster on GPU machines.
+ */
 export function defaultBackendName(): BackendName {
   return wasmAvailable() ? 'wasm' : 'reference';
 }
@@ -33,10 +37,7 @@ export function createBackend(
     case 'wasm':
       return new WasmBackend(options.threads ?? 1);
     case 'gpu':
-      throw new WeftError(
-        'WEFT_E_CONFIG',
-        'the gpu backend is not available in this build; use --backend wasm or reference',
-      );
+      return new GpuBackend({ threads: options.threads });
     default:
       return name satisfies never;
   }

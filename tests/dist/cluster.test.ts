@@ -3,17 +3,19 @@
 // bytes; a wrong or missing token is refused on both sides with a clear message.
 
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadDataset } from '../../src/data/dataset.ts';
 import { prepareDataset } from '../../src/data/prepare.ts';
 import { serveCoordinator, trainInProcess, trainWithThreads } from '../../src/dist/launch.ts';
+import { getFloat32, readSafetensors } from '../../src/checkpoint/safetensors.ts';
 import { wasmAvailable } from '../../src/kernels/wasm/backend.ts';
 import { DEFAULT_RUN_CONFIG } from '../../src/train/config.ts';
 import type { RunConfig } from '../../src/train/config.ts';
 import { ROOT, runCli, startWorker } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { maxAbsDiff } from '../helpers/fixtures.ts';
 import { finalWeights } from '../helpers/runs.ts';
 
 const dir = tempDir();
@@ -75,6 +77,33 @@ describe('threads and processes', () => {
     ).result;
     expect(logs.filter((l) => l.includes('wasm backend with 2 thread(s)'))).toHaveLength(2);
     expect(weights('wasm-in-process').equals(wasm1)).toBe(true);
+  });
+
+  it('on gpu (gpu.js CPU mode without a GPU), 1 and 2 workers give byte-identical weights close to wasm', async () => {
+    if (!wasmAvailable()) {
+      console.log('skipped: wasm kernels are not built (npm run build:wasm)');
+      return;
+    }
+    for (const n of [1, 2]) {
+      const options = { workers: n, backend: 'gpu', threads: 1 } as const;
+      await trainWithThreads(config, dataset, join(dir, `gpu${n}`), options).result;
+    }
+    const gpu1 = weights('gpu1');
+    expect(weights('gpu2').equals(gpu1)).toBe(true);
+    // products on the device, the rest on wasm: within float tolerance of wasm after 8 steps
+    // (weights left stale on the device for one step would be off by about the learning rate)
+    const params = (bytes: Buffer) => {
+      const st = readSafetensors(bytes);
+      return [...st.tensors.keys()].map((name) => getFloat32(st, name));
+    };
+    if (!existsSync(join(dir, 'wasm1'))) {
+      const options = { workers: 1, backend: 'wasm' } as const;
+      await trainWithThreads(config, dataset, join(dir, 'wasm1'), options).result;
+    }
+    const onWasm = params(weights('wasm1'));
+    params(gpu1).forEach((tensor, i) => {
+      expect(maxAbsDiff(tensor, onWasm[i])).toBeLessThanOrEqual(2e-5);
+    });
   });
 
   it('2 worker processes over WebSocket give the same bytes as threads', async () => {

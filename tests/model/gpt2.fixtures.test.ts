@@ -6,6 +6,8 @@ import { getFloat32, getInt32 } from '../../src/checkpoint/safetensors.ts';
 import { loadWeights } from '../../src/checkpoint/weights.ts';
 import type { Backend } from '../../src/kernels/backend.ts';
 import { referenceBackend } from '../../src/kernels/backend.ts';
+import { GpuBackend } from '../../src/kernels/gpu/backend.ts';
+import { requireWebGpuIfAsked } from '../helpers/gpu.ts';
 import { WasmBackend } from '../../src/kernels/wasm/backend.ts';
 import { GPT2 } from '../../src/model/gpt2.ts';
 import { namedTensors } from '../../src/model/layout.ts';
@@ -21,10 +23,16 @@ it('finds at least one reference fixture', () => {
 });
 
 const wasm = new WasmBackend(2);
-afterAll(() => wasm.dispose());
+const gpu = new GpuBackend({ threads: 2 });
+requireWebGpuIfAsked(gpu);
+afterAll(async () => {
+  await wasm.dispose();
+  await gpu.dispose();
+});
 const BACKENDS: [string, Backend][] = [
   ['reference', referenceBackend],
   ['wasm', wasm],
+  [`gpu (${gpu.device})`, gpu],
 ];
 
 function modelFrom(fx: Fixture, backend: Backend): GPT2 {

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { WeftError } from '../../util/errors.ts';
-import type { Backend } from '../backend.ts';
+import type { Backend, BackendName } from '../backend.ts';
 import { checkTokenIds, countTargets, need } from '../checks.ts';
 import { WasmHeap } from './heap.ts';
 import type { ParallelKernel } from './pool.ts';
@@ -148,10 +148,10 @@ export function wasmAvailable(): boolean {
 }
 
 export class WasmBackend implements Backend {
-  readonly name = 'wasm';
+  readonly name: BackendName = 'wasm';
   readonly threads: number;
   readonly heap: WasmHeap;
-  private readonly k: Exports;
+  protected readonly k: Exports;
   private readonly pool: Pool | null;
   /** Per-thread scratch: offset and size in bytes (index 0 is this thread's). */
   private scratch: { offset: number; bytes: number }[] = [];
@@ -199,7 +199,7 @@ export class WasmBackend implements Backend {
    * Runs `run` with each array's byte offset in wasm memory; arrays elsewhere are copied into
    * temporary wasm buffers and, after the call, back out (outputs and accumulators included).
    */
-  private with<R>(arrays: Arg[], run: (ptrs: number[]) => R): R {
+  protected with<R>(arrays: Arg[], run: (ptrs: number[]) => R): R {
     const staged: { view: Exclude<Arg, null>; temp: Exclude<Arg, null> }[] = [];
     const ptrs = arrays.map((a) => {
       if (a === null) return 0;
