@@ -5,7 +5,8 @@
 // correctly. Weights are uploaded once and kept on the device (gpu.js pipeline buffers) until the
 // caller says they changed.
 //
-// One kernel covers every product training needs through strides baked in as integer constants:
+// One kernel covers every product training needs through strides (and a mode) baked in as integer
+// constants:
 //   C (M x J) = [prev +] [bias +] sum_k A(i,k) B(k,j),  A(i,k) = a[i*ai + k*ak], B(k,j) = b[k*bk + j*bj]
 // Output is 2-D [J, M] (thread.x = j, thread.y = i); index arithmetic stays in i32 in WGSL
 // (tests/kernels/gpu-wgsl.test.ts checks the generated shader).
@@ -29,52 +30,34 @@ export interface GemmShape {
   mode: GemmMode;
 }
 
-/** Kernel functions in gpu.js's JavaScript subset; `this` is gpu.js's kernel context. */
+/** The kernel in gpu.js's JavaScript subset; `this` is gpu.js's kernel context. */
 interface GemmThis {
   thread: { x: number; y: number };
-  constants: { K: number; J: number; ai: number; ak: number; bk: number; bj: number };
+  constants: { K: number; J: number; ai: number; ak: number; bk: number; bj: number; mode: number };
 }
 type F32 = Float32Array;
 
-function gemmSet(this: GemmThis, a: F32, b: F32): number {
+/** `extra` is the bias (mode 1), the previous C (mode 2), or unused (mode 0). */
+function gemm(this: GemmThis, a: F32, b: F32, extra: F32): number {
   let s = 0;
   for (let k = 0; k < this.constants.K; k++) {
     s +=
       a[this.thread.y * this.constants.ai + k * this.constants.ak] *
       b[k * this.constants.bk + this.thread.x * this.constants.bj];
   }
+  if (this.constants.mode === 1) return extra[this.thread.x] + s;
+  if (this.constants.mode === 2) return extra[this.thread.y * this.constants.J + this.thread.x] + s;
   return s;
-}
-
-function gemmBias(this: GemmThis, a: F32, b: F32, bias: F32): number {
-  let s = 0;
-  for (let k = 0; k < this.constants.K; k++) {
-    s +=
-      a[this.thread.y * this.constants.ai + k * this.constants.ak] *
-      b[k * this.constants.bk + this.thread.x * this.constants.bj];
-  }
-  return bias[this.thread.x] + s;
-}
-
-function gemmAcc(this: GemmThis, a: F32, b: F32, prev: F32): number {
-  let s = 0;
-  for (let k = 0; k < this.constants.K; k++) {
-    s +=
-      a[this.thread.y * this.constants.ai + k * this.constants.ak] *
-      b[k * this.constants.bk + this.thread.x * this.constants.bj];
-  }
-  return prev[this.thread.y * this.constants.J + this.thread.x] + s;
 }
 
 function copy(this: { thread: { x: number } }, a: F32): number {
   return a[this.thread.x];
 }
 
-const SOURCES: Record<GemmMode, string> = {
-  set: gemmSet.toString(),
-  bias: gemmBias.toString(),
-  acc: gemmAcc.toString(),
-};
+const GEMM_SOURCE = gemm.toString();
+const MODE_NUMBER: Record<GemmMode, number> = { set: 0, bias: 1, acc: 2 };
+/** Stands in for `extra` in mode 'set'. */
+const UNUSED = new Float32Array(1);
 
 const INTEGER_CONSTANTS = {
   K: 'Integer',
@@ -83,6 +66,7 @@ const INTEGER_CONSTANTS = {
   ak: 'Integer',
   bk: 'Integer',
   bj: 'Integer',
+  mode: 'Integer',
 };
 
 /** gpu.js kernel settings for one product shape. */
@@ -90,14 +74,10 @@ export function gemmSettings(shape: GemmShape): Record<string, unknown> {
   const { M, K, J, ai, ak, bk, bj } = shape;
   return {
     output: [J, M],
-    constants: { K, J, ai, ak, bk, bj },
+    constants: { K, J, ai, ak, bk, bj, mode: MODE_NUMBER[shape.mode] },
     constantTypes: INTEGER_CONSTANTS,
     tactic: 'precision',
   };
-}
-
-export function gemmSource(mode: GemmMode): string {
-  return SOURCES[mode];
 }
 
 /**
@@ -109,9 +89,12 @@ export function gemmWgsl(shape: GemmShape): string {
   const { WebGPUKernel } = require('gpu.js/src/backend/web-gpu/kernel.js') as {
     WebGPUKernel: new (source: string, settings: unknown) => WgslKernel;
   };
-  const kernel = new WebGPUKernel(gemmSource(shape.mode), gemmSettings(shape));
-  const args = [new Float32Array(shape.M * shape.K), new Float32Array(shape.K * shape.J)];
-  if (shape.mode !== 'set') args.push(new Float32Array(shape.M * shape.J));
+  const kernel = new WebGPUKernel(GEMM_SOURCE, gemmSettings(shape));
+  const args = [
+    new Float32Array(shape.M * shape.K),
+    new Float32Array(shape.K * shape.J),
+    new Float32Array(shape.mode === 'set' ? 1 : shape.M * shape.J),
+  ];
   kernel.setupConstants();
   kernel.setupArguments(args);
   kernel.threadDim = [shape.J, shape.M, 1];
@@ -202,8 +185,7 @@ export class GpuDevice {
   async gemm(out: F32, shape: GemmShape, a: F32, b: F32, extra: F32 | null, bKey: string | null) {
     const kernel = this.kernelFor(shape);
     const bArg = bKey === null ? b : await this.weight(bKey, b);
-    const args: unknown[] = extra ? [a, bArg, extra] : [a, bArg];
-    writeResult(out, (await kernel(...args)) as Result, shape.J);
+    writeResult(out, (await kernel(a, bArg, extra ?? UNUSED)) as Result, shape.J);
   }
 
   destroy(): void {
@@ -215,7 +197,7 @@ export class GpuDevice {
     const key = JSON.stringify(shape);
     let kernel = this.kernels.get(key);
     if (!kernel) {
-      kernel = this.gpu.createKernel(gemmSource(shape.mode), gemmSettings(shape));
+      kernel = this.gpu.createKernel(GEMM_SOURCE, gemmSettings(shape));
       this.kernels.set(key, kernel);
     }
     return kernel;
