@@ -8,6 +8,7 @@ import { registerEval } from './commands/eval.ts';
 import { registerGenerate } from './commands/generate.ts';
 import { registerInfo } from './commands/info.ts';
 import { registerPrepare } from './commands/prepare.ts';
+import { registerServe } from './commands/serve.ts';
 import { registerTrain } from './commands/train.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerCluster(program);
   registerEval(program);
   registerGenerate(program);
+  registerServe(program);
   registerCheckpoint(program);
   registerInfo(program);
   return program;

@@ -39,7 +39,7 @@ export interface GPT2Options {
 type LayerParams = Record<ParamKey, Float32Array>;
 
 /** Slice l of a tensor whose leading dimension is L. */
-function layerOf(view: Float32Array, l: number, L: number): Float32Array {
+export function layerOf(view: Float32Array, l: number, L: number): Float32Array {
   const size = view.length / L;
   return view.subarray(l * size, (l + 1) * size);
 }
@@ -265,6 +265,12 @@ export class GPT2 {
       );
     }
     k.encoderBackward(g.wte, g.wpe, d.dresidualA, this.idx, B, T, C);
+  }
+
+  /** Layer l's (B, T, 3C) query, key and value activations of the last forward. */
+  layerQkv(l: number): Float32Array {
+    check(this.acts !== null, 'WEFT_E_STATE', 'layerQkv() needs a forward() first');
+    return this.layerActs(l).qkv;
   }
 
   private ensureActivations(B: number, T: number): ActViews {

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ROOT, runCli } from '../helpers/cli.ts';
+import { ROOT, expectCliError, runCli } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const dir = tempDir();
@@ -13,12 +13,8 @@ const text = join(dir, 'text.txt');
 writeFileSync(text, readFileSync(join(ROOT, 'data/tinyshakespeare.txt'), 'utf8').slice(0, 20_000));
 const fast = ['--set', 'steps=6', '--set', 'evalEvery=3', '--set', 'evalWindows=2'];
 
-function expectOneLineError(args: string[], message: RegExp): void {
-  const r = runCli(args);
-  expect(r.status, r.stderr).toBe(1);
-  expect(r.stderr).toMatch(message);
-  expect(r.stderr.trim().split('\n')).toHaveLength(1);
-}
+const expectOneLineError = (args: string[], message: RegExp) =>
+  expectCliError(runCli(args), message);
 
 describe('weft prepare, train, eval, generate', () => {
   it('runs the whole path on a text file', () => {

@@ -4,6 +4,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -23,6 +24,13 @@ export function runCli(
     encoding: 'utf8',
   });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** A user mistake: exit code 1 and one line on stderr matching `message`. */
+export function expectCliError(result: CliResult, message: RegExp): void {
+  expect(result.status, result.stderr).toBe(1);
+  expect(result.stderr).toMatch(message);
+  expect(result.stderr.trim().split('\n')).toHaveLength(1);
 }
 
 const children: ChildProcess[] = [];

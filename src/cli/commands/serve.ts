@@ -1,0 +1,98 @@
+// `weft serve`: a checkpoint behind Anthropic's Messages API over HTTP (src/serve/), optionally
+// following a training run to switch to each checkpoint it publishes.
+
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { ModelHost } from '../../serve/models.ts';
+import { createApiServer } from '../../serve/server.ts';
+import { WeftError, check } from '../../util/errors.ts';
+import type { ComputeFlags } from './compute-options.ts';
+import { addComputeOptions, backendOf } from './compute-options.ts';
+import { numberFlag } from './options.ts';
+
+interface ServeFlags extends ComputeFlags {
+  checkpoint: string;
+  host: string;
+  port: string;
+  apiKeyFile?: string;
+  follow?: boolean;
+  modelId?: string;
+  maxTokensLimit: string;
+  concurrency: string;
+}
+
+function readKey(path: string): string {
+  let key = '';
+  try {
+    key = readFileSync(path, 'utf8').trim();
+  } catch (error) {
+    check(
+      false,
+      'WEFT_E_CONFIG',
+      `cannot read --api-key-file ${path}: ${(error as Error).message}`,
+    );
+  }
+  check(key.length > 0, 'WEFT_E_CONFIG', `--api-key-file ${path} is empty`);
+  return key;
+}
+
+export function registerServe(program: Command): void {
+  addComputeOptions(program.command('serve'))
+    .description("serve a checkpoint over HTTP with Anthropic's Messages API")
+    .requiredOption(
+      '--checkpoint <dir>',
+      'run directory (its latest checkpoint) or a checkpoint directory',
+    )
+    .option('--host <address>', 'address to listen on', '127.0.0.1')
+    .option('--port <n>', 'port to listen on (0: any free port)', '8080')
+    .option('--api-key-file <path>', 'require the key in this file (x-api-key or Bearer)')
+    .option('--follow', "switch to each new checkpoint of the run directory's training")
+    .option('--model-id <name>', 'the model name clients use (default: the run directory name)')
+    .option('--max-tokens-limit <n>', 'largest max_tokens a request may ask for', '4096')
+    .option('--concurrency <n>', 'requests generating at once (more wait in a queue)', '4')
+    .action(async (flags: ServeFlags) => {
+      const port = numberFlag('--port', flags.port, { min: 0, integer: true });
+      const apiKey = flags.apiKeyFile === undefined ? undefined : readKey(flags.apiKeyFile);
+      const log = (line: string) => process.stderr.write(`${line}\n`);
+      const host = new ModelHost(flags.checkpoint, backendOf(flags), log, flags.modelId);
+      if (flags.follow) host.follow();
+      const server = createApiServer({
+        host,
+        apiKey,
+        log,
+        limits: {
+          maxTokens: numberFlag('--max-tokens-limit', flags.maxTokensLimit, {
+            min: 1,
+            integer: true,
+          }),
+        },
+        concurrency: numberFlag('--concurrency', flags.concurrency, { min: 1, integer: true }),
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (error: NodeJS.ErrnoException) =>
+          reject(
+            new WeftError(
+              'WEFT_E_CONFIG',
+              `cannot listen on ${flags.host}:${port}: ${error.code ?? error.message}`,
+            ),
+          ),
+        );
+        server.listen(port, flags.host, resolve);
+      });
+      const address = server.address();
+      const bound = typeof address === 'object' && address ? address.port : port;
+      const { id, step, dir } = host.current;
+      console.log(
+        `serving ${id} (step ${step}, ${dir}) on http://${flags.host}:${bound}` +
+          `${apiKey ? ' (API key required)' : ''}${flags.follow ? ', following the run' : ''}`,
+      );
+      const stop = () => {
+        host.stop();
+        server.close();
+        server.closeAllConnections();
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      await new Promise((resolve) => server.once('close', resolve));
+    });
+}

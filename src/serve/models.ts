@@ -1,0 +1,75 @@
+// The model a server answers with: loaded from a checkpoint (verified), named after its run, and
+// with `follow`, replaced by each newer checkpoint that training publishes in the run directory.
+// Requests in flight keep the model they started with; a checkpoint that fails to load is
+// reported and skipped, and the server keeps answering with the one it has.
+
+import { basename, dirname } from 'node:path';
+import type { LoadedModel } from '../checkpoint/read.ts';
+import { loadModel, resolveCheckpoint } from '../checkpoint/read.ts';
+import type { Backend } from '../kernels/backend.ts';
+
+export interface ServedModel extends LoadedModel {
+  /** The id clients pass as `model`. */
+  id: string;
+  /** When it was loaded (the models list reports it as created_at). */
+  loadedAt: Date;
+}
+
+/** The run's name: the directory above checkpoints/ (or the checkpoint's own name). */
+function modelId(checkpointDir: string): string {
+  const parent = dirname(checkpointDir);
+  return basename(parent) === 'checkpoints' ? basename(dirname(parent)) : basename(checkpointDir);
+}
+
+export class ModelHost {
+  private served: ServedModel;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly path: string,
+    private readonly backend: Backend | undefined,
+    private readonly log: (line: string) => void = () => {},
+    id?: string,
+  ) {
+    this.served = this.load(id);
+  }
+
+  get current(): ServedModel {
+    return this.served;
+  }
+
+  /** Checks every `intervalMs` for a newer checkpoint of the run and switches to it. */
+  follow(intervalMs = 2000): void {
+    this.timer = setInterval(() => this.refresh(), intervalMs);
+    this.timer.unref();
+  }
+
+  /** Switches to the run's latest checkpoint if it changed; true when it did. */
+  refresh(): boolean {
+    let dir: string;
+    try {
+      dir = resolveCheckpoint(this.path);
+    } catch (error) {
+      this.log(`follow: ${(error as Error).message}`);
+      return false;
+    }
+    if (dir === this.served.dir) return false;
+    try {
+      this.served = this.load(this.served.id);
+      this.log(`now serving ${this.served.dir} (step ${this.served.step})`);
+      return true;
+    } catch (error) {
+      this.log(`follow: kept step ${this.served.step}: ${(error as Error).message}`);
+      return false;
+    }
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  private load(id?: string): ServedModel {
+    const loaded = loadModel(this.path, this.backend);
+    return { ...loaded, id: id ?? modelId(loaded.dir), loadedAt: new Date() };
+  }
+}
