@@ -28,18 +28,24 @@ class Block(nn.Module):
         mask = torch.tril(torch.ones(block_size, block_size, dtype=torch.bool))
         self.register_buffer("mask", mask.view(1, 1, block_size, block_size))
 
-    def attn(self, x):
+    def attn(self, x, cache=None):
+        """cache (decoding): a dict holding this layer's keys and values so far, extended here."""
         b, t, c = x.shape
         hs = c // self.n_head
         q, k, v = self.c_attn(x).split(c, dim=2)
         q, k, v = (z.view(b, t, self.n_head, hs).transpose(1, 2) for z in (q, k, v))
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+            cache["k"], cache["v"] = k, v
+        tk = k.shape[2]
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))
-        att = att.masked_fill(~self.mask[:, :, :t, :t], float("-inf")).softmax(dim=-1)
+        att = att.masked_fill(~self.mask[:, :, tk - t:tk, :tk], float("-inf")).softmax(dim=-1)
         y = (att @ v).transpose(1, 2).contiguous().view(b, t, c)
         return self.attn_proj(y)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
 
@@ -52,12 +58,16 @@ class GPT(nn.Module):
         self.h = nn.ModuleList(Block(c, cfg["nHead"], cfg["blockSize"]) for _ in range(cfg["nLayer"]))
         self.ln_f = nn.LayerNorm(c, eps=1e-5)
 
-    def forward(self, idx, targets):
+    def logits(self, idx, caches=None, pos=0):
+        """Logits (b, t, V) of idx at positions pos.. (caches: one dict per layer, or None)."""
         t = idx.shape[1]
-        x = self.wte(idx) + self.wpe(torch.arange(t))
-        for block in self.h:
-            x = block(x)
-        logits = self.ln_f(x) @ self.wte.weight.t()
+        x = self.wte(idx) + self.wpe(torch.arange(pos, pos + t, device=idx.device))
+        for i, block in enumerate(self.h):
+            x = block(x, None if caches is None else caches[i])
+        return self.ln_f(x) @ self.wte.weight.t()
+
+    def forward(self, idx, targets):
+        logits = self.logits(idx)
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
 
 
