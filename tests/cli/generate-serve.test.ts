@@ -3,41 +3,17 @@
 // process that prints its address, answers, and exits cleanly on SIGTERM.
 
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadDataset } from '../../src/data/dataset.ts';
-import { prepareDataset } from '../../src/data/prepare.ts';
-import { trainWithThreads } from '../../src/dist/launch.ts';
-import { DEFAULT_RUN_CONFIG } from '../../src/train/config.ts';
 import { ROOT, expectCliError, runCli } from '../helpers/cli.ts';
+import { tinyDataset, trainTiny } from '../helpers/runs.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const dir = tempDir();
 const run = join(dir, 'run');
 
-beforeAll(async () => {
-  writeFileSync(
-    join(dir, 'text.txt'),
-    readFileSync(join(ROOT, 'data/tinyshakespeare.txt'), 'utf8').slice(0, 20_000),
-  );
-  prepareDataset(join(dir, 'text.txt'), join(dir, 'ds'), {
-    tokenizer: 'bpe:300',
-    valFraction: 0.1,
-  });
-  const config = {
-    ...DEFAULT_RUN_CONFIG,
-    name: 'cli-generate',
-    nLayer: 2,
-    nHead: 2,
-    nEmbd: 32,
-    blockSize: 32,
-    batchSize: 8,
-    steps: 20,
-    evalEvery: 0,
-  };
-  await trainWithThreads(config, loadDataset(join(dir, 'ds')), run, { workers: 1 }).result;
-}, 120_000);
+beforeAll(() => trainTiny(tinyDataset(dir, 20_000), run, { name: 'cli-generate' }), 120_000);
 
 const gen = (...args: string[]) =>
   runCli(['generate', '--checkpoint', run, '--backend', 'reference', ...args]);

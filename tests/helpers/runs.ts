@@ -1,8 +1,14 @@
 // Reading what a training run wrote: the weights of its latest checkpoint, its metrics.
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { resolveCheckpoint } from '../../src/checkpoint/read.ts';
+import { loadCheckpoint, resolveCheckpoint } from '../../src/checkpoint/read.ts';
+import { loadDataset } from '../../src/data/dataset.ts';
+import { prepareDataset } from '../../src/data/prepare.ts';
+import { trainWithThreads } from '../../src/dist/launch.ts';
+import type { RunConfig } from '../../src/train/config.ts';
+import { DEFAULT_RUN_CONFIG } from '../../src/train/config.ts';
+import { ROOT } from './cli.ts';
 
 /** Bytes of model.safetensors in the run's latest checkpoint. */
 export function finalWeights(runDir: string): Buffer {
@@ -15,4 +21,46 @@ export function metricsOf(runDir: string): Record<string, unknown>[] {
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** The first `chars` of tinyshakespeare as a bpe:300 dataset in `dir`/ds (written once). */
+export function tinyDataset(dir: string, chars = 30_000): string {
+  writeFileSync(
+    join(dir, 'text.txt'),
+    readFileSync(join(ROOT, 'data/tinyshakespeare.txt'), 'utf8').slice(0, chars),
+  );
+  prepareDataset(join(dir, 'text.txt'), join(dir, 'ds'), {
+    tokenizer: 'bpe:300',
+    valFraction: 0.1,
+  });
+  return join(dir, 'ds');
+}
+
+/** A 2-layer, 32-channel model trained on `dataset` into `run` (one worker thread, reference). */
+export async function trainTiny(
+  dataset: string,
+  run: string,
+  overrides: Partial<RunConfig>,
+  resume = false,
+): Promise<void> {
+  const config: RunConfig = {
+    ...DEFAULT_RUN_CONFIG,
+    name: 'tiny-test',
+    nLayer: 2,
+    nHead: 2,
+    nEmbd: 32,
+    blockSize: 32,
+    batchSize: 8,
+    steps: 20,
+    lr: 3e-3,
+    warmupSteps: 2,
+    evalEvery: 0,
+    ...overrides,
+  };
+  const options = {
+    workers: 1,
+    backend: 'reference',
+    resume: resume ? loadCheckpoint(run) : undefined,
+  } as const;
+  await trainWithThreads(config, loadDataset(dataset), run, options).result;
 }

@@ -3,34 +3,15 @@
 // reference-gradcheck.test.ts checks against finite differences) on random inputs at several
 // shapes, including ragged ones (rows not a multiple of 4, columns not a multiple of 8).
 
-import { afterAll, describe, expect, it } from 'vitest';
-import type { Backend, Kernels } from '../../src/kernels/backend.ts';
+import { describe, expect, it } from 'vitest';
+import type { Kernels } from '../../src/kernels/backend.ts';
 import { referenceBackend } from '../../src/kernels/backend.ts';
-import { GpuBackend } from '../../src/kernels/gpu/backend.ts';
-import { requireWebGpuIfAsked } from '../helpers/gpu.ts';
-import { WasmBackend } from '../../src/kernels/wasm/backend.ts';
+import { allBackends } from '../helpers/backends.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { expectWeftError } from '../helpers/errors.ts';
 import { maxAbsDiff } from '../helpers/fixtures.ts';
 
-const wasm1 = new WasmBackend(1);
-const wasm2 = new WasmBackend(2);
-// Without a GPU the gpu backend's products run on gpu.js's CPU-side mode (same kernels, same code
-// path through the device thread); on a GPU machine this is WebGPU.
-const gpu = new GpuBackend({ threads: 2 });
-requireWebGpuIfAsked(gpu);
-afterAll(async () => {
-  await wasm1.dispose();
-  await wasm2.dispose();
-  await gpu.dispose();
-});
-
-const BACKENDS: [string, Backend][] = [
-  ['reference', referenceBackend],
-  ['wasm (1 thread)', wasm1],
-  ['wasm (2 threads)', wasm2],
-  ['gpu', gpu],
-];
+const BACKENDS = allBackends([1, 2]);
 const FAST = BACKENDS.slice(1);
 
 function closeTo(actual: ArrayLike<number>, expected: number[], tol = 1e-6): void {

@@ -2,30 +2,19 @@
 // per-token logits (1e-5), on every backend, with the PyTorch fixture's weights (trained-looking
 // values, not a fresh init); then sampling: seeds, top-k, top-p, stop ids, and past blockSize.
 
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadWeights } from '../../src/checkpoint/weights.ts';
 import type { Backend } from '../../src/kernels/backend.ts';
 import { referenceBackend } from '../../src/kernels/backend.ts';
-import { GpuBackend } from '../../src/kernels/gpu/backend.ts';
-import { WasmBackend } from '../../src/kernels/wasm/backend.ts';
 import { KVDecoder } from '../../src/model/decode.ts';
 import { generate, nextLogits, sampleLogits } from '../../src/model/generate.ts';
 import { GPT2 } from '../../src/model/gpt2.ts';
 import { Rng } from '../../src/util/rng.ts';
+import { allBackends } from '../helpers/backends.ts';
 import { loadFixture, maxAbsDiff } from '../helpers/fixtures.ts';
 
 const fx = loadFixture('gpt2-tiny'); // L=2 H=4 C=32 T=16 V=67
-const wasm = new WasmBackend(2);
-const gpu = new GpuBackend();
-afterAll(async () => {
-  await wasm.dispose();
-  await gpu.dispose();
-});
-const BACKENDS: [string, Backend][] = [
-  ['reference', referenceBackend],
-  ['wasm', wasm],
-  ['gpu', gpu],
-];
+const BACKENDS = allBackends();
 
 function modelOn(backend: Backend): GPT2 {
   const model = new GPT2(fx.config, { backend });

@@ -1,14 +1,11 @@
 // The model against PyTorch: logits, loss, every gradient and ten AdamW steps of each reference
 // fixture in tests/fixtures/, on every backend (select one with `vitest -t <fixture name>`).
 
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { getFloat32, getInt32 } from '../../src/checkpoint/safetensors.ts';
 import { loadWeights } from '../../src/checkpoint/weights.ts';
 import type { Backend } from '../../src/kernels/backend.ts';
-import { referenceBackend } from '../../src/kernels/backend.ts';
-import { GpuBackend } from '../../src/kernels/gpu/backend.ts';
-import { requireWebGpuIfAsked } from '../helpers/gpu.ts';
-import { WasmBackend } from '../../src/kernels/wasm/backend.ts';
+import { allBackends } from '../helpers/backends.ts';
 import { GPT2 } from '../../src/model/gpt2.ts';
 import { namedTensors } from '../../src/model/layout.ts';
 import { AdamW } from '../../src/train/adamw.ts';
@@ -22,18 +19,7 @@ it('finds at least one reference fixture', () => {
   expect(names.length).toBeGreaterThan(0);
 });
 
-const wasm = new WasmBackend(2);
-const gpu = new GpuBackend({ threads: 2 });
-requireWebGpuIfAsked(gpu);
-afterAll(async () => {
-  await wasm.dispose();
-  await gpu.dispose();
-});
-const BACKENDS: [string, Backend][] = [
-  ['reference', referenceBackend],
-  ['wasm', wasm],
-  [`gpu (${gpu.device})`, gpu],
-];
+const BACKENDS = allBackends();
 
 function modelFrom(fx: Fixture, backend: Backend): GPT2 {
   const model = new GPT2(fx.config, { backend });

@@ -5,47 +5,21 @@
 import Anthropic from '@anthropic-ai/sdk';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadCheckpoint } from '../../src/checkpoint/read.ts';
-import { loadDataset } from '../../src/data/dataset.ts';
-import { prepareDataset } from '../../src/data/prepare.ts';
-import { trainWithThreads } from '../../src/dist/launch.ts';
 import { complete } from '../../src/serve/complete.ts';
 import { promptIds } from '../../src/serve/messages.ts';
 import type { MessagesRequest } from '../../src/serve/messages.ts';
 import { ModelHost } from '../../src/serve/models.ts';
 import type { ServerOptions } from '../../src/serve/server.ts';
 import { createApiServer } from '../../src/serve/server.ts';
-import { DEFAULT_RUN_CONFIG } from '../../src/train/config.ts';
-import type { RunConfig } from '../../src/train/config.ts';
-import { ROOT } from '../helpers/cli.ts';
+import { tinyDataset, trainTiny } from '../helpers/runs.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const dir = tempDir();
 const run = join(dir, 'tiny-chat');
-const config: RunConfig = {
-  ...DEFAULT_RUN_CONFIG,
-  name: 'serve-test',
-  nLayer: 2,
-  nHead: 2,
-  nEmbd: 32,
-  blockSize: 128,
-  batchSize: 8,
-  steps: 30,
-  lr: 3e-3,
-  warmupSteps: 2,
-  evalEvery: 0,
-  ckptEvery: 15,
-};
-
-async function train(steps: number, resume = false) {
-  const dataset = loadDataset(join(dir, 'ds'));
-  const from = resume ? loadCheckpoint(run) : undefined;
-  const options = { workers: 1, backend: 'reference', resume: from } as const;
-  await trainWithThreads({ ...config, steps }, dataset, run, options).result;
-}
+const train = (steps: number, resume = false) =>
+  trainTiny(join(dir, 'ds'), run, { blockSize: 128, steps, ckptEvery: 15 }, resume);
 
 // SDK 1.x no longer types temperature, top_k and top_p (nor weft's seed); it still sends them.
 type Create = Anthropic.MessageCreateParamsNonStreaming;
@@ -69,14 +43,7 @@ const model = 'tiny-chat';
 const user = (content: string) => [{ role: 'user' as const, content }];
 
 beforeAll(async () => {
-  writeFileSync(
-    join(dir, 'text.txt'),
-    readFileSync(join(ROOT, 'data/tinyshakespeare.txt'), 'utf8').slice(0, 30_000),
-  );
-  prepareDataset(join(dir, 'text.txt'), join(dir, 'ds'), {
-    tokenizer: 'bpe:300',
-    valFraction: 0.1,
-  });
+  tinyDataset(dir);
   await train(15);
   ({ url } = await listen());
   client = new Anthropic({ baseURL: url, apiKey: 'unused', maxRetries: 0 });
