@@ -45,7 +45,8 @@ ADAPTER=$?
 
 step gpu backend tests on WebGPU
 WEFT_REQUIRE_WEBGPU=$([ $ADAPTER = 0 ] && echo 1 || echo 0) timeout 100 node node_modules/vitest/vitest.mjs run \
-  tests/kernels/gpu-wgsl.test.ts tests/kernels/kernels.test.ts tests/model/gpt2.fixtures.test.ts -t gpu
+  tests/kernels/gpu-wgsl.test.ts tests/kernels/kernels.test.ts tests/model/gpt2.fixtures.test.ts \
+  tests/model/decode.test.ts -t gpu
 TESTS=$?
 
 step "matmul GFLOP/s (gpu backend vs PyTorch CUDA fp32)"

@@ -4,6 +4,7 @@
 
 import Anthropic from '@anthropic-ai/sdk';
 import type { AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -236,6 +237,21 @@ describe('robustness', () => {
     await expect.poll(() => lines.join('\n'), { timeout: 10_000 }).toMatch(/client went away/);
     const tokens = Number(/after (\d+) tokens/.exec(lines.join('\n'))?.[1]);
     expect(tokens).toBeLessThan(4000);
+  });
+
+  it('keeps answering others while a client never reads its stream', async () => {
+    const { port } = new URL(url);
+    const body = JSON.stringify({ model, max_tokens: 2000, stream: true, messages: user('go') });
+    const socket = connect(Number(port), '127.0.0.1');
+    socket.write(
+      `POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    socket.pause(); // never read
+    // a stalled server would leave this pending until the test times out
+    const other = await create({ model, max_tokens: 5, messages: user('quick') });
+    expect(other.type).toBe('message');
+    socket.destroy();
   });
 
   it('answers 529 overloaded_error when the queue is full', async () => {
