@@ -267,6 +267,15 @@ export class GPT2 {
     k.encoderBackward(g.wte, g.wpe, d.dresidualA, this.idx, B, T, C);
   }
 
+  /** Returns the model's buffers to its backend; the model is unusable afterwards. */
+  dispose(): void {
+    for (const buffer of [this.params, this.grads, ...(this.actBuffers ?? [])])
+      this.backend.free(buffer);
+    this.actBuffers = null;
+    this.acts = null;
+    this.actGrads = null;
+  }
+
   /** Layer l's (B, T, 3C) query, key and value activations of the last forward. */
   layerQkv(l: number): Float32Array {
     check(this.acts !== null, 'WEFT_E_STATE', 'layerQkv() needs a forward() first');

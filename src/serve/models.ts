@@ -1,7 +1,8 @@
 // The model a server answers with: loaded from a checkpoint (verified), named after its run, and
 // with `follow`, replaced by each newer checkpoint that training publishes in the run directory.
-// Requests in flight keep the model they started with; a checkpoint that fails to load is
-// reported and skipped, and the server keeps answering with the one it has.
+// Requests hold a lease on the model they start with; a replaced model's buffers go back to the
+// backend when its last lease ends. A checkpoint that fails to load is reported and skipped, and
+// the server keeps answering with the one it has.
 
 import { basename, dirname } from 'node:path';
 import type { LoadedModel } from '../checkpoint/read.ts';
@@ -24,6 +25,8 @@ function modelId(checkpointDir: string): string {
 export class ModelHost {
   private served: ServedModel;
   private timer: NodeJS.Timeout | null = null;
+  /** Leases held on each model (the current one and replaced ones still in use). */
+  private readonly leases = new Map<ServedModel, number>();
 
   constructor(
     private readonly path: string,
@@ -36,6 +39,23 @@ export class ModelHost {
 
   get current(): ServedModel {
     return this.served;
+  }
+
+  /** The current model, held until `release` (a request's lifetime). */
+  lease(): { served: ServedModel; release: () => void } {
+    const served = this.served;
+    this.leases.set(served, (this.leases.get(served) ?? 0) + 1);
+    let released = false;
+    return {
+      served,
+      release: () => {
+        if (released) return;
+        released = true;
+        const left = (this.leases.get(served) ?? 1) - 1;
+        this.leases.set(served, left);
+        if (left === 0 && served !== this.served) this.retire(served);
+      },
+    };
   }
 
   /** Checks every `intervalMs` for a newer checkpoint of the run and switches to it. */
@@ -55,7 +75,9 @@ export class ModelHost {
     }
     if (dir === this.served.dir) return false;
     try {
+      const old = this.served;
       this.served = this.load(this.served.id);
+      if (!this.leases.get(old)) this.retire(old);
       this.log(`now serving ${this.served.dir} (step ${this.served.step})`);
       return true;
     } catch (error) {
@@ -66,6 +88,12 @@ export class ModelHost {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+  }
+
+  private retire(served: ServedModel): void {
+    this.leases.delete(served);
+    served.model.dispose();
+    this.log(`released the model of step ${served.step}`);
   }
 
   private load(id?: string): ServedModel {

@@ -22,7 +22,7 @@ import {
   streamEnd,
   streamStart,
 } from './messages.ts';
-import type { ModelHost } from './models.ts';
+import type { ModelHost, ServedModel } from './models.ts';
 
 export interface ServerOptions {
   host: ModelHost;
@@ -148,7 +148,19 @@ export function createApiServer(options: ServerOptions): Server {
   }
 
   async function messages(request: MessagesRequest, res: ServerResponse): Promise<void> {
-    const served = host.current;
+    const { served, release: releaseModel } = host.lease();
+    try {
+      await messagesOn(served, request, res);
+    } finally {
+      releaseModel();
+    }
+  }
+
+  async function messagesOn(
+    served: ServedModel,
+    request: MessagesRequest,
+    res: ServerResponse,
+  ): Promise<void> {
     if (request.model !== served.id)
       throw new ApiError(
         'not_found_error',

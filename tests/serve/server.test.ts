@@ -269,13 +269,18 @@ describe('robustness', () => {
 
 describe('following a run', () => {
   it('switches to the checkpoint training publishes, and answers from it', async () => {
-    const host = new ModelHost(run, undefined);
+    const lines: string[] = [];
+    const host = new ModelHost(run, undefined, (line) => lines.push(line));
     const before = host.current.step;
     expect(host.refresh()).toBe(false);
+    const inFlight = host.lease(); // a request still generating with the old model
     await train(30, true);
     expect(host.refresh()).toBe(true);
     expect(host.current.step).toBe(30);
     expect(before).toBeLessThan(30);
+    expect(lines).toEqual([expect.stringMatching(/now serving .*step-00000030 \(step 30\)/)]);
+    inFlight.release(); // its buffers go back to the backend only now
+    expect(lines[1]).toBe(`released the model of step ${before}`);
     // the switched model answers exactly as the checkpoint does when loaded directly
     const request: MessagesRequest = {
       model,
