@@ -17,15 +17,18 @@ export function registerTrain(program: Command): void {
         'train a GPT-2 model on a text file, a directory of text files, or a prepared dataset',
       ),
   )
-    .option('--workers <n>', 'worker threads (default: the number of cores)')
+    .option('--workers <n>', 'worker threads (default: the number of cores; 1 on --backend gpu)')
     .option('--threads <n>', 'kernel threads per worker (wasm backend)', '1')
     .action(async (flags: RunFlags & { workers?: string; threads: string }) => {
       const threads = numberFlag('--threads', flags.threads, { min: 1, integer: true });
+      const run = prepareRun(flags);
+      // one worker per core on the CPU backends; one per GPU (there is one device) on gpu
       const workers =
         flags.workers === undefined
-          ? availableParallelism()
+          ? run.backend === 'gpu'
+            ? 1
+            : availableParallelism()
           : numberFlag('--workers', flags.workers, { min: 1, integer: true });
-      const run = prepareRun(flags);
       const job = trainWithThreads(
         run.config,
         run.dataset,

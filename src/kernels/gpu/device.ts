@@ -183,7 +183,8 @@ export class GpuDevice {
 
   /** C = product (see the header); `b` is a weight to keep on the device under `bKey`. */
   async gemm(out: F32, shape: GemmShape, a: F32, b: F32, extra: F32 | null, bKey: string | null) {
-    const kernel = this.kernelFor(shape);
+    // a kernel is built for its arguments' kinds: a weight arrives as a device buffer
+    const kernel = this.kernelFor(shape, bKey !== null);
     const bArg = bKey === null ? b : await this.weight(bKey, b);
     writeResult(out, (await kernel(a, bArg, extra ?? UNUSED)) as Result, shape.J);
   }
@@ -193,8 +194,8 @@ export class GpuDevice {
     void (this.gpu as unknown as { destroy(): unknown }).destroy();
   }
 
-  private kernelFor(shape: GemmShape): Kernel {
-    const key = JSON.stringify(shape);
+  private kernelFor(shape: GemmShape, weight: boolean): Kernel {
+    const key = `${JSON.stringify(shape)}${weight ? ' weight' : ''}`;
     let kernel = this.kernels.get(key);
     if (!kernel) {
       kernel = this.gpu.createKernel(GEMM_SOURCE, gemmSettings(shape));
