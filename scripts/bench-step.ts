@@ -32,8 +32,8 @@ const root = join(dirname(new URL(import.meta.url).pathname), '..');
 const { values } = parseArgs({
   options: {
     config: { type: 'string', multiple: true },
-    steps: { type: 'string', default: '1' },
-    warmup: { type: 'string', default: '0' },
+    steps: { type: 'string', default: '2' },
+    warmup: { type: 'string', default: '1' }, // as PyTorch's side: V8 and the wasm tiers warm up
     'torch-steps': { type: 'string', default: '3' },
     'no-torch': { type: 'boolean', default: false },
     'torch-device': { type: 'string', default: 'cpu' },

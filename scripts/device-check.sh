@@ -54,7 +54,7 @@ timeout 60 node node_modules/tsx/dist/cli.mjs scripts/bench-matmul.ts --backend 
 
 step "training tokens/s on bench-m (gpu and wasm backends vs PyTorch CUDA)"
 timeout 90 node node_modules/tsx/dist/cli.mjs scripts/bench-step.ts --config configs/bench-m.json --backend gpu,wasm \
-  --threads "$(nproc)" --steps 2 --warmup 1 --torch-steps 10 --torch-device cuda
+  --threads "$(nproc)" --torch-steps 10 --torch-device cuda
 
 step done
 echo "adapter: $([ $ADAPTER = 0 ] && echo found || echo missing); tests exit code: $TESTS"

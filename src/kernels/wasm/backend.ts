@@ -75,28 +75,21 @@ interface Exports {
     N: number,
     C: number,
   ) => void;
-  attentionForward: (
-    out: number,
+  causalSoftmax: (
     att: number,
-    qkv: number,
-    bh0: number,
-    bh1: number,
+    r0: number,
+    r1: number,
     T: number,
-    C: number,
-    NH: number,
-    scores: number,
+    scale: number,
+    scratch: number,
   ) => void;
-  attentionBackward: (
-    dqkv: number,
-    dout: number,
-    qkv: number,
-    att: number,
-    bh0: number,
-    bh1: number,
-    T: number,
-    C: number,
-    NH: number,
+  causalSoftmaxBackward: (
     datt: number,
+    att: number,
+    r0: number,
+    r1: number,
+    T: number,
+    scale: number,
   ) => void;
   geluForward: (out: number, inp: number, N: number) => void;
   geluBackward: (dinp: number, inp: number, dout: number, N: number) => void;
@@ -142,6 +135,17 @@ type Arg = Float32Array | Float64Array | Int32Array | null;
 
 /** Work below this many multiply-adds runs on one thread (a dispatch costs a few microseconds). */
 const PARALLEL_MIN_WORK = 1 << 18;
+
+/**
+ * Byte offsets of head bh's (T, hs) views: q, k and v in qkv (B, T, 3C) at `qkv`, and, when
+ * `other` is given, the head's slice of a (B, T, C) tensor there (out, or dout).
+ */
+function headOf(qkv: number, bh: number, NH: number, T: number, C: number, other = 0) {
+  const b = Math.floor(bh / NH);
+  const head = (bh % NH) * (C / NH);
+  const qh = qkv + 4 * (b * T * 3 * C + head);
+  return { qh, kh: qh + 4 * C, vh: qh + 8 * C, outh: other + 4 * (b * T * C + head) };
+}
 
 export function wasmAvailable(): boolean {
   return existsSync(WASM_PATH);
@@ -269,7 +273,10 @@ export class WasmBackend implements Backend {
     if (slices.length > 1 && this.pool) this.pool.join();
   }
 
-  /** C (M x J) (+)= A B (+ bias), A(i,k) = A[i*ai + k*ak], B(k,j) = B[k*ldb + j] or B[j*ldb + k] when bT. */
+  /**
+   * C (M x J, rows ldc apart) (+)= A B (+ bias), A(i,k) = A[i*ai + k*ak], B(k,j) = B[k*ldb + j]
+   * or B[j*ldb + k] when bT. Strides in elements, pointers in bytes.
+   */
   private gemm(
     c: number,
     a: number,
@@ -283,8 +290,9 @@ export class WasmBackend implements Backend {
     K: number,
     J: number,
     accumulate: boolean,
+    ldc = J,
   ): void {
-    const args = [c, J, a, ai, ak, b, ldb, bT ? 1 : 0, bias, 0, 0, K, J, accumulate ? 1 : 0, 0];
+    const args = [c, ldc, a, ai, ak, b, ldb, bT ? 1 : 0, bias, 0, 0, K, J, accumulate ? 1 : 0, 0];
     this.parallel(
       'gemm',
       args,
@@ -460,6 +468,10 @@ export class WasmBackend implements Backend {
     });
   }
 
+  // Attention per head (b, h) as matrix products over strided views of qkv (B, T, 3C): the
+  // head's q, k and v are (T, hs) with rows 3C apart; its att is (T, T). The causal softmax
+  // zeroes the scores above the diagonal, so the full-width products that follow add nothing there.
+
   attentionForward(
     out: Float32Array,
     att: Float32Array,
@@ -472,18 +484,27 @@ export class WasmBackend implements Backend {
     need(qkv, B * T * 3 * C, 'qkv');
     need(att, B * NH * T * T, 'att');
     need(out, B * T * C, 'out');
-    this.with([out, att, qkv], ([o, a, q]) =>
+    const hs = C / NH;
+    this.with([out, att, qkv], ([o, a, q]) => {
+      for (let bh = 0; bh < B * NH; bh++) {
+        const { qh, kh } = headOf(q, bh, NH, T, C);
+        this.gemm(a + 4 * bh * T * T, qh, 3 * C, 1, kh, 3 * C, true, 0, T, hs, T, false); // q k^T
+      }
       this.parallel(
-        'attentionForward',
-        [o, a, q, 0, 0, T, C, NH, 0],
-        3,
-        8,
-        B * NH,
+        'causalSoftmax',
+        [a, 0, 0, T, 1 / Math.sqrt(hs), 0],
         1,
-        () => 4 * T,
-        B * T * T * C,
-      ),
-    );
+        5,
+        B * NH * T,
+        1,
+        () => 0,
+        B * NH * T * T * 8,
+      );
+      for (let bh = 0; bh < B * NH; bh++) {
+        const { vh, outh } = headOf(q, bh, NH, T, C, o);
+        this.gemm(outh, a + 4 * bh * T * T, T, 1, vh, 3 * C, false, 0, T, T, hs, false, C); // att v
+      }
+    });
   }
 
   attentionBackward(
@@ -498,18 +519,27 @@ export class WasmBackend implements Backend {
   ): void {
     need(dout, B * T * C, 'dout');
     need(dqkv, B * T * 3 * C, 'dqkv');
-    this.with([dqkv, dout, qkv, att], ([dq, d, q, a]) =>
-      this.parallel(
-        'attentionBackward',
-        [dq, d, q, a, 0, 0, T, C, NH, 0],
-        4,
-        9,
-        B * NH,
-        1,
-        () => 4 * T,
-        2 * B * T * T * C,
-      ),
-    );
+    need(att, B * NH * T * T, 'att');
+    const hs = C / NH;
+    const scale = 1 / Math.sqrt(hs);
+    const dscores = this.heap.f32(T * T); // one head's (T, T) gradient
+    const ds = dscores.byteOffset;
+    try {
+      this.with([dqkv, dout, qkv, att], ([dq, d, q, a]) => {
+        for (let bh = 0; bh < B * NH; bh++) {
+          const { qh, kh, vh, outh: dh } = headOf(q, bh, NH, T, C, d);
+          const { qh: dqh, kh: dkh, vh: dvh } = headOf(dq, bh, NH, T, C);
+          const ah = a + 4 * bh * T * T;
+          this.gemm(dvh, ah, 1, T, dh, C, false, 0, T, T, hs, true, 3 * C); // dv += att^T dout
+          this.gemm(ds, dh, C, 1, vh, 3 * C, true, 0, T, hs, T, false); // datt = dout v^T
+          this.k.causalSoftmaxBackward(ds, ah, 0, T, T, scale); // datt -> dscores (scaled)
+          this.gemm(dqh, ds, T, 1, kh, 3 * C, false, 0, T, T, hs, true, 3 * C); // dq += ds k
+          this.gemm(dkh, ds, 1, T, qh, 3 * C, false, 0, T, T, hs, true, 3 * C); // dk += ds^T q
+        }
+      });
+    } finally {
+      this.heap.free(dscores);
+    }
   }
 
   geluForward(out: Float32Array, inp: Float32Array, N: number): void {

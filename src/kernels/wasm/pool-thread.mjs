@@ -4,13 +4,7 @@
 import { workerData } from 'node:worker_threads';
 
 const MAX_ARGS = 32;
-const NAMES = [
-  'gemm',
-  'attentionForward',
-  'attentionBackward',
-  'crossEntropyForward',
-  'crossEntropyBackward',
-];
+const NAMES = ['gemm', 'causalSoftmax', 'crossEntropyForward', 'crossEntropyBackward'];
 const { memory, module, control, args, index } = workerData;
 const c = new Int32Array(control);
 const a = new Float64Array(args);

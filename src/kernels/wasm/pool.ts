@@ -13,8 +13,7 @@ import { Worker } from 'node:worker_threads';
 
 export const KERNEL_NAMES = [
   'gemm',
-  'attentionForward',
-  'attentionBackward',
+  'causalSoftmax',
   'crossEntropyForward',
   'crossEntropyBackward',
 ] as const;

@@ -154,75 +154,74 @@ export function layernormBackward(
 }
 
 // ---------------------------------------------------------------- causal self-attention
+// The products of attention (q k^T, att v and their gradients) are gemm calls per head, made by
+// backend.ts; these kernels are the causal softmax between them, over rows of (T, T) matrices.
 
 /**
- * Heads (b, h) for bh in [bh0, bh1) of B*NH: out (B,T,C) and att (B,NH,T,T) from qkv (B,T,3C).
- * `scores` is scratch for T floats.
+ * Rows [r0, r1) of T-wide rows (row r is query position t = r % T): att = softmax of
+ * scale * scores over columns j <= t, 0 beyond, in place. `scratch` is unused (the pool's
+ * calling convention).
  */
-export function attentionForward(out: usize, att: usize, qkv: usize, bh0: i32, bh1: i32, T: i32, C: i32, NH: i32, scores: usize): void {
-  const hs = C / NH;
-  const scale: f32 = 1 / Mathf.sqrt(<f32>hs);
-  const row3 = <usize>(3 * C) << 2;
-  for (let bh = bh0; bh < bh1; bh++) {
-    const b = bh / NH;
-    const h = bh % NH;
-    const base = qkv + <usize>(b * T) * row3 + (<usize>(h * hs) << 2);
-    for (let t = 0; t < T; t++) {
-      const q = base + <usize>t * row3;
-      const a = att + (<usize>((bh * T + t) * T) << 2);
-      let mx: f32 = -Infinity;
-      for (let t2 = 0; t2 <= t; t2++) {
-        const s = dot(q, base + <usize>t2 * row3 + (<usize>C << 2), hs) * scale;
-        store<f32>(scores + (<usize>t2 << 2), s);
-        if (s > mx) mx = s;
-      }
-      let sum: f32 = 0;
-      for (let t2 = 0; t2 <= t; t2++) {
-        const e = Mathf.exp(load<f32>(scores + (<usize>t2 << 2)) - mx);
-        store<f32>(scores + (<usize>t2 << 2), e);
-        sum += e;
-      }
-      const inv: f32 = 1 / sum;
-      for (let t2 = 0; t2 < T; t2++) store<f32>(a + (<usize>t2 << 2), t2 <= t ? load<f32>(scores + (<usize>t2 << 2)) * inv : 0);
-      const o = out + <usize>(b * T + t) * (<usize>C << 2) + (<usize>(h * hs) << 2);
-      memory.fill(o, 0, <usize>hs << 2);
-      for (let t2 = 0; t2 <= t; t2++) axpy(o, load<f32>(a + (<usize>t2 << 2)), base + <usize>t2 * row3 + (<usize>(2 * C) << 2), hs);
+export function causalSoftmax(att: usize, r0: i32, r1: i32, T: i32, scale: f32, scratch: usize): void {
+  const vs = f32x4.splat(scale);
+  for (let r = r0; r < r1; r++) {
+    const row = att + (<usize>r * <usize>T << 2);
+    const n = r % T + 1;
+    let mx: f32 = -Infinity;
+    for (let j = 0; j < n; j++) mx = max(mx, load<f32>(row + (<usize>j << 2)) * scale);
+    const vmx = f32x4.splat(mx);
+    let vsum = f32x4.splat(0);
+    let j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const p = row + (<usize>j << 2);
+      const e = exp4(f32x4.sub(f32x4.mul(v128.load(p), vs), vmx));
+      v128.store(p, e);
+      vsum = f32x4.add(vsum, e);
     }
+    let sum = hsum(vsum);
+    for (; j < n; j++) {
+      const p = row + (<usize>j << 2);
+      const e = Mathf.exp(load<f32>(p) * scale - mx);
+      store<f32>(p, e);
+      sum += e;
+    }
+    const inv = f32x4.splat(1 / sum);
+    j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const p = row + (<usize>j << 2);
+      v128.store(p, f32x4.mul(v128.load(p), inv));
+    }
+    for (; j < n; j++) {
+      const p = row + (<usize>j << 2);
+      store<f32>(p, load<f32>(p) / sum);
+    }
+    memory.fill(row + (<usize>n << 2), 0, <usize>(T - n) << 2);
   }
 }
 
-/** Accumulates dqkv for heads bh in [bh0, bh1). `datt` is scratch for T floats. */
-export function attentionBackward(dqkv: usize, dout: usize, qkv: usize, att: usize, bh0: i32, bh1: i32, T: i32, C: i32, NH: i32, datt: usize): void {
-  const hs = C / NH;
-  const scale: f32 = 1 / Mathf.sqrt(<f32>hs);
-  const row3 = <usize>(3 * C) << 2;
-  const kOff = <usize>C << 2;
-  const vOff = <usize>(2 * C) << 2;
-  for (let bh = bh0; bh < bh1; bh++) {
-    const b = bh / NH;
-    const h = bh % NH;
-    const head = <usize>(h * hs) << 2;
-    const base = qkv + <usize>(b * T) * row3 + head;
-    const dbase = dqkv + <usize>(b * T) * row3 + head;
-    for (let t = 0; t < T; t++) {
-      const a = att + (<usize>((bh * T + t) * T) << 2);
-      const d = dout + <usize>(b * T + t) * (<usize>C << 2) + head;
-      let attDotDatt: f32 = 0;
-      for (let t2 = 0; t2 <= t; t2++) {
-        const w = load<f32>(a + (<usize>t2 << 2));
-        const g = dot(d, base + <usize>t2 * row3 + vOff, hs);
-        axpy(dbase + <usize>t2 * row3 + vOff, w, d, hs);
-        store<f32>(datt + (<usize>t2 << 2), g);
-        attDotDatt += w * g;
-      }
-      const q = base + <usize>t * row3;
-      const dq = dbase + <usize>t * row3;
-      for (let t2 = 0; t2 <= t; t2++) {
-        const dscore = load<f32>(a + (<usize>t2 << 2)) * (load<f32>(datt + (<usize>t2 << 2)) - attDotDatt) * scale;
-        axpy(dq, dscore, base + <usize>t2 * row3 + kOff, hs);
-        axpy(dbase + <usize>t2 * row3 + kOff, dscore, q, hs);
-      }
+/**
+ * Rows [r0, r1) as above: datt (the gradient of att) becomes the gradient of the scores,
+ * scale * att * (datt - sum_j att datt) over j <= t, 0 beyond, in place.
+ */
+export function causalSoftmaxBackward(datt: usize, att: usize, r0: i32, r1: i32, T: i32, scale: f32): void {
+  for (let r = r0; r < r1; r++) {
+    const off = <usize>r * <usize>T << 2;
+    const d = datt + off;
+    const a = att + off;
+    const n = r % T + 1;
+    const inner = f32x4.splat(dot(a, d, n));
+    const vs = f32x4.splat(scale);
+    let j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const o = <usize>j << 2;
+      v128.store(d + o, f32x4.mul(f32x4.mul(v128.load(a + o), f32x4.sub(v128.load(d + o), inner)), vs));
     }
+    const s = f32x4.extract_lane(inner, 0);
+    for (; j < n; j++) {
+      const o = <usize>j << 2;
+      store<f32>(d + o, load<f32>(a + o) * (load<f32>(d + o) - s) * scale);
+    }
+    memory.fill(d + (<usize>n << 2), 0, <usize>(T - n) << 2);
   }
 }
 
@@ -230,12 +229,6 @@ export function attentionBackward(dqkv: usize, dout: usize, qkv: usize, att: usi
 
 const GELU_SCALE: f32 = 0.7978845608028654; // sqrt(2 / pi)
 
-/**
- * tanh of four lanes: tanh(|u|) = (1 - e) / (1 + e) with e = exp(-2|u|), the sign put back.
- * exp(x), x <= 0, is 2^n * p(r) with n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two for
- * accuracy) and p the degree-6 Taylor polynomial (|r| <= 0.35: error below 2e-8); x is clamped
- * at -87, where e underflows and tanh is 1 in f32. Agrees with Mathf.tanh to about 1e-7.
- */
 /**
  * exp of four lanes, x <= 0: 2^n * p(r) with n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two
  * for accuracy) and p the degree-6 Taylor polynomial (|r| <= 0.35: error below 2e-8); x is clamped
