@@ -238,12 +238,14 @@ function agrees(
 
 describe.each(FAST)('%s agrees with the reference kernels', (_, k) => {
   const rng = new Rng(5);
-  // [N, C, OC]: aligned, ragged rows, ragged columns, tiny
+  // [N, C, OC]: aligned, ragged rows, ragged columns, tiny, and the 1-3 rows of decoding
   const shapes: [number, number, number][] = [
     [64, 32, 96],
     [13, 20, 37],
     [5, 7, 3],
     [130, 64, 256],
+    [1, 20, 37],
+    [3, 64, 9],
   ];
 
   it.each(shapes)('matmul forward and backward at N=%i C=%i OC=%i', (N, C, OC) => {
@@ -271,6 +273,8 @@ describe.each(FAST)('%s agrees with the reference kernels', (_, k) => {
   it.each([
     [6, 16, 67],
     [33, 32, 515],
+    [1, 18, 67],
+    [2, 32, 41],
   ])('lm head forward and backward at N=%i C=%i V=%i', (N, C, V) => {
     agrees(k, [new Float32Array(N * V), randf(rng, N * C), randf(rng, V * C)], (kk, [l, inp, w]) =>
       kk.lmHeadForward(l, inp, w, N, C, V),
@@ -289,6 +293,7 @@ describe.each(FAST)('%s agrees with the reference kernels', (_, k) => {
     [2, 5, 12, 2],
     [1, 9, 20, 4],
     [3, 16, 64, 2],
+    [2, 3, 8, 2],
   ])('attention forward and backward at B=%i T=%i C=%i NH=%i', (B, T, C, NH) => {
     const qkv = randf(rng, B * T * 3 * C);
     const [out, att] = on(

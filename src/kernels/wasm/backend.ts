@@ -34,6 +34,22 @@ interface Exports {
     acc: number,
     scratch: number,
   ) => void;
+  gemv: (
+    c: number,
+    ldc: number,
+    a: number,
+    ai: number,
+    ak: number,
+    b: number,
+    ldb: number,
+    bT: number,
+    bias: number,
+    M: number,
+    K: number,
+    J: number,
+    acc: number,
+    scratch: number,
+  ) => void;
   colSumAdd: (out: number, x: number, N: number, J: number) => void;
   encoderForward: (
     out: number,
@@ -292,6 +308,27 @@ export class WasmBackend implements Backend {
     accumulate: boolean,
     ldc = J,
   ): void {
+    if (M < 4 && (!bT || ak === 1)) {
+      // a few rows (decoding one token): no packing, on this thread (the choice depends on M only)
+      const [scratch] = this.scratchFor(4 * J, 1);
+      this.k.gemv(
+        c,
+        ldc,
+        a,
+        ai,
+        ak,
+        b,
+        ldb,
+        bT ? 1 : 0,
+        bias,
+        M,
+        K,
+        J,
+        accumulate ? 1 : 0,
+        scratch,
+      );
+      return;
+    }
     const args = [c, ldc, a, ai, ak, b, ldb, bT ? 1 : 0, bias, 0, 0, K, J, accumulate ? 1 : 0, 0];
     this.parallel(
       'gemm',

@@ -181,3 +181,69 @@ export function colSumAdd(out: usize, x: usize, N: i32, J: i32): void {
     store<f32>(out + (<usize>j << 2), load<f32>(out + (<usize>j << 2)) + acc);
   }
 }
+
+/**
+ * C (M x J) (+)= A B (+ bias) for a few rows (M < 4, as in decoding one token), without packing:
+ * B row by row when it is (K, J), one dot product per column when it is a transposed view (J, K)
+ * (then A's rows must be contiguous: ak = 1). Same contract as gemm; `scratch` holds J floats.
+ */
+export function gemv(
+  c: usize,
+  ldcE: i32,
+  a: usize,
+  aiE: i32,
+  akE: i32,
+  b: usize,
+  ldbE: i32,
+  bT: bool,
+  bias: usize,
+  M: i32,
+  K: i32,
+  J: i32,
+  accumulate: bool,
+  scratch: usize,
+): void {
+  const ai = <usize>aiE << 2;
+  const ak = <usize>akE << 2;
+  const ldb = <usize>ldbE << 2;
+  const ldc = <usize>ldcE << 2;
+  for (let i = 0; i < M; i++) {
+    const arow = a + <usize>i * ai;
+    const acc = scratch;
+    if (bT) {
+      for (let j = 0; j < J; j++) {
+        const bj = b + <usize>j * ldb;
+        let v = f32x4.splat(0);
+        let k = 0;
+        for (; k + 4 <= K; k += 4) v = f32x4.add(v, f32x4.mul(v128.load(arow + (<usize>k << 2)), v128.load(bj + (<usize>k << 2))));
+        let s = f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1) + f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3);
+        for (; k < K; k++) s += load<f32>(arow + (<usize>k << 2)) * load<f32>(bj + (<usize>k << 2));
+        store<f32>(acc + (<usize>j << 2), s);
+      }
+    } else {
+      memory.fill(acc, 0, <usize>J << 2);
+      for (let k = 0; k < K; k++) {
+        const av: f32 = load<f32>(arow + <usize>k * ak);
+        const vav = f32x4.splat(av);
+        const brow = b + <usize>k * ldb;
+        let j = 0;
+        for (; j + 4 <= J; j += 4) {
+          const p = acc + (<usize>j << 2);
+          v128.store(p, f32x4.add(v128.load(p), f32x4.mul(vav, v128.load(brow + (<usize>j << 2)))));
+        }
+        for (; j < J; j++) {
+          const p = acc + (<usize>j << 2);
+          store<f32>(p, load<f32>(p) + av * load<f32>(brow + (<usize>j << 2)));
+        }
+      }
+    }
+    const crow = c + <usize>i * ldc;
+    for (let j = 0; j < J; j++) {
+      const o = <usize>j << 2;
+      let v = load<f32>(acc + o);
+      if (bias) v += load<f32>(bias + o);
+      if (accumulate) v += load<f32>(crow + o);
+      store<f32>(crow + o, v);
+    }
+  }
+}

@@ -1,5 +1,5 @@
 // Entry point of the wasm kernels module (AssemblyScript): everything the wasm backend calls.
-export { gemm, colSumAdd } from './gemm';
+export { gemm, gemv, colSumAdd } from './gemm';
 export {
   encoderForward,
   encoderBackward,
