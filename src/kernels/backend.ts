@@ -141,6 +141,12 @@ export interface Backend extends Kernels {
   /** A zeroed buffer the kernels can work on in place. */
   allocF32(n: number): Float32Array;
   allocF64(n: number): Float64Array;
+  /**
+   * Says that `params` (from allocF32) holds a model's parameters (`false`: no longer), so views
+   * into it are weights: a backend may keep copies of them between kernels (the gpu backend keeps
+   * them on the device). Optional.
+   */
+  markParameters?(params: Float32Array, live: boolean): void;
   /** Returns a buffer from allocF32/allocF64 (a no-op where the garbage collector does it). */
   free(buffer: Float32Array | Float64Array): void;
   /** Releases what the backend holds beyond memory (helper threads); optional. */

@@ -79,6 +79,7 @@ export class GPT2 {
     }
     this.p = viewsOf(this.params, this.layout);
     this.g = viewsOf(this.grads, this.layout);
+    this.backend.markParameters?.(this.params, true);
   }
 
   /** A model with GPT-2's initialisation drawn from `seed`. */
@@ -269,6 +270,7 @@ export class GPT2 {
 
   /** Returns the model's buffers to its backend; the model is unusable afterwards. */
   dispose(): void {
+    this.backend.markParameters?.(this.params, false);
     for (const buffer of [this.params, this.grads, ...(this.actBuffers ?? [])])
       this.backend.free(buffer);
     this.actBuffers = null;

@@ -1,8 +1,9 @@
 // The gpu backend: the matrix products (the linear layers forward and backward and the tied head,
 // most of a step's flops) run as gpu.js kernels in a device thread (bridge.ts, device.ts); every
 // other kernel, and all memory, is the wasm backend's, so buffers are shared with the device thread
-// without copies. Weights stay on the device from the first product that uses them until the next
-// forward pass or AdamW update (both mark them changed); activations cross once per product.
+// without copies. Weights (views into buffers the model marked as parameters) stay on the device
+// from the first product that uses them until the next forward pass or AdamW update (both mark
+// them changed); activations cross once per product.
 // Without a WebGPU adapter gpu.js falls back to its CPU modes: slow but correct, so CI runs it.
 
 import type { BackendName } from '../backend.ts';
@@ -23,6 +24,8 @@ export class GpuBackend extends WasmBackend {
   private readonly bridge: DeviceBridge;
   /** Bumped whenever weights may have changed on the host; the device drops its copies. */
   private epoch = 0;
+  /** Byte ranges [start, end) of the wasm memory that hold parameters (markParameters). */
+  private readonly parameters = new Map<number, number>();
 
   constructor(options: GpuOptions = {}) {
     super(options.threads ?? 1);
@@ -32,6 +35,21 @@ export class GpuBackend extends WasmBackend {
   /** 'webgpu' on a GPU; otherwise the gpu.js CPU mode in use ('gpu.js webasm', ...). */
   get device(): string {
     return this.bridge.mode === 'webgpu' ? 'webgpu' : `gpu.js ${this.bridge.mode}`;
+  }
+
+  markParameters(params: Float32Array, live: boolean): void {
+    if (!this.heap.owns(params)) return;
+    if (live) this.parameters.set(params.byteOffset, params.byteOffset + params.byteLength);
+    else this.parameters.delete(params.byteOffset);
+  }
+
+  /** True when `view` lies in a parameter buffer: a weight the device may keep. */
+  private isWeight(view: Float32Array): boolean {
+    if (!this.heap.owns(view)) return false;
+    const end = view.byteOffset + view.byteLength;
+    for (const [start, stop] of this.parameters)
+      if (view.byteOffset >= start && end <= stop) return true;
+    return false;
   }
 
   /** Why the products do not run on WebGPU ('' when they do). */
@@ -121,7 +139,7 @@ export class GpuBackend extends WasmBackend {
     need(inp, N * C, 'inp');
     need(weight, C * OC, 'weight');
     need(out, N * OC, 'out');
-    const cached = this.heap.owns(weight);
+    const cached = this.isWeight(weight);
     this.with([out, inp, weight, bias], ([o, i, w, b]) => {
       const shape = { M: N, K: C, J: OC, ai: C, ak: 1, bk: OC, bj: 1 };
       this.onDevice(o, i, w, b, shape, bias ? 'bias' : 'set', cached);
@@ -142,7 +160,7 @@ export class GpuBackend extends WasmBackend {
     need(dout, N * OC, 'dout');
     need(dinp, N * C, 'dinp');
     need(dweight, C * OC, 'dweight');
-    const cached = this.heap.owns(weight);
+    const cached = this.isWeight(weight);
     this.with([dinp, dweight, dbias, dout, inp, weight], ([di, dw, db, d, i, w]) => {
       // dinp (N,C) += dout (N,OC) W^T: B(k=o, j=c) = W[c*OC + o]
       this.onDevice(
@@ -171,7 +189,7 @@ export class GpuBackend extends WasmBackend {
     need(inp, N * C, 'inp');
     need(wte, V * C, 'wte');
     need(logits, N * V, 'logits');
-    const cached = this.heap.owns(wte);
+    const cached = this.isWeight(wte);
     this.with([logits, inp, wte], ([l, i, w]) => {
       // logits (N,V) = inp (N,C) wte^T: B(k=c, j=v) = wte[v*C + c]
       this.onDevice(l, i, w, 0, { M: N, K: C, J: V, ai: C, ak: 1, bk: 1, bj: C }, 'set', cached);
@@ -191,7 +209,7 @@ export class GpuBackend extends WasmBackend {
     need(dlogits, N * V, 'dlogits');
     need(dinp, N * C, 'dinp');
     need(dwte, V * C, 'dwte');
-    const cached = this.heap.owns(wte);
+    const cached = this.isWeight(wte);
     this.with([dinp, dwte, dlogits, inp, wte], ([di, dw, dl, i, w]) => {
       // dinp (N,C) += dlogits (N,V) wte (V,C)
       this.onDevice(di, dl, w, di, { M: N, K: V, J: C, ai: V, ak: 1, bk: C, bj: 1 }, 'acc', cached);

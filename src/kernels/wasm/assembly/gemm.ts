@@ -221,20 +221,37 @@ export function gemv(
         store<f32>(acc + (<usize>j << 2), s);
       }
     } else {
-      memory.fill(acc, 0, <usize>J << 2);
-      for (let k = 0; k < K; k++) {
-        const av: f32 = load<f32>(arow + <usize>k * ak);
-        const vav = f32x4.splat(av);
-        const brow = b + <usize>k * ldb;
-        let j = 0;
-        for (; j + 4 <= J; j += 4) {
-          const p = acc + (<usize>j << 2);
-          v128.store(p, f32x4.add(v128.load(p), f32x4.mul(vav, v128.load(brow + (<usize>j << 2)))));
+      // 16 columns at a time, their sums held in registers while k runs (B read once, by lines)
+      let j = 0;
+      for (; j + 16 <= J; j += 16) {
+        let v0 = f32x4.splat(0), v1 = f32x4.splat(0), v2 = f32x4.splat(0), v3 = f32x4.splat(0);
+        let pa = arow;
+        let pb = b + (<usize>j << 2);
+        for (let k = 0; k < K; k++) {
+          const av = v128.load32_splat(pa);
+          v0 = f32x4.add(v0, f32x4.mul(av, v128.load(pb)));
+          v1 = f32x4.add(v1, f32x4.mul(av, v128.load(pb, 16)));
+          v2 = f32x4.add(v2, f32x4.mul(av, v128.load(pb, 32)));
+          v3 = f32x4.add(v3, f32x4.mul(av, v128.load(pb, 48)));
+          pa += ak;
+          pb += ldb;
         }
-        for (; j < J; j++) {
-          const p = acc + (<usize>j << 2);
-          store<f32>(p, load<f32>(p) + av * load<f32>(brow + (<usize>j << 2)));
+        const p = acc + (<usize>j << 2);
+        v128.store(p, v0);
+        v128.store(p, v1, 16);
+        v128.store(p, v2, 32);
+        v128.store(p, v3, 48);
+      }
+      for (; j < J; j++) {
+        let s: f32 = 0;
+        let pa = arow;
+        let pb = b + (<usize>j << 2);
+        for (let k = 0; k < K; k++) {
+          s += load<f32>(pa) * load<f32>(pb);
+          pa += ak;
+          pb += ldb;
         }
+        store<f32>(acc + (<usize>j << 2), s);
       }
     }
     const crow = c + <usize>i * ldc;
