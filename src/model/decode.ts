@@ -74,7 +74,9 @@ export class KVDecoder {
     const { nLayer: L, nEmbd: C, blockSize, vocabSize: V } = this.model.config;
     const kept = ids.length > blockSize ? ids.slice(-blockSize) : ids;
     const T = kept.length;
-    const { logits } = this.model.forward(Int32Array.from(kept), 1, T);
+    const { logits } = this.model.forward(Int32Array.from(kept), 1, T, undefined, {
+      lastOnly: true,
+    });
     for (let l = 0; l < L; l++) {
       const qkv = this.model.layerQkv(l); // (1, T, 3C): q, k, v of every position
       const keys = layerOf(this.keys, l, L);
@@ -85,7 +87,7 @@ export class KVDecoder {
       }
     }
     this.tokens = [...kept];
-    this.logits.set(logits.subarray((T - 1) * V, T * V));
+    this.logits.set(logits.subarray(0, V));
     return this.logits;
   }
 

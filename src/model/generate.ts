@@ -120,12 +120,12 @@ export function nextLogits(model: GPT2, prompt: number[], cache: boolean) {
       dispose: () => decoder.dispose(),
     };
   }
-  const { blockSize, vocabSize: V } = model.config;
+  const { blockSize } = model.config;
   const context = [...prompt];
   const run = () => {
     const window = context.slice(-blockSize);
-    const T = window.length;
-    return model.forward(Int32Array.from(window), 1, T).logits.subarray((T - 1) * V, T * V);
+    return model.forward(Int32Array.from(window), 1, window.length, undefined, { lastOnly: true })
+      .logits;
   };
   return {
     first: run,

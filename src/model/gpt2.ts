@@ -29,6 +29,11 @@ export interface ForwardResult {
   logits: Float32Array;
 }
 
+export interface ForwardOptions {
+  /** Without targets: compute only each sequence's last logits, returned as (B, V). */
+  lastOnly?: boolean;
+}
+
 export interface GPT2Options {
   /** Kernels and allocation (default: the reference backend). */
   backend?: Backend;
@@ -101,7 +106,13 @@ export class GPT2 {
    * Runs the model on idx (B,T) token ids. With targets (B,T) (-1 = ignored) it also computes the
    * mean cross-entropy loss and keeps what backward() needs.
    */
-  forward(idx: Int32Array, B: number, T: number, targets?: Int32Array): ForwardResult {
+  forward(
+    idx: Int32Array,
+    B: number,
+    T: number,
+    targets?: Int32Array,
+    options: ForwardOptions = {},
+  ): ForwardResult {
     const { nLayer: L, nHead: NH, nEmbd: C, vocabSize: V, blockSize } = this.config;
     check(
       Number.isSafeInteger(B) && B > 0,
@@ -154,6 +165,14 @@ export class GPT2 {
     }
     const last = layerOf(a.residual3, L - 1, L);
     k.layernormForward(a.lnf, a.lnfMean, a.lnfRstd, last, p.lnfw, p.lnfb, BT, C);
+    if (options.lastOnly && !targets) {
+      // generation: only the logits that predict the next token, row b of (B, V)
+      for (let b = 0; b < B; b++) {
+        const row = a.lnf.subarray((b * T + T - 1) * C, (b * T + T) * C);
+        k.lmHeadForward(a.logits.subarray(b * V, (b + 1) * V), row, p.wte, 1, C, V);
+      }
+      return { loss: NaN, lossSum: 0, targetCount: 0, logits: a.logits.subarray(0, B * V) };
+    }
     k.lmHeadForward(a.logits, a.lnf, p.wte, BT, C, V);
 
     if (!targets) return { loss: NaN, lossSum: 0, targetCount: 0, logits: a.logits };
