@@ -185,8 +185,18 @@ export class GpuDevice {
   async gemm(out: F32, shape: GemmShape, a: F32, b: F32, extra: F32 | null, bKey: string | null) {
     // a kernel is built for its arguments' kinds: a weight arrives as a device buffer
     const kernel = this.kernelFor(shape, bKey !== null);
-    const bArg = bKey === null ? b : await this.weight(bKey, b);
-    writeResult(out, (await kernel(a, bArg, extra ?? UNUSED)) as Result, shape.J);
+    const bArg = bKey === null ? this.host(b) : await this.weight(bKey, b);
+    const result = await kernel(this.host(a), bArg, extra ? this.host(extra) : UNUSED);
+    writeResult(out, result as Result, shape.J);
+  }
+
+  /**
+   * The operand as WebGPU may upload it: the shared memory's views are copied into ordinary
+   * arrays (a WebGPU implementation need not accept SharedArrayBuffer sources). The CPU modes
+   * read the views in place.
+   */
+  private host(view: F32): F32 {
+    return this.mode === 'webgpu' ? view.slice() : view;
   }
 
   destroy(): void {
@@ -221,7 +231,7 @@ export class GpuDevice {
       });
       this.uploaders.set(b.length, upload);
     }
-    const handle = (await upload(b)) as Handle;
+    const handle = (await upload(this.host(b))) as Handle;
     this.weights.set(key, handle);
     return handle;
   }
