@@ -163,6 +163,13 @@ function headOf(qkv: number, bh: number, NH: number, T: number, C: number, other
   return { qh, kh: qh + 4 * C, vh: qh + 8 * C, outh: other + 4 * (b * T * C + head) };
 }
 
+/** Row blocks [r0, r1) of a causal (T, T) matrix: row t needs columns 0..t only. */
+function causalBlocks(T: number, size = 64): [number, number][] {
+  const blocks: [number, number][] = [];
+  for (let r0 = 0; r0 < T; r0 += size) blocks.push([r0, Math.min(T, r0 + size)]);
+  return blocks;
+}
+
 export function wasmAvailable(): boolean {
   return existsSync(WASM_PATH);
 }
@@ -507,7 +514,9 @@ export class WasmBackend implements Backend {
 
   // Attention per head (b, h) as matrix products over strided views of qkv (B, T, 3C): the
   // head's q, k and v are (T, hs) with rows 3C apart; its att is (T, T). The causal softmax
-  // zeroes the scores above the diagonal, so the full-width products that follow add nothing there.
+  // zeroes the scores above the diagonal. Products run by blocks of 64 rows and skip the part
+  // above the diagonal: the terms they drop are exact zeros at the ends of each sum, so results
+  // are the same bits as the full-width products.
 
   attentionForward(
     out: Float32Array,
@@ -525,7 +534,26 @@ export class WasmBackend implements Backend {
     this.with([out, att, qkv], ([o, a, q]) => {
       for (let bh = 0; bh < B * NH; bh++) {
         const { qh, kh } = headOf(q, bh, NH, T, C);
-        this.gemm(a + 4 * bh * T * T, qh, 3 * C, 1, kh, 3 * C, true, 0, T, hs, T, false); // q k^T
+        const ah = a + 4 * bh * T * T;
+        for (const [r0, r1] of causalBlocks(T)) {
+          // rows r0..r1 of q k^T, columns up to r1 (the rest are masked)
+          const rows = r1 - r0;
+          this.gemm(
+            ah + 4 * r0 * T,
+            qh + 12 * r0 * C,
+            3 * C,
+            1,
+            kh,
+            3 * C,
+            true,
+            0,
+            rows,
+            hs,
+            r1,
+            false,
+            T,
+          );
+        }
       }
       this.parallel(
         'causalSoftmax',
@@ -539,7 +567,25 @@ export class WasmBackend implements Backend {
       );
       for (let bh = 0; bh < B * NH; bh++) {
         const { vh, outh } = headOf(q, bh, NH, T, C, o);
-        this.gemm(outh, a + 4 * bh * T * T, T, 1, vh, 3 * C, false, 0, T, T, hs, false, C); // att v
+        const ah = a + 4 * bh * T * T;
+        for (const [r0, r1] of causalBlocks(T)) {
+          // out rows r0..r1 = att rows (nonzero up to column r1) times v rows 0..r1
+          this.gemm(
+            outh + 4 * r0 * C,
+            ah + 4 * r0 * T,
+            T,
+            1,
+            vh,
+            3 * C,
+            false,
+            0,
+            r1 - r0,
+            r1,
+            hs,
+            false,
+            C,
+          );
+        }
       }
     });
   }
@@ -567,11 +613,79 @@ export class WasmBackend implements Backend {
           const { qh, kh, vh, outh: dh } = headOf(q, bh, NH, T, C, d);
           const { qh: dqh, kh: dkh, vh: dvh } = headOf(dq, bh, NH, T, C);
           const ah = a + 4 * bh * T * T;
-          this.gemm(dvh, ah, 1, T, dh, C, false, 0, T, T, hs, true, 3 * C); // dv += att^T dout
-          this.gemm(ds, dh, C, 1, vh, 3 * C, true, 0, T, hs, T, false); // datt = dout v^T
-          this.k.causalSoftmaxBackward(ds, ah, 0, T, T, scale); // datt -> dscores (scaled)
-          this.gemm(dqh, ds, T, 1, kh, 3 * C, false, 0, T, T, hs, true, 3 * C); // dq += ds k
-          this.gemm(dkh, ds, 1, T, qh, 3 * C, false, 0, T, T, hs, true, 3 * C); // dk += ds^T q
+          for (const [r0, r1] of causalBlocks(T)) {
+            const rows = r1 - r0;
+            // dv rows r0..r1 += att^T dout over positions t >= r0 (att[t, t2] is 0 for t < t2)
+            const atT = ah + 4 * (r0 * T + r0);
+            this.gemm(
+              dvh + 12 * r0 * C,
+              atT,
+              1,
+              T,
+              dh + 4 * r0 * C,
+              C,
+              false,
+              0,
+              rows,
+              T - r0,
+              hs,
+              true,
+              3 * C,
+            );
+            // datt rows r0..r1 = dout v^T, columns up to r1
+            this.gemm(
+              ds + 4 * r0 * T,
+              dh + 4 * r0 * C,
+              C,
+              1,
+              vh,
+              3 * C,
+              true,
+              0,
+              rows,
+              hs,
+              r1,
+              false,
+              T,
+            );
+          }
+          this.k.causalSoftmaxBackward(ds, ah, 0, T, T, scale); // datt -> dscores (scaled, masked)
+          for (const [r0, r1] of causalBlocks(T)) {
+            const rows = r1 - r0;
+            // dq rows r0..r1 += ds k over columns up to r1
+            this.gemm(
+              dqh + 12 * r0 * C,
+              ds + 4 * r0 * T,
+              T,
+              1,
+              kh,
+              3 * C,
+              false,
+              0,
+              rows,
+              r1,
+              hs,
+              true,
+              3 * C,
+            );
+            // dk rows r0..r1 += ds^T q over positions t >= r0
+            const dsT = ds + 4 * (r0 * T + r0);
+            this.gemm(
+              dkh + 12 * r0 * C,
+              dsT,
+              1,
+              T,
+              qh + 12 * r0 * C,
+              3 * C,
+              false,
+              0,
+              rows,
+              T - r0,
+              hs,
+              true,
+              3 * C,
+            );
+          }
         }
       });
     } finally {
