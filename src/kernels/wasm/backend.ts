@@ -531,28 +531,25 @@ export class WasmBackend implements Backend {
     need(att, B * NH * T * T, 'att');
     need(out, B * T * C, 'out');
     const hs = C / NH;
+    const ld = 3 * C; // row stride of q, k and v
     this.with([out, att, qkv], ([o, a, q]) => {
       for (let bh = 0; bh < B * NH; bh++) {
         const { qh, kh } = headOf(q, bh, NH, T, C);
         const ah = a + 4 * bh * T * T;
         for (const [r0, r1] of causalBlocks(T)) {
-          // rows r0..r1 of q k^T, columns up to r1 (the rest are masked)
-          const rows = r1 - r0;
-          this.gemm(
-            ah + 4 * r0 * T,
-            qh + 12 * r0 * C,
-            3 * C,
-            1,
-            kh,
-            3 * C,
-            true,
-            0,
-            rows,
-            hs,
-            r1,
-            false,
-            T,
-          );
+          // att rows r0..r1 = q k^T, columns up to r1 (the rest are masked)
+          const rows = { M: r1 - r0, c: ah + 4 * r0 * T, ldc: T };
+          this.mm({
+            ...rows,
+            a: qh + 4 * r0 * ld,
+            ai: ld,
+            ak: 1,
+            b: kh,
+            ldb: ld,
+            bT: true,
+            K: hs,
+            J: r1,
+          });
         }
       }
       this.parallel(
@@ -570,21 +567,8 @@ export class WasmBackend implements Backend {
         const ah = a + 4 * bh * T * T;
         for (const [r0, r1] of causalBlocks(T)) {
           // out rows r0..r1 = att rows (nonzero up to column r1) times v rows 0..r1
-          this.gemm(
-            outh + 4 * r0 * C,
-            ah + 4 * r0 * T,
-            T,
-            1,
-            vh,
-            3 * C,
-            false,
-            0,
-            r1 - r0,
-            r1,
-            hs,
-            false,
-            C,
-          );
+          const rows = { M: r1 - r0, c: outh + 4 * r0 * C, ldc: C };
+          this.mm({ ...rows, a: ah + 4 * r0 * T, ai: T, ak: 1, b: vh, ldb: ld, K: r1, J: hs });
         }
       }
     });
@@ -604,6 +588,7 @@ export class WasmBackend implements Backend {
     need(dqkv, B * T * 3 * C, 'dqkv');
     need(att, B * NH * T * T, 'att');
     const hs = C / NH;
+    const ld = 3 * C;
     const scale = 1 / Math.sqrt(hs);
     const dscores = this.heap.f32(T * T); // one head's (T, T) gradient
     const ds = dscores.byteOffset;
@@ -614,83 +599,73 @@ export class WasmBackend implements Backend {
           const { qh: dqh, kh: dkh, vh: dvh } = headOf(dq, bh, NH, T, C);
           const ah = a + 4 * bh * T * T;
           for (const [r0, r1] of causalBlocks(T)) {
-            const rows = r1 - r0;
+            const M = r1 - r0;
             // dv rows r0..r1 += att^T dout over positions t >= r0 (att[t, t2] is 0 for t < t2)
-            const atT = ah + 4 * (r0 * T + r0);
-            this.gemm(
-              dvh + 12 * r0 * C,
-              atT,
-              1,
-              T,
-              dh + 4 * r0 * C,
-              C,
-              false,
-              0,
-              rows,
-              T - r0,
-              hs,
-              true,
-              3 * C,
-            );
+            const atT = { a: ah + 4 * (r0 * T + r0), ai: 1, ak: T, K: T - r0 };
+            const dvRows = { M, c: dvh + 4 * r0 * ld, ldc: ld, acc: true };
+            this.mm({ ...dvRows, ...atT, b: dh + 4 * r0 * C, ldb: C, J: hs });
             // datt rows r0..r1 = dout v^T, columns up to r1
-            this.gemm(
-              ds + 4 * r0 * T,
-              dh + 4 * r0 * C,
-              C,
-              1,
-              vh,
-              3 * C,
-              true,
-              0,
-              rows,
-              hs,
-              r1,
-              false,
-              T,
-            );
+            const dattRows = { M, c: ds + 4 * r0 * T, ldc: T };
+            this.mm({
+              ...dattRows,
+              a: dh + 4 * r0 * C,
+              ai: C,
+              ak: 1,
+              b: vh,
+              ldb: ld,
+              bT: true,
+              K: hs,
+              J: r1,
+            });
           }
           this.k.causalSoftmaxBackward(ds, ah, 0, T, T, scale); // datt -> dscores (scaled, masked)
           for (const [r0, r1] of causalBlocks(T)) {
-            const rows = r1 - r0;
+            const M = r1 - r0;
             // dq rows r0..r1 += ds k over columns up to r1
-            this.gemm(
-              dqh + 12 * r0 * C,
-              ds + 4 * r0 * T,
-              T,
-              1,
-              kh,
-              3 * C,
-              false,
-              0,
-              rows,
-              r1,
-              hs,
-              true,
-              3 * C,
-            );
+            const dqRows = { M, c: dqh + 4 * r0 * ld, ldc: ld, acc: true };
+            this.mm({ ...dqRows, a: ds + 4 * r0 * T, ai: T, ak: 1, b: kh, ldb: ld, K: r1, J: hs });
             // dk rows r0..r1 += ds^T q over positions t >= r0
-            const dsT = ds + 4 * (r0 * T + r0);
-            this.gemm(
-              dkh + 12 * r0 * C,
-              dsT,
-              1,
-              T,
-              qh + 12 * r0 * C,
-              3 * C,
-              false,
-              0,
-              rows,
-              T - r0,
-              hs,
-              true,
-              3 * C,
-            );
+            const dsT = { a: ds + 4 * (r0 * T + r0), ai: 1, ak: T, K: T - r0 };
+            const dkRows = { M, c: dkh + 4 * r0 * ld, ldc: ld, acc: true };
+            this.mm({ ...dkRows, ...dsT, b: qh + 4 * r0 * ld, ldb: ld, J: hs });
           }
         }
       });
     } finally {
       this.heap.free(dscores);
     }
+  }
+
+  /** gemm with named arguments (pointers in bytes, strides in elements; no bias). */
+  private mm(o: {
+    c: number;
+    ldc: number;
+    a: number;
+    ai: number;
+    ak: number;
+    b: number;
+    ldb: number;
+    bT?: boolean;
+    M: number;
+    K: number;
+    J: number;
+    acc?: boolean;
+  }): void {
+    this.gemm(
+      o.c,
+      o.a,
+      o.ai,
+      o.ak,
+      o.b,
+      o.ldb,
+      o.bT ?? false,
+      0,
+      o.M,
+      o.K,
+      o.J,
+      o.acc ?? false,
+      o.ldc,
+    );
   }
 
   geluForward(out: Float32Array, inp: Float32Array, N: number): void {
