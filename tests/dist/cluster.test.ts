@@ -3,42 +3,27 @@
 // bytes; a wrong or missing token is refused on both sides with a clear message.
 
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadDataset } from '../../src/data/dataset.ts';
-import { prepareDataset } from '../../src/data/prepare.ts';
 import { serveCoordinator, trainInProcess, trainWithThreads } from '../../src/dist/launch.ts';
 import { getFloat32, readSafetensors } from '../../src/checkpoint/safetensors.ts';
 import { wasmAvailable } from '../../src/kernels/wasm/backend.ts';
-import { DEFAULT_RUN_CONFIG } from '../../src/train/config.ts';
-import type { RunConfig } from '../../src/train/config.ts';
-import { ROOT, runCli, startWorker } from '../helpers/cli.ts';
+import { runCli, startWorker } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { maxAbsDiff } from '../helpers/fixtures.ts';
-import { finalWeights } from '../helpers/runs.ts';
+import { finalWeights, tinyConfig, tinyDataset } from '../helpers/runs.ts';
 
 const dir = tempDir();
-writeFileSync(
-  join(dir, 'text.txt'),
-  readFileSync(join(ROOT, 'data/tinyshakespeare.txt'), 'utf8').slice(0, 30_000),
-);
-prepareDataset(join(dir, 'text.txt'), join(dir, 'ds'), { tokenizer: 'bpe:300', valFraction: 0.1 });
-const dataset = loadDataset(join(dir, 'ds'));
-const config: RunConfig = {
-  ...DEFAULT_RUN_CONFIG,
+const dataset = loadDataset(tinyDataset(dir));
+const config = tinyConfig({
   name: 'cluster-test',
-  nLayer: 2,
-  nHead: 2,
-  nEmbd: 32,
-  blockSize: 32,
   batchSize: 6,
   steps: 8,
-  lr: 3e-3,
-  warmupSteps: 2,
   evalEvery: 4,
   evalWindows: 4,
-};
+});
 const weights = (run: string) => finalWeights(join(dir, run));
 
 describe('threads and processes', () => {

@@ -5,7 +5,6 @@
 // (or, past twice the size limit, a closed connection); nothing crashes; the trained weights are
 // byte-identical to a run nobody disturbed.
 
-import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pack } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
@@ -15,14 +14,11 @@ import type { Limits, Message } from '../../src/dist/messages.ts';
 import { DEFAULT_LIMITS, msg } from '../../src/dist/messages.ts';
 import { connectRaw } from '../../src/dist/transports/ws.ts';
 import { loadDataset } from '../../src/data/dataset.ts';
-import { prepareDataset } from '../../src/data/prepare.ts';
-import { DEFAULT_RUN_CONFIG } from '../../src/train/config.ts';
-import type { RunConfig } from '../../src/train/config.ts';
 import { WeftError } from '../../src/util/errors.ts';
 import { Rng } from '../../src/util/rng.ts';
-import { ROOT, startWorker } from '../helpers/cli.ts';
+import { startWorker } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
-import { finalWeights } from '../helpers/runs.ts';
+import { finalWeights, tinyConfig, tinyDataset } from '../helpers/runs.ts';
 
 const FRAMES_PER_TARGET = Number(process.env.FUZZ_FRAMES ?? 1200);
 // small enough that oversized frames are cheap to send, large enough for this model's chunks
@@ -30,25 +26,13 @@ const LIMITS: Limits = { maxFrameBytes: 512 * 1024, maxTensorElements: 64 * 1024
 const SECRET = 'fuzz secret';
 
 const dir = tempDir();
-writeFileSync(
-  join(dir, 'text.txt'),
-  readFileSync(join(ROOT, 'data/tinyshakespeare.txt'), 'utf8').slice(0, 30_000),
-);
-prepareDataset(join(dir, 'text.txt'), join(dir, 'ds'), { tokenizer: 'bpe:300', valFraction: 0.1 });
-const dataset = loadDataset(join(dir, 'ds'));
-const config: RunConfig = {
-  ...DEFAULT_RUN_CONFIG,
+const dataset = loadDataset(tinyDataset(dir));
+const config = tinyConfig({
   name: 'fuzz',
-  nLayer: 2,
-  nHead: 2,
-  nEmbd: 32,
-  blockSize: 32,
   batchSize: 4,
   steps: 100_000, // stopped once the fuzzing is over
-  lr: 3e-3,
-  warmupSteps: 2,
   evalEvery: 0,
-};
+});
 
 const VALID: Message[] = [
   msg('hello', { name: 'x', role: 'worker', nonce: 'ab', proof: 'cd' }),

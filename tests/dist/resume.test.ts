@@ -8,34 +8,22 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadCheckpoint } from '../../src/checkpoint/read.ts';
 import { loadDataset } from '../../src/data/dataset.ts';
-import { prepareDataset } from '../../src/data/prepare.ts';
 import { trainInProcess } from '../../src/dist/launch.ts';
-import { DEFAULT_RUN_CONFIG } from '../../src/train/config.ts';
-import type { RunConfig } from '../../src/train/config.ts';
 import { ROOT, runCli } from '../helpers/cli.ts';
-import { finalWeights, metricsOf } from '../helpers/runs.ts';
+import { finalWeights, metricsOf, tinyConfig, tinyDataset } from '../helpers/runs.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const dir = tempDir();
-const text = join(dir, 'text.txt');
-writeFileSync(text, readFileSync(join(ROOT, 'data/tinyshakespeare.txt'), 'utf8').slice(0, 30_000));
-prepareDataset(text, join(dir, 'ds'), { tokenizer: 'bpe:300', valFraction: 0.1 });
-const dataset = loadDataset(join(dir, 'ds'));
-const config: RunConfig = {
-  ...DEFAULT_RUN_CONFIG,
+const dataset = loadDataset(tinyDataset(dir));
+const text = join(dir, 'text.txt'); // written by tinyDataset
+const config = tinyConfig({
   name: 'resume-test',
-  nLayer: 2,
-  nHead: 2,
-  nEmbd: 32,
-  blockSize: 32,
   batchSize: 6,
   steps: 10,
-  lr: 3e-3,
-  warmupSteps: 2,
   evalEvery: 4,
   evalWindows: 4,
   ckptEvery: 3,
-};
+});
 const stepLosses = (run: string) =>
   metricsOf(run)
     .filter((m) => m.type === 'step')

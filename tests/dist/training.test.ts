@@ -2,42 +2,27 @@
 // on real text, metrics.jsonl carries the documented keys, the run is deterministic for a seed,
 // and a stop request ends it cleanly with the model saved.
 
-import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadModel } from '../../src/checkpoint/read.ts';
 import { loadDataset } from '../../src/data/dataset.ts';
-import { prepareDataset } from '../../src/data/prepare.ts';
-import { DEFAULT_RUN_CONFIG } from '../../src/train/config.ts';
 import type { RunConfig } from '../../src/train/config.ts';
 import { trainInProcess } from '../../src/dist/launch.ts';
 import type { RunHooks } from '../../src/dist/coordinator.ts';
-import { ROOT } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
-import { finalWeights, metricsOf } from '../helpers/runs.ts';
+import { finalWeights, metricsOf, tinyConfig, tinyDataset } from '../helpers/runs.ts';
 
 const dir = tempDir();
-writeFileSync(
-  join(dir, 'text.txt'),
-  readFileSync(join(ROOT, 'data/tinyshakespeare.txt'), 'utf8').slice(0, 30_000),
-);
-prepareDataset(join(dir, 'text.txt'), join(dir, 'ds'), { tokenizer: 'bpe:300', valFraction: 0.1 });
-const dataset = loadDataset(join(dir, 'ds'));
+const dataset = loadDataset(tinyDataset(dir));
 
-const config: RunConfig = {
-  ...DEFAULT_RUN_CONFIG,
+const config = tinyConfig({
   name: 'loop-test',
-  nLayer: 2,
-  nHead: 2,
-  nEmbd: 32,
-  blockSize: 32,
   batchSize: 4,
   steps: 40,
-  lr: 3e-3,
   warmupSteps: 4,
   evalEvery: 20,
   evalWindows: 4,
-};
+});
 
 const bytesOf = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 

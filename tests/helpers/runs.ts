@@ -36,27 +36,29 @@ export function tinyDataset(dir: string, chars = 30_000): string {
   return join(dir, 'ds');
 }
 
-/** A 2-layer, 32-channel model trained on `dataset` into `run` (one worker thread, reference). */
-export async function trainTiny(
-  dataset: string,
-  run: string,
-  overrides: Partial<RunConfig>,
-  resume = false,
-): Promise<void> {
-  const config: RunConfig = {
+/** A 2-layer, 2-head, 32-channel GPT-2 with context 32, lr 3e-3 after 2 warm-up steps; plus `overrides`. */
+export function tinyConfig(overrides: Partial<RunConfig>): RunConfig {
+  return {
     ...DEFAULT_RUN_CONFIG,
     name: 'tiny-test',
     nLayer: 2,
     nHead: 2,
     nEmbd: 32,
     blockSize: 32,
-    batchSize: 8,
-    steps: 20,
     lr: 3e-3,
     warmupSteps: 2,
-    evalEvery: 0,
     ...overrides,
   };
+}
+
+/** A tinyConfig model trained on `dataset` into `run` (one worker thread, reference). */
+export async function trainTiny(
+  dataset: string,
+  run: string,
+  overrides: Partial<RunConfig>,
+  resume = false,
+): Promise<void> {
+  const config = tinyConfig({ batchSize: 8, steps: 20, evalEvery: 0, ...overrides });
   const options = {
     workers: 1,
     backend: 'reference',
