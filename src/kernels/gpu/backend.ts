@@ -7,7 +7,6 @@
 // Without a WebGPU adapter gpu.js falls back to its CPU modes: slow but correct, so CI runs it.
 
 import type { BackendName } from '../backend.ts';
-import { need } from '../checks.ts';
 import { WasmBackend } from '../wasm/backend.ts';
 import { DeviceBridge } from './bridge.ts';
 import type { GemmMode, GemmShape } from './device.ts';
@@ -43,12 +42,10 @@ export class GpuBackend extends WasmBackend {
     else this.parameters.delete(params.byteOffset);
   }
 
-  /** True when `view` lies in a parameter buffer: a weight the device may keep. */
-  private isWeight(view: Float32Array): boolean {
-    if (!this.heap.owns(view)) return false;
-    const end = view.byteOffset + view.byteLength;
+  /** True when `floats` floats at byte `offset` lie in a parameter buffer: a weight to keep. */
+  private isWeight(offset: number, floats: number): boolean {
     for (const [start, stop] of this.parameters)
-      if (view.byteOffset >= start && end <= stop) return true;
+      if (offset >= start && offset + 4 * floats <= stop) return true;
     return false;
   }
 
@@ -63,50 +60,34 @@ export class GpuBackend extends WasmBackend {
   }
 
   /**
-   * C (M x J) = [C +] [bias +] A B with A(i,k) = a[i*ai + k*ak], B(k,j) = b[k*bk + j*bj];
-   * `extra` is the bias or C itself; `bIsWeight` keeps b on the device.
+   * The linear layers' and the tied head's products, on the device: A(i,k) = a[i*ai + k*ak],
+   * B(k,j) = b[k*ldb + j] or b[j*ldb + k] when bT; a B inside a parameter buffer stays there.
    */
-  private onDevice(
+  protected override linear(
     c: number,
     a: number,
+    ai: number,
+    ak: number,
     b: number,
-    extra: number,
-    shape: Omit<GemmShape, 'mode'>,
-    mode: GemmMode,
-    bIsWeight: boolean,
-  ): void {
-    const { M, K, J } = shape;
-    const aLen = M * K;
-    const bLen = K * J;
-    this.bridge.gemm({
-      epoch: this.epoch,
-      shape: { ...shape, mode },
-      out: [c, M * J],
-      a: [a, aLen],
-      b: [b, bLen],
-      extra: mode === 'set' ? null : [extra, mode === 'bias' ? J : M * J],
-      bKey: bIsWeight ? `${b}:${bLen}` : null,
-    });
-  }
-
-  /** The wasm backend's product benchmark entry, on the device (scripts/bench-matmul.ts). */
-  override product(
-    kind: 'nn' | 'nt' | 'tn',
-    c: Float32Array,
-    a: Float32Array,
-    b: Float32Array,
+    ldb: number,
+    bT: boolean,
+    bias: number,
     M: number,
     K: number,
     J: number,
-    accumulate = false,
+    accumulate: boolean,
   ): void {
-    const ai = kind === 'tn' ? 1 : K;
-    const ak = kind === 'tn' ? M : 1;
-    const bk = kind === 'nt' ? 1 : J;
-    const bj = kind === 'nt' ? K : 1;
-    this.with([c, a, b], ([pc, pa, pb]) =>
-      this.onDevice(pc, pa, pb, pc, { M, K, J, ai, ak, bk, bj }, accumulate ? 'acc' : 'set', false),
-    );
+    const mode: GemmMode = accumulate ? 'acc' : bias ? 'bias' : 'set';
+    const shape: GemmShape = { M, K, J, ai, ak, bk: bT ? 1 : ldb, bj: bT ? ldb : 1, mode };
+    this.bridge.gemm({
+      epoch: this.epoch,
+      shape,
+      out: [c, M * J],
+      a: [a, M * K],
+      b: [b, K * J],
+      extra: mode === 'set' ? null : mode === 'bias' ? [bias, J] : [c, M * J],
+      bKey: this.isWeight(b, K * J) ? `${b}:${K * J}` : null,
+    });
   }
 
   override encoderForward(
@@ -125,96 +106,5 @@ export class GpuBackend extends WasmBackend {
   override adamwUpdate(...args: Parameters<WasmBackend['adamwUpdate']>): void {
     this.epoch++;
     super.adamwUpdate(...args);
-  }
-
-  override matmulForward(
-    out: Float32Array,
-    inp: Float32Array,
-    weight: Float32Array,
-    bias: Float32Array | null,
-    N: number,
-    C: number,
-    OC: number,
-  ): void {
-    need(inp, N * C, 'inp');
-    need(weight, C * OC, 'weight');
-    need(out, N * OC, 'out');
-    const cached = this.isWeight(weight);
-    this.with([out, inp, weight, bias], ([o, i, w, b]) => {
-      const shape = { M: N, K: C, J: OC, ai: C, ak: 1, bk: OC, bj: 1 };
-      this.onDevice(o, i, w, b, shape, bias ? 'bias' : 'set', cached);
-    });
-  }
-
-  override matmulBackward(
-    dinp: Float32Array,
-    dweight: Float32Array,
-    dbias: Float32Array | null,
-    dout: Float32Array,
-    inp: Float32Array,
-    weight: Float32Array,
-    N: number,
-    C: number,
-    OC: number,
-  ): void {
-    need(dout, N * OC, 'dout');
-    need(dinp, N * C, 'dinp');
-    need(dweight, C * OC, 'dweight');
-    const cached = this.isWeight(weight);
-    this.with([dinp, dweight, dbias, dout, inp, weight], ([di, dw, db, d, i, w]) => {
-      // dinp (N,C) += dout (N,OC) W^T: B(k=o, j=c) = W[c*OC + o]
-      this.onDevice(
-        di,
-        d,
-        w,
-        di,
-        { M: N, K: OC, J: C, ai: OC, ak: 1, bk: 1, bj: OC },
-        'acc',
-        cached,
-      );
-      // dW (C,OC) += inp^T (C,N) dout (N,OC): A(i=c, k=n) = inp[n*C + c]
-      this.onDevice(dw, i, d, dw, { M: C, K: N, J: OC, ai: 1, ak: C, bk: OC, bj: 1 }, 'acc', false);
-      if (db) this.k.colSumAdd(db, d, N, OC);
-    });
-  }
-
-  override lmHeadForward(
-    logits: Float32Array,
-    inp: Float32Array,
-    wte: Float32Array,
-    N: number,
-    C: number,
-    V: number,
-  ): void {
-    need(inp, N * C, 'inp');
-    need(wte, V * C, 'wte');
-    need(logits, N * V, 'logits');
-    const cached = this.isWeight(wte);
-    this.with([logits, inp, wte], ([l, i, w]) => {
-      // logits (N,V) = inp (N,C) wte^T: B(k=c, j=v) = wte[v*C + c]
-      this.onDevice(l, i, w, 0, { M: N, K: C, J: V, ai: C, ak: 1, bk: 1, bj: C }, 'set', cached);
-    });
-  }
-
-  override lmHeadBackward(
-    dinp: Float32Array,
-    dwte: Float32Array,
-    dlogits: Float32Array,
-    inp: Float32Array,
-    wte: Float32Array,
-    N: number,
-    C: number,
-    V: number,
-  ): void {
-    need(dlogits, N * V, 'dlogits');
-    need(dinp, N * C, 'dinp');
-    need(dwte, V * C, 'dwte');
-    const cached = this.isWeight(wte);
-    this.with([dinp, dwte, dlogits, inp, wte], ([di, dw, dl, i, w]) => {
-      // dinp (N,C) += dlogits (N,V) wte (V,C)
-      this.onDevice(di, dl, w, di, { M: N, K: V, J: C, ai: V, ak: 1, bk: C, bj: 1 }, 'acc', cached);
-      // dwte (V,C) += dlogits^T (V,N) inp (N,C): A(i=v, k=n) = dlogits[n*V + v]
-      this.onDevice(dw, dl, i, dw, { M: V, K: N, J: C, ai: 1, ak: V, bk: C, bj: 1 }, 'acc', false);
-    });
   }
 }

@@ -350,6 +350,27 @@ export class WasmBackend implements Backend {
   }
 
   /**
+   * A product of the linear layers or the tied head, C (M x J, rows J apart) = [C +] [bias +] A B,
+   * arguments as gemm's. The gpu backend overrides this one method to run them on its device.
+   */
+  protected linear(
+    c: number,
+    a: number,
+    ai: number,
+    ak: number,
+    b: number,
+    ldb: number,
+    bT: boolean,
+    bias: number,
+    M: number,
+    K: number,
+    J: number,
+    accumulate: boolean,
+  ): void {
+    this.gemm(c, a, ai, ak, b, ldb, bT, bias, M, K, J, accumulate);
+  }
+
+  /**
    * C (M x J) (+)= op(A) op(B), all row-major: 'nn' A is (M,K) and B (K,J); 'nt' B is stored
    * (J,K) and used transposed; 'tn' A is stored (K,M) and used transposed.
    */
@@ -364,9 +385,9 @@ export class WasmBackend implements Backend {
     accumulate = false,
   ): void {
     this.with([c, a, b], ([pc, pa, pb]) => {
-      if (kind === 'nn') this.gemm(pc, pa, K, 1, pb, J, false, 0, M, K, J, accumulate);
-      else if (kind === 'nt') this.gemm(pc, pa, K, 1, pb, K, true, 0, M, K, J, accumulate);
-      else this.gemm(pc, pa, 1, M, pb, J, false, 0, M, K, J, accumulate);
+      if (kind === 'nn') this.linear(pc, pa, K, 1, pb, J, false, 0, M, K, J, accumulate);
+      else if (kind === 'nt') this.linear(pc, pa, K, 1, pb, K, true, 0, M, K, J, accumulate);
+      else this.linear(pc, pa, 1, M, pb, J, false, 0, M, K, J, accumulate);
     });
   }
 
@@ -454,7 +475,7 @@ export class WasmBackend implements Backend {
     need(weight, C * OC, 'weight');
     need(out, N * OC, 'out');
     this.with([out, inp, weight, bias], ([o, i, w, b]) =>
-      this.gemm(o, i, C, 1, w, OC, false, b, N, C, OC, false),
+      this.linear(o, i, C, 1, w, OC, false, b, N, C, OC, false),
     );
   }
 
@@ -473,8 +494,8 @@ export class WasmBackend implements Backend {
     need(dinp, N * C, 'dinp');
     need(dweight, C * OC, 'dweight');
     this.with([dinp, dweight, dbias, dout, inp, weight], ([di, dw, db, d, i, w]) => {
-      this.gemm(di, d, OC, 1, w, OC, true, 0, N, OC, C, true); // dinp (N,C) += dout (N,OC) W^T
-      this.gemm(dw, i, 1, C, d, OC, false, 0, C, N, OC, true); // dW (C,OC) += inp^T (C,N) dout
+      this.linear(di, d, OC, 1, w, OC, true, 0, N, OC, C, true); // dinp (N,C) += dout (N,OC) W^T
+      this.linear(dw, i, 1, C, d, OC, false, 0, C, N, OC, true); // dW (C,OC) += inp^T (C,N) dout
       if (db) this.k.colSumAdd(db, d, N, OC);
     });
   }
@@ -491,7 +512,7 @@ export class WasmBackend implements Backend {
     need(wte, V * C, 'wte');
     need(logits, N * V, 'logits');
     this.with([logits, inp, wte], ([l, i, w]) =>
-      this.gemm(l, i, C, 1, w, C, true, 0, N, C, V, false),
+      this.linear(l, i, C, 1, w, C, true, 0, N, C, V, false),
     );
   }
 
@@ -507,8 +528,8 @@ export class WasmBackend implements Backend {
   ): void {
     need(dlogits, N * V, 'dlogits');
     this.with([dinp, dwte, dlogits, inp, wte], ([di, dw, dl, i, w]) => {
-      this.gemm(di, dl, V, 1, w, C, false, 0, N, V, C, true); // dinp (N,C) += dlogits (N,V) wte (V,C)
-      this.gemm(dw, dl, 1, V, i, C, false, 0, V, N, C, true); // dwte (V,C) += dlogits^T (V,N) inp (N,C)
+      this.linear(di, dl, V, 1, w, C, false, 0, N, V, C, true); // dinp (N,C) += dlogits (N,V) wte (V,C)
+      this.linear(dw, dl, 1, V, i, C, false, 0, V, N, C, true); // dwte (V,C) += dlogits^T (V,N) inp (N,C)
     });
   }
 
