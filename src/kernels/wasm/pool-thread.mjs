@@ -21,8 +21,14 @@ let seen = Atomics.load(c, 0);
 Atomics.add(c, 7, 1); // ready
 Atomics.notify(c, 7);
 for (;;) {
-  Atomics.wait(c, 0, seen);
-  seen = Atomics.load(c, 0);
+  // a wake-up is not a call: Atomics.wait can return with the generation unchanged (seen under
+  // load), and running the last call's slice again would add it twice and end the next call early
+  let generation = Atomics.load(c, 0);
+  while (generation === seen) {
+    Atomics.wait(c, 0, seen);
+    generation = Atomics.load(c, 0);
+  }
+  seen = generation;
   if (index < Atomics.load(c, 6)) {
     const n = Atomics.load(c, 3);
     const call = Array.from(a.subarray(0, n));
@@ -32,6 +38,8 @@ for (;;) {
     call[range + 1] = a[at + 1];
     call[Atomics.load(c, 5)] = a[at + 2];
     kernels[Atomics.load(c, 2)](...call);
-    if (Atomics.sub(c, 1, 1) === 1) Atomics.notify(c, 1);
   }
+  // answered also without a slice, so the next call's control block is written only after
+  // every helper has read this one's
+  if (Atomics.sub(c, 1, 1) === 1) Atomics.notify(c, 1);
 }

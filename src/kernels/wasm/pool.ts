@@ -4,7 +4,10 @@
 // its own scratch area. Coordination is a control block in shared memory (Atomics.wait/notify),
 // so a call costs microseconds, not a message round trip.
 //
-// control block (Int32): [0] generation, [1] threads still working, [2] kernel id, [3] arg count,
+// Every helper answers every generation, also one without a slice: the caller waits for all of
+// them, so no helper can still be reading one call's control block when the next is written.
+//
+// control block (Int32): [0] generation, [1] helpers still working, [2] kernel id, [3] arg count,
 // [4] index of the range-begin argument (range-end is the next), [5] index of the scratch argument,
 // [6] helpers with a slice, [7] helpers started; arguments (Float64): args[0..count), then from
 // MAX_ARGS begin/end/scratch per helper.
@@ -87,7 +90,7 @@ export class Pool {
     Atomics.store(c, 4, rangeArg);
     Atomics.store(c, 5, scratchArg);
     Atomics.store(c, 6, slices.length);
-    Atomics.store(c, 1, slices.length);
+    Atomics.store(c, 1, this.helpers);
     Atomics.add(c, 0, 1);
     Atomics.notify(c, 0);
   }
@@ -99,7 +102,7 @@ export class Pool {
       Atomics.wait(c, 7, ready, 1000);
   }
 
-  /** Waits until every helper has finished the last dispatch. */
+  /** Waits until every helper has finished (or, without a slice, seen) the last dispatch. */
   join(): void {
     const c = this.control;
     for (;;) {
