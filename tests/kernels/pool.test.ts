@@ -2,10 +2,12 @@
 // return without a new call (a wake-up with the generation unchanged); a helper that took that
 // for a call ran the last call's slice again, adding it twice into an accumulating output and
 // answering the next call before doing it. That made 2-worker training differ from 1-worker
-// training about once in a hundred runs. Also: calls with fewer slices than helpers.
+// training about once in a hundred runs. Also: a trap on a helper, and calls with fewer slices
+// than helpers.
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { WasmBackend, wasmAvailable } from '../../src/kernels/wasm/backend.ts';
+import type { Pool } from '../../src/kernels/wasm/pool.ts';
 import { Rng } from '../../src/util/rng.ts';
 
 /** Which of the arrays hold the same bytes in both lists. */
@@ -63,6 +65,23 @@ describe.runIf(wasmAvailable())('wasm pool', () => {
     one.backward();
     two.backward();
     expect(same(two.outs, one.outs), 'the next call').toEqual(ALL_SAME);
+  });
+
+  it('names a kernel that failed on a helper thread, and keeps working', () => {
+    const k = backend(2);
+    const two = layer(k, 64, 256, 256);
+    const pool = (k as unknown as { pool: Pool }).pool;
+    // a product whose output lies past the end of the memory: the helper's slice traps
+    const args = [2 ** 32 - 64, 8, 0, 8, 1, 0, 8, 0, 0, 0, 0, 8, 8, 0, 0];
+    const scratch = k.allocF32(1024).byteOffset;
+    expect(() => {
+      pool.dispatch('gemm', args, 9, 14, [[0, 4]], [scratch]);
+      pool.join();
+    }).toThrow(/the wasm kernel gemm failed on a helper thread/);
+    const one = layer(backend(1), 64, 256, 256);
+    one.backward();
+    two.backward();
+    expect(same(two.outs, one.outs)).toEqual(ALL_SAME);
   });
 
   it('gives the one-thread bits when helpers sit out (fewer slices than helpers)', () => {

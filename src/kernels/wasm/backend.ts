@@ -292,8 +292,12 @@ export class WasmBackend implements Backend {
     if (slices.length > 1 && this.pool)
       this.pool.dispatch(name, args, rangeArg, scratchArg, slices.slice(1), scratch.slice(1));
     const kernel: (...a: number[]) => void = this.k[name];
-    kernel(...own);
-    if (slices.length > 1 && this.pool) this.pool.join();
+    try {
+      kernel(...own);
+    } finally {
+      // also when this thread's slice threw: the next call must not start while helpers work
+      if (slices.length > 1 && this.pool) this.pool.join();
+    }
   }
 
   /**

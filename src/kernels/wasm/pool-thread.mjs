@@ -37,7 +37,12 @@ for (;;) {
     call[range] = a[at];
     call[range + 1] = a[at + 1];
     call[Atomics.load(c, 5)] = a[at + 2];
-    kernels[Atomics.load(c, 2)](...call);
+    try {
+      kernels[Atomics.load(c, 2)](...call);
+    } catch (err) {
+      console.error(`wasm kernel helper ${index}: ${err instanceof Error ? err.message : err}`);
+      Atomics.add(c, 8, 1);
+    }
   }
   // answered also without a slice, so the next call's control block is written only after
   // every helper has read this one's

@@ -9,10 +9,13 @@
 //
 // control block (Int32): [0] generation, [1] helpers still working, [2] kernel id, [3] arg count,
 // [4] index of the range-begin argument (range-end is the next), [5] index of the scratch argument,
-// [6] helpers with a slice, [7] helpers started; arguments (Float64): args[0..count), then from
+// [6] helpers with a slice, [7] helpers started, [8] helpers whose slice of the last call threw
+// (the caller's join then throws: a wasm trap on a helper cannot reach it as an event while it
+// blocks); arguments (Float64): args[0..count), then from
 // MAX_ARGS begin/end/scratch per helper.
 
 import { Worker } from 'node:worker_threads';
+import { WeftError } from '../../util/errors.ts';
 
 export const KERNEL_NAMES = [
   'gemm',
@@ -23,7 +26,9 @@ export const KERNEL_NAMES = [
 export type ParallelKernel = (typeof KERNEL_NAMES)[number];
 
 const MAX_ARGS = 32;
-export const CONTROL_INTS = 8;
+export const CONTROL_INTS = 9;
+/** How long helpers may take to start (instantiate the module) before the first call fails. */
+const START_TIMEOUT_MS = 60_000;
 
 export interface PoolShared {
   memory: WebAssembly.Memory;
@@ -37,6 +42,8 @@ export class Pool {
   private readonly control: Int32Array;
   private readonly args: Float64Array;
   private readonly threads: Worker[] = [];
+  /** Kernel of the last dispatch (for errors). */
+  private running: ParallelKernel = 'gemm';
 
   constructor(
     readonly helpers: number,
@@ -78,6 +85,7 @@ export class Pool {
   ): void {
     const c = this.control;
     this.waitReady();
+    this.running = name;
     this.args.set(args);
     for (let h = 0; h < slices.length; h++) {
       const at = MAX_ARGS + 3 * h;
@@ -98,8 +106,16 @@ export class Pool {
   /** Blocks until every helper has instantiated the module (once, before the first dispatch). */
   private waitReady(): void {
     const c = this.control;
-    for (let ready = Atomics.load(c, 7); ready < this.helpers; ready = Atomics.load(c, 7))
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (let ready = Atomics.load(c, 7); ready < this.helpers; ready = Atomics.load(c, 7)) {
+      if (Date.now() > deadline) {
+        throw new WeftError(
+          'WEFT_E_STATE',
+          `only ${ready} of ${this.helpers} wasm kernel helper threads started within ${START_TIMEOUT_MS / 1000} s`,
+        );
+      }
       Atomics.wait(c, 7, ready, 1000);
+    }
   }
 
   /** Waits until every helper has finished (or, without a slice, seen) the last dispatch. */
@@ -107,8 +123,14 @@ export class Pool {
     const c = this.control;
     for (;;) {
       const pending = Atomics.load(c, 1);
-      if (pending === 0) return;
+      if (pending === 0) break;
       Atomics.wait(c, 1, pending, 1000);
+    }
+    if (Atomics.exchange(c, 8, 0) > 0) {
+      throw new WeftError(
+        'WEFT_E_STATE',
+        `the wasm kernel ${this.running} failed on a helper thread (its error is printed above)`,
+      );
     }
   }
 
