@@ -57,13 +57,49 @@ function packA(dst: usize, a: usize, ai: usize, ak: usize, i0: i32, i1: i32, K: 
   for (let i = i0; i < i1; i += 4) {
     const rows = min(4, i1 - i);
     let src = a + <usize>i * ai;
-    for (let k = 0; k < K; k++) {
+    let k = 0;
+    if (rows == 4 && ak == 4) {
+      // rows contiguous in k (A row-major): transpose 4x4 blocks
+      for (; k + 4 <= K; k += 4) {
+        transpose4(d, src, ai, 16);
+        src += 16;
+        d += 64;
+      }
+    } else if (rows == 4 && ai == 4) {
+      // the 4 rows contiguous for each k (a transposed view of a row-major matrix)
+      for (; k < K; k++) {
+        v128.store(d, v128.load(src));
+        src += ak;
+        d += 16;
+      }
+    }
+    for (; k < K; k++) {
       for (let r = 0; r < 4; r++) store<f32>(d + (<usize>r << 2), r < rows ? load<f32>(src + <usize>r * ai) : 0);
       src += ak;
       d += 16;
     }
   }
   return d - dst;
+}
+
+/**
+ * Rows r = 0..3 of src (ld bytes apart), four floats each, written transposed into a packed
+ * panel: dst + stride * q + 4 * r = src[r][q], for q = 0..3 (four k of 4 rows or columns).
+ */
+@inline
+function transpose4(dst: usize, src: usize, ld: usize, stride: usize): void {
+  const r0 = v128.load(src);
+  const r1 = v128.load(src + ld);
+  const r2 = v128.load(src + 2 * ld);
+  const r3 = v128.load(src + 3 * ld);
+  const t0 = i32x4.shuffle(r0, r1, 0, 4, 1, 5); // r0[0] r1[0] r0[1] r1[1]
+  const t1 = i32x4.shuffle(r2, r3, 0, 4, 1, 5);
+  const t2 = i32x4.shuffle(r0, r1, 2, 6, 3, 7); // r0[2] r1[2] r0[3] r1[3]
+  const t3 = i32x4.shuffle(r2, r3, 2, 6, 3, 7);
+  v128.store(dst, i32x4.shuffle(t0, t1, 0, 1, 4, 5));
+  v128.store(dst + stride, i32x4.shuffle(t0, t1, 2, 3, 6, 7));
+  v128.store(dst + 2 * stride, i32x4.shuffle(t2, t3, 0, 1, 4, 5));
+  v128.store(dst + 3 * stride, i32x4.shuffle(t2, t3, 2, 3, 6, 7));
 }
 
 /** Packs columns [j, j+8) of B into [k][8], zero-padding past J. */
@@ -80,7 +116,18 @@ function packB(dst: usize, b: usize, ldb: usize, bT: bool, j: i32, J: i32, K: i3
     }
     return;
   }
-  for (let k = 0; k < K; k++) {
+  let k0 = 0;
+  if (bT && cols == 8) {
+    // B is (J, K) row-major: four k of each of the 8 columns are contiguous; transpose 4x4 blocks
+    const col = b + <usize>j * ldb;
+    for (; k0 + 4 <= K; k0 += 4) {
+      const src = col + (<usize>k0 << 2);
+      transpose4(d, src, ldb, 32);
+      transpose4(d + 16, src + 4 * ldb, ldb, 32);
+      d += 128;
+    }
+  }
+  for (let k = k0; k < K; k++) {
     for (let c = 0; c < 8; c++) {
       let v: f32 = 0;
       if (c < cols) {
