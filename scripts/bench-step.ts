@@ -2,6 +2,7 @@
 // each backend and thread count, printing ms/step, tokens/s, achieved GFLOP/s, peak RSS next to
 // the theoretical size of params + grads + AdamW m + v + activations; when a python3 with torch is
 // on the machine, the same model and batch in PyTorch (1 thread and all cores), in the same run.
+// Each weft row runs in a child process of its own, so its peak RSS is its own.
 //
 // With --workers 1,2 it instead times whole data-parallel steps (coordinator + N worker threads,
 // exact all-reduce) on tinyshakespeare tokenized to the config's vocabulary.
@@ -14,6 +15,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadDataset } from '../src/data/dataset.ts';
 import { prepareDataset } from '../src/data/prepare.ts';
@@ -38,6 +40,8 @@ const { values } = parseArgs({
     'no-torch': { type: 'boolean', default: false },
     'torch-device': { type: 'string', default: 'cpu' },
     workers: { type: 'string' },
+    // internal: one weft row (CONFIG_PATH|BACKEND|THREADS) in this process, printed as JSON
+    row: { type: 'string' },
     backend: { type: 'string', default: defaultBackendName() },
     threads: { type: 'string', default: `1,${availableParallelism()}` },
   },
@@ -88,6 +92,28 @@ function benchWeft(cfg: RunConfig, backendName: BackendName, threads: number): R
     peakRssMiB: peak / 2 ** 20,
     theoryMiB: (4 * (4 * model.paramCount + acts)) / 2 ** 20,
   };
+}
+
+/**
+ * benchWeft in a child process of its own, so each row's peak RSS is its own (a backend's wasm
+ * memory lives until garbage-collected, and would count in the next row's figure).
+ */
+function benchWeftApart(path: string, backendName: BackendName, threads: number): Row {
+  const args = [...process.execArgv, fileURLToPath(import.meta.url)];
+  args.push('--row', `${path}|${backendName}|${threads}`, '--steps', String(steps));
+  args.push('--warmup', String(warmup));
+  const run = spawnSync(process.execPath, args, { encoding: 'utf8' });
+  if (run.status !== 0)
+    throw new Error(`bench row ${backendName} x${threads} failed: ${run.stderr}`);
+  return JSON.parse(run.stdout.trim().split('\n').pop() as string) as Row;
+}
+
+if (values.row) {
+  const [path, name, threads] = values.row.split('|');
+  console.log(
+    JSON.stringify(benchWeft(loadRunConfig(path), parseBackendName(name), Number(threads))),
+  );
+  process.exit(0);
 }
 
 /** A python3 that can import torch: the one on PATH, else Debian's. */
@@ -217,7 +243,7 @@ for (const path of configs) {
   for (const name of values.backend.split(',').map(parseBackendName)) {
     // the reference kernels are single-threaded
     for (const threads of name === 'reference' ? [1] : threadCounts)
-      rows.push(benchWeft(cfg, name, threads));
+      rows.push(benchWeftApart(path, name, threads));
   }
   if (python) {
     for (const threads of threadCounts) {
