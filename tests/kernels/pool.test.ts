@@ -59,6 +59,7 @@ describe.runIf(wasmAvailable())('wasm pool', () => {
     expect(same(two.outs, one.outs)).toEqual(ALL_SAME);
     // wake the helper as Atomics.wait may, with no new call (the control block's generation word)
     const control = (k as unknown as { pool: { control: Int32Array } }).pool.control;
+    sleep(20); // past the helper's polling: it sleeps in Atomics.wait
     Atomics.notify(control, 0);
     sleep(100);
     expect(same(two.outs, one.outs), 'after a wake-up without a call').toEqual(ALL_SAME);

@@ -557,16 +557,22 @@ export class WasmBackend implements Backend {
     need(out, B * T * C, 'out');
     const hs = C / NH;
     const ld = 3 * C; // row stride of q, k and v
+    const scale = 1 / Math.sqrt(hs);
     this.with([out, att, qkv], ([o, a, q]) => {
       for (let bh = 0; bh < B * NH; bh++) {
-        const { qh, kh } = headOf(q, bh, NH, T, C);
+        const { qh, kh, vh, outh } = headOf(q, bh, NH, T, C, o);
         const ah = a + 4 * bh * T * T;
+        // by blocks of rows, each block's scores used while they are in cache
         for (const [r0, r1] of causalBlocks(T)) {
+          const M = r1 - r0;
           // att rows r0..r1 = q k^T, columns up to r1 (the rest are masked)
-          const rows = { M: r1 - r0, c: ah + 4 * r0 * T, ldc: T };
+          const ab = ah + 4 * r0 * T;
+          const qb = qh + 4 * r0 * ld;
           this.mm({
-            ...rows,
-            a: qh + 4 * r0 * ld,
+            M,
+            c: ab,
+            ldc: T,
+            a: qb,
             ai: ld,
             ak: 1,
             b: kh,
@@ -575,25 +581,21 @@ export class WasmBackend implements Backend {
             K: hs,
             J: r1,
           });
-        }
-      }
-      this.parallel(
-        'causalSoftmax',
-        [a, 0, 0, T, 1 / Math.sqrt(hs), 0],
-        1,
-        5,
-        B * NH * T,
-        1,
-        () => 0,
-        B * NH * T * T * 8,
-      );
-      for (let bh = 0; bh < B * NH; bh++) {
-        const { vh, outh } = headOf(q, bh, NH, T, C, o);
-        const ah = a + 4 * bh * T * T;
-        for (const [r0, r1] of causalBlocks(T)) {
+          // softmax of those rows (head bh's rows of the stacked (B*NH*T, T) scores)
+          this.k.causalSoftmax(a, bh * T + r0, bh * T + r1, T, scale, 0);
           // out rows r0..r1 = att rows (nonzero up to column r1) times v rows 0..r1
-          const rows = { M: r1 - r0, c: outh + 4 * r0 * C, ldc: C };
-          this.mm({ ...rows, a: ah + 4 * r0 * T, ai: T, ak: 1, b: vh, ldb: ld, K: r1, J: hs });
+          this.mm({
+            M,
+            c: outh + 4 * r0 * C,
+            ldc: C,
+            a: ab,
+            ai: T,
+            ak: 1,
+            b: vh,
+            ldb: ld,
+            K: r1,
+            J: hs,
+          });
         }
       }
     });

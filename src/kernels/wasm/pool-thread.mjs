@@ -1,10 +1,13 @@
 // A helper thread of the wasm backend's pool (plain JavaScript: it needs no TypeScript). It
 // instantiates the kernels module over the shared memory and runs the slices it is given; see
 // pool.ts for the control block layout.
+import { performance } from 'node:perf_hooks';
 import { workerData } from 'node:worker_threads';
 
 const MAX_ARGS = 32;
-const NAMES = ['gemm', 'causalSoftmax', 'crossEntropyForward', 'crossEntropyBackward'];
+/** How long an idle helper polls for the next call before it sleeps. */
+const SPIN_MS = 0.2;
+const NAMES = ['gemm', 'crossEntropyForward', 'crossEntropyBackward']; // pool.ts KERNEL_NAMES
 const { memory, module, control, args, index } = workerData;
 const c = new Int32Array(control);
 const a = new Float64Array(args);
@@ -23,7 +26,11 @@ Atomics.notify(c, 7);
 for (;;) {
   // a wake-up is not a call: Atomics.wait can return with the generation unchanged (seen under
   // load), and running the last call's slice again would add it twice and end the next call early
+  // spin a little before sleeping: calls come back to back within a step, and waking a thread
+  // that sleeps in Atomics.wait takes tens of microseconds (over 100 on some VMs)
   let generation = Atomics.load(c, 0);
+  for (const until = performance.now() + SPIN_MS; generation === seen && performance.now() < until;)
+    generation = Atomics.load(c, 0);
   while (generation === seen) {
     Atomics.wait(c, 0, seen);
     generation = Atomics.load(c, 0);

@@ -17,18 +17,15 @@
 import { Worker } from 'node:worker_threads';
 import { WeftError } from '../../util/errors.ts';
 
-export const KERNEL_NAMES = [
-  'gemm',
-  'causalSoftmax',
-  'crossEntropyForward',
-  'crossEntropyBackward',
-] as const;
+export const KERNEL_NAMES = ['gemm', 'crossEntropyForward', 'crossEntropyBackward'] as const;
 export type ParallelKernel = (typeof KERNEL_NAMES)[number];
 
 const MAX_ARGS = 32;
 export const CONTROL_INTS = 9;
 /** How long helpers may take to start (instantiate the module) before the first call fails. */
 const START_TIMEOUT_MS = 60_000;
+/** How long join polls for the helpers before it sleeps in Atomics.wait. */
+const JOIN_SPIN_MS = 2;
 
 export interface PoolShared {
   memory: WebAssembly.Memory;
@@ -121,6 +118,9 @@ export class Pool {
   /** Waits until every helper has finished (or, without a slice, seen) the last dispatch. */
   join(): void {
     const c = this.control;
+    // the helpers usually finish within microseconds of this thread: poll before sleeping
+    for (const until = performance.now() + JOIN_SPIN_MS; performance.now() < until;)
+      if (Atomics.load(c, 1) === 0) break;
     for (;;) {
       const pending = Atomics.load(c, 1);
       if (pending === 0) break;
