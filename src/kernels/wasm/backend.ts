@@ -91,14 +91,7 @@ interface Exports {
     N: number,
     C: number,
   ) => void;
-  causalSoftmax: (
-    att: number,
-    r0: number,
-    r1: number,
-    T: number,
-    scale: number,
-    scratch: number,
-  ) => void;
+  causalSoftmax: (att: number, r0: number, r1: number, T: number, scale: number) => void;
   causalSoftmaxBackward: (
     datt: number,
     att: number,
@@ -558,12 +551,13 @@ export class WasmBackend implements Backend {
     const hs = C / NH;
     const ld = 3 * C; // row stride of q, k and v
     const scale = 1 / Math.sqrt(hs);
+    const blocks = causalBlocks(T);
     this.with([out, att, qkv], ([o, a, q]) => {
       for (let bh = 0; bh < B * NH; bh++) {
         const { qh, kh, vh, outh } = headOf(q, bh, NH, T, C, o);
         const ah = a + 4 * bh * T * T;
         // by blocks of rows, each block's scores used while they are in cache
-        for (const [r0, r1] of causalBlocks(T)) {
+        for (const [r0, r1] of blocks) {
           const M = r1 - r0;
           // att rows r0..r1 = q k^T, columns up to r1 (the rest are masked)
           const ab = ah + 4 * r0 * T;
@@ -582,7 +576,7 @@ export class WasmBackend implements Backend {
             J: r1,
           });
           // softmax of those rows (head bh's rows of the stacked (B*NH*T, T) scores)
-          this.k.causalSoftmax(a, bh * T + r0, bh * T + r1, T, scale, 0);
+          this.k.causalSoftmax(a, bh * T + r0, bh * T + r1, T, scale);
           // out rows r0..r1 = att rows (nonzero up to column r1) times v rows 0..r1
           this.mm({
             M,
@@ -617,6 +611,7 @@ export class WasmBackend implements Backend {
     const hs = C / NH;
     const ld = 3 * C;
     const scale = 1 / Math.sqrt(hs);
+    const blocks = causalBlocks(T);
     const dscores = this.heap.f32(T * T); // one head's (T, T) gradient
     const ds = dscores.byteOffset;
     try {
@@ -625,7 +620,7 @@ export class WasmBackend implements Backend {
           const { qh, kh, vh, outh: dh } = headOf(q, bh, NH, T, C, d);
           const { qh: dqh, kh: dkh, vh: dvh } = headOf(dq, bh, NH, T, C);
           const ah = a + 4 * bh * T * T;
-          for (const [r0, r1] of causalBlocks(T)) {
+          for (const [r0, r1] of blocks) {
             const M = r1 - r0;
             // dv rows r0..r1 += att^T dout over positions t >= r0 (att[t, t2] is 0 for t < t2)
             const atT = { a: ah + 4 * (r0 * T + r0), ai: 1, ak: T, K: T - r0 };
@@ -646,7 +641,7 @@ export class WasmBackend implements Backend {
             });
           }
           this.k.causalSoftmaxBackward(ds, ah, 0, T, T, scale); // datt -> dscores (scaled, masked)
-          for (const [r0, r1] of causalBlocks(T)) {
+          for (const [r0, r1] of blocks) {
             const M = r1 - r0;
             // dq rows r0..r1 += ds k over columns up to r1
             const dqRows = { M, c: dqh + 4 * r0 * ld, ldc: ld, acc: true };

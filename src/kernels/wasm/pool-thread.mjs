@@ -4,11 +4,9 @@
 import { performance } from 'node:perf_hooks';
 import { workerData } from 'node:worker_threads';
 
-const MAX_ARGS = 32;
 /** How long an idle helper polls for the next call before it sleeps. */
 const SPIN_MS = 0.2;
-const NAMES = ['gemm', 'crossEntropyForward', 'crossEntropyBackward']; // pool.ts KERNEL_NAMES
-const { memory, module, control, args, index } = workerData;
+const { memory, module, control, args, index, names, maxArgs } = workerData;
 const c = new Int32Array(control);
 const a = new Float64Array(args);
 const instance = new WebAssembly.Instance(module, {
@@ -19,15 +17,16 @@ const instance = new WebAssembly.Instance(module, {
     },
   },
 });
-const kernels = NAMES.map((name) => instance.exports[name]);
+const kernels = names.map((name) => instance.exports[name]);
 let seen = Atomics.load(c, 0);
 Atomics.add(c, 7, 1); // ready
 Atomics.notify(c, 7);
 for (;;) {
-  // a wake-up is not a call: Atomics.wait can return with the generation unchanged (seen under
-  // load), and running the last call's slice again would add it twice and end the next call early
-  // spin a little before sleeping: calls come back to back within a step, and waking a thread
-  // that sleeps in Atomics.wait takes tens of microseconds (over 100 on some VMs)
+  // Wait for the generation to change: poll a little first (calls come back to back within a
+  // step, and waking a thread from Atomics.wait takes tens of microseconds, over 100 on some VMs),
+  // then sleep. A wake-up is not a call: Atomics.wait can return with the generation unchanged
+  // (seen under load), and running the last call's slice again would add it twice and end the
+  // next call early.
   let generation = Atomics.load(c, 0);
   for (const until = performance.now() + SPIN_MS; generation === seen && performance.now() < until;)
     generation = Atomics.load(c, 0);
@@ -39,7 +38,7 @@ for (;;) {
   if (index < Atomics.load(c, 6)) {
     const n = Atomics.load(c, 3);
     const call = Array.from(a.subarray(0, n));
-    const at = MAX_ARGS + 3 * index;
+    const at = maxArgs + 3 * index;
     const range = Atomics.load(c, 4);
     call[range] = a[at];
     call[range + 1] = a[at + 1];

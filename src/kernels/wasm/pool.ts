@@ -11,8 +11,7 @@
 // [4] index of the range-begin argument (range-end is the next), [5] index of the scratch argument,
 // [6] helpers with a slice, [7] helpers started, [8] helpers whose slice of the last call threw
 // (the caller's join then throws: a wasm trap on a helper cannot reach it as an event while it
-// blocks); arguments (Float64): args[0..count), then from
-// MAX_ARGS begin/end/scratch per helper.
+// blocks). Arguments (Float64): args[0..count), then from MAX_ARGS begin/end/scratch per helper.
 
 import { Worker } from 'node:worker_threads';
 import { WeftError } from '../../util/errors.ts';
@@ -33,14 +32,15 @@ export interface PoolShared {
   control: SharedArrayBuffer;
   args: SharedArrayBuffer;
   index: number;
+  /** KERNEL_NAMES (kernel ids index it) and MAX_ARGS, so the helper does not repeat them. */
+  names: readonly string[];
+  maxArgs: number;
 }
 
 export class Pool {
   private readonly control: Int32Array;
   private readonly args: Float64Array;
   private readonly threads: Worker[] = [];
-  /** Kernel of the last dispatch (for errors). */
-  private running: ParallelKernel = 'gemm';
 
   constructor(
     readonly helpers: number,
@@ -58,6 +58,8 @@ export class Pool {
         control: controlBuffer,
         args: argsBuffer,
         index,
+        names: KERNEL_NAMES,
+        maxArgs: MAX_ARGS,
       };
       const thread = new Worker(new URL('./pool-thread.mjs', import.meta.url), {
         workerData: shared,
@@ -82,7 +84,6 @@ export class Pool {
   ): void {
     const c = this.control;
     this.waitReady();
-    this.running = name;
     this.args.set(args);
     for (let h = 0; h < slices.length; h++) {
       const at = MAX_ARGS + 3 * h;
@@ -103,6 +104,7 @@ export class Pool {
   /** Blocks until every helper has instantiated the module (once, before the first dispatch). */
   private waitReady(): void {
     const c = this.control;
+    if (Atomics.load(c, 7) === this.helpers) return;
     const deadline = Date.now() + START_TIMEOUT_MS;
     for (let ready = Atomics.load(c, 7); ready < this.helpers; ready = Atomics.load(c, 7)) {
       if (Date.now() > deadline) {
@@ -129,7 +131,7 @@ export class Pool {
     if (Atomics.exchange(c, 8, 0) > 0) {
       throw new WeftError(
         'WEFT_E_STATE',
-        `the wasm kernel ${this.running} failed on a helper thread (its error is printed above)`,
+        `the wasm kernel ${KERNEL_NAMES[Atomics.load(c, 2)]} failed on a helper thread (its error is printed above)`,
       );
     }
   }
@@ -138,5 +140,3 @@ export class Pool {
     return Promise.all(this.threads.map((t) => t.terminate()));
   }
 }
-
-export const POOL_MAX_ARGS = MAX_ARGS;

@@ -159,10 +159,9 @@ export function layernormBackward(
 
 /**
  * Rows [r0, r1) of T-wide rows (row r is query position t = r % T): att = softmax of
- * scale * scores over columns j <= t, 0 beyond, in place. `scratch` is unused (the pool's
- * calling convention).
+ * scale * scores over columns j <= t, 0 beyond, in place.
  */
-export function causalSoftmax(att: usize, r0: i32, r1: i32, T: i32, scale: f32, scratch: usize): void {
+export function causalSoftmax(att: usize, r0: i32, r1: i32, T: i32, scale: f32): void {
   const vs = f32x4.splat(scale);
   for (let r = r0; r < r1; r++) {
     const row = att + (<usize>r * <usize>T << 2);
