@@ -12,7 +12,7 @@ import { GPT2 } from '../model/gpt2.ts';
 import type { Tokenizer } from '../tokenizer/index.ts';
 import { tokenizerFromJSON } from '../tokenizer/index.ts';
 import { WeftError, check } from '../util/errors.ts';
-import { readBytes, readJson, sha256 } from '../util/files.ts';
+import { hashFile, readBytes, readJson, sha256 } from '../util/files.ts';
 import type { CheckpointManifest, CheckpointState } from './format.ts';
 import {
   CHECKPOINTS_DIR,
@@ -94,6 +94,29 @@ function verifiedFiles(dir: string, manifest: CheckpointManifest): Map<string, B
     files.set(name, data);
   }
   return files;
+}
+
+/**
+ * What is wrong with checkpoint directory `dir` (its manifest, or a listed file's presence, size
+ * or sha256), or null when every file matches. Hashes in pieces: no file is held in memory.
+ */
+export function checkpointProblem(dir: string): string | null {
+  try {
+    const manifest = readManifest(dir);
+    for (const name of [MODEL_FILE, OPTIMIZER_FILE]) {
+      if (!manifest.files[name]) return `${join(dir, MANIFEST_FILE)} does not list ${name}`;
+    }
+    for (const [name, { bytes, sha256: digest }] of Object.entries(manifest.files)) {
+      const path = join(dir, name);
+      if (!existsSync(path)) return `${path} is missing`;
+      const actual = hashFile(path);
+      if (actual.bytes !== bytes) return `${path} is ${actual.bytes} bytes, not ${bytes}`;
+      if (actual.sha256 !== digest) return `${path} does not match its sha256`;
+    }
+    return null;
+  } catch (err) {
+    return (err as Error).message;
+  }
 }
 
 /** Checks a checkpoint completely (manifest, files, tensor names and shapes); returns its state. */

@@ -2,7 +2,8 @@
 // every file fsynced, the directory fsynced, then renamed to step-N; only then is `latest`
 // replaced the same way (write latest.tmp, fsync, rename). A crash at any point leaves the
 // previous checkpoint intact and `latest` naming a complete one; leftovers are removed by
-// cleanCheckpointTemps on the next start. Writing is asynchronous (libuv's thread pool), so the
+// cleanCheckpointTemps on the next start. A directory already holding the step is verified,
+// never trusted, and pruning deletes nothing until the newest checkpoint verifies from disk. Writing is asynchronous (libuv's thread pool), so the
 // event loop that coordinates training is not blocked by the disk.
 //
 // Fault injection for crash tests: WEFT_FAULT=<point>[@<n>] SIGKILLs the process the n-th time
@@ -10,7 +11,7 @@
 // checkpoint:after-rename, checkpoint:latest-tmp, checkpoint:done.
 
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { GPTConfig } from '../model/config.ts';
@@ -26,6 +27,7 @@ import {
   STEP_DIR_PATTERN,
   stepDirName,
 } from './format.ts';
+import { checkpointProblem } from './read.ts';
 import { safetensorsParts } from './safetensors.ts';
 import { weightTensors } from './weights.ts';
 
@@ -89,11 +91,21 @@ function checkpointFiles(state: CheckpointState): { model: Uint8Array[]; optimiz
   };
 }
 
-/** Writes `state` as checkpoints/step-N of `runDir`, publishes it as latest, keeps the newest `keepLast`. */
+/** Receives what a save did besides writing (a directory moved aside, one kept as it was). */
+export type SaveLog = (line: string) => void;
+
+/**
+ * Writes `state` as checkpoints/step-N of `runDir`, publishes it as latest, keeps the newest
+ * `keepLast` (0: all). A step-N directory that exists already (a crashed or resumed attempt saved
+ * this step before) is never trusted: it stays only when it verifies and its manifest equals the
+ * new one byte for byte; otherwise it is moved aside (step-N.damaged, step-N.replaced) and named
+ * in `log`.
+ */
 export async function writeCheckpoint(
   runDir: string,
   state: CheckpointState,
   keepLast = 0,
+  log: SaveLog = () => {},
 ): Promise<string> {
   const dir = join(runDir, CHECKPOINTS_DIR);
   await mkdir(dir, { recursive: true });
@@ -114,45 +126,106 @@ export async function writeCheckpoint(
     ...meta,
     files: { [MODEL_FILE]: modelFile, [OPTIMIZER_FILE]: optimizerFile },
   };
-  await writeSynced(join(tmp, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
+  const manifestText = `${JSON.stringify(manifest, null, 2)}\n`;
+  await writeSynced(join(tmp, MANIFEST_FILE), manifestText);
   await syncDir(tmp);
   faultPoint('checkpoint:before-rename');
 
-  const final = join(dir, name);
-  if (existsSync(final)) {
-    // this step was saved already (a resumed run stopped before its next step): the state is
-    // the same, so the existing copy stays and nothing is ever replaced in place
-    await rm(tmp, { recursive: true, force: true });
-  } else {
-    await rename(tmp, final);
-  }
+  await install(dir, tmp, name, manifestText, log);
   await syncDir(dir);
   faultPoint('checkpoint:after-rename');
 
+  await publishLatest(dir, name);
+  faultPoint('checkpoint:done');
+
+  if (keepLast > 0) await pruneCheckpoints(dir, keepLast, name, log);
+  return join(dir, name);
+}
+
+/** Renames the finished temporary directory `tmp` to `name`, deciding what happens to one already there. */
+async function install(
+  dir: string,
+  tmp: string,
+  name: string,
+  manifestText: string,
+  log: SaveLog,
+): Promise<void> {
+  const final = join(dir, name);
+  if (existsSync(final)) {
+    const problem = checkpointProblem(final);
+    if (problem === null && readFileSync(join(final, MANIFEST_FILE), 'utf8') === manifestText) {
+      await rm(tmp, { recursive: true, force: true });
+      log(`${final} already holds this state (same manifest, every file verified); kept it`);
+      return;
+    }
+    const aside = await moveAside(dir, name, problem === null ? 'replaced' : 'damaged');
+    log(
+      problem === null
+        ? `${final} held a different state (an earlier attempt at this step); moved it aside to ${aside}`
+        : `${final} is damaged (${problem}); moved it aside to ${aside}`,
+    );
+  }
+  await rename(tmp, final);
+}
+
+/** Renames checkpoint `name` to `name.why` (or `name.why-2`, ...), out of every listing; returns the new path. */
+async function moveAside(dir: string, name: string, why: 'damaged' | 'replaced'): Promise<string> {
+  let aside = join(dir, `${name}.${why}`);
+  for (let k = 2; existsSync(aside); k++) aside = join(dir, `${name}.${why}-${k}`);
+  await rename(join(dir, name), aside);
+  return aside;
+}
+
+/** Points `latest` at `name` (write latest.tmp, fsync, rename, fsync the directory). */
+async function publishLatest(dir: string, name: string): Promise<void> {
   const latestTmp = join(dir, `${LATEST_FILE}.tmp`);
   await writeSynced(latestTmp, `${name}\n`);
   faultPoint('checkpoint:latest-tmp');
   await rename(latestTmp, join(dir, LATEST_FILE));
   await syncDir(dir);
-  faultPoint('checkpoint:done');
-
-  if (keepLast > 0) await pruneCheckpoints(dir, keepLast, name);
-  return final;
 }
+
+const stepOf = (name: string) => Number(STEP_DIR_PATTERN.exec(name)?.[1]);
 
 /** Step directories of `dir`, oldest first. */
 export function listCheckpoints(dir: string): string[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
     .filter((f) => STEP_DIR_PATTERN.test(f))
-    .sort((a, b) => Number(STEP_DIR_PATTERN.exec(a)?.[1]) - Number(STEP_DIR_PATTERN.exec(b)?.[1]));
+    .sort((a, b) => stepOf(a) - stepOf(b));
 }
 
-async function pruneCheckpoints(dir: string, keepLast: number, latest: string): Promise<void> {
-  const all = listCheckpoints(dir);
-  for (const name of all.slice(0, Math.max(0, all.length - keepLast))) {
-    if (name !== latest) await rm(join(dir, name), { recursive: true, force: true });
+/**
+ * Deletes all but the newest `keepLast` checkpoints up to `newest` (the one just published;
+ * later steps are an abandoned attempt's and stay until a save replaces them). Deletes nothing
+ * before `newest` verifies again from disk: if it does not, it is moved aside and `latest` goes
+ * back to the newest older checkpoint that verifies.
+ */
+export async function pruneCheckpoints(
+  dir: string,
+  keepLast: number,
+  newest: string,
+  log: SaveLog = () => {},
+): Promise<void> {
+  const upTo = listCheckpoints(dir).filter((n) => stepOf(n) <= stepOf(newest));
+  const doomed = upTo.slice(0, Math.max(0, upTo.length - keepLast)).filter((n) => n !== newest);
+  if (doomed.length === 0) return;
+  const problem = checkpointProblem(join(dir, newest));
+  if (problem !== null) {
+    const aside = await moveAside(dir, newest, 'damaged');
+    const fallback = upTo
+      .filter((n) => n !== newest)
+      .reverse()
+      .find((n) => checkpointProblem(join(dir, n)) === null);
+    if (fallback) await publishLatest(dir, fallback);
+    else await rm(join(dir, LATEST_FILE), { force: true });
+    log(
+      `${join(dir, newest)} is damaged (${problem}); moved it aside to ${aside}; ` +
+        `latest is now ${fallback ?? 'unset (no checkpoint verifies)'}; nothing was pruned`,
+    );
+    return;
   }
+  for (const name of doomed) await rm(join(dir, name), { recursive: true, force: true });
 }
 
 /** Removes what an interrupted save left behind (temporary directories, latest.tmp). */

@@ -1,5 +1,5 @@
 // Body of the checkpoint writer thread: serialises, hashes and writes each checkpoint it is sent
-// (writeCheckpoint), so none of that work runs on the thread that coordinates training.
+// (writeCheckpoint), passing back what it logs, so none of that work runs on the thread that coordinates training.
 
 import { parentPort } from 'node:worker_threads';
 import type { CheckpointState } from './format.ts';
@@ -14,7 +14,8 @@ export interface WriteRequest {
 
 const port = parentPort as NonNullable<typeof parentPort>;
 port.on('message', (request: WriteRequest) => {
-  writeCheckpoint(request.runDir, request.state, request.keepLast).then(
+  const log = (line: string) => port.postMessage({ id: request.id, log: line });
+  writeCheckpoint(request.runDir, request.state, request.keepLast, log).then(
     (dir) => port.postMessage({ id: request.id, dir }),
     (err: Error) => port.postMessage({ id: request.id, error: err.message }),
   );

@@ -5,6 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import { WeftError } from '../util/errors.ts';
 import type { CheckpointState } from './format.ts';
+import type { SaveLog } from './write.ts';
 import type { WriteRequest } from './writer-main.ts';
 
 export class CheckpointWriter {
@@ -12,11 +13,16 @@ export class CheckpointWriter {
   private nextId = 0;
   private readonly pending = new Map<
     number,
-    { resolve: (dir: string) => void; reject: (e: Error) => void }
+    { resolve: (dir: string) => void; reject: (e: Error) => void; log: SaveLog }
   >();
 
   /** Writes `state` (its buffers are transferred: the caller must not use them again). */
-  write(runDir: string, state: CheckpointState, keepLast: number): Promise<string> {
+  write(
+    runDir: string,
+    state: CheckpointState,
+    keepLast: number,
+    log: SaveLog = () => {},
+  ): Promise<string> {
     const thread = this.start();
     const id = this.nextId++;
     const request: WriteRequest = { id, runDir, state, keepLast };
@@ -24,7 +30,7 @@ export class CheckpointWriter {
       (b): b is ArrayBuffer => b instanceof ArrayBuffer,
     );
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, log });
       thread.postMessage(request, [...new Set(buffers)]);
     });
   }
@@ -39,8 +45,9 @@ export class CheckpointWriter {
   private start(): Worker {
     if (this.thread) return this.thread;
     const thread = new Worker(new URL('./writer-thread.mjs', import.meta.url));
-    thread.on('message', (reply: { id: number; dir?: string; error?: string }) => {
+    thread.on('message', (reply: { id: number; dir?: string; error?: string; log?: string }) => {
       const waiter = this.pending.get(reply.id);
+      if (reply.log !== undefined) return waiter?.log(reply.log);
       this.pending.delete(reply.id);
       if (reply.error !== undefined) waiter?.reject(new WeftError('WEFT_E_FORMAT', reply.error));
       else waiter?.resolve(reply.dir as string);

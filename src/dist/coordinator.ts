@@ -280,7 +280,8 @@ export class CoordinatorShell {
   /** The full checkpoint of `state` after `step` steps. */
   private checkpointOf(step: number, state: TrainingState): CheckpointState {
     const c = this.config;
-    const metrics: Record<string, unknown> = {};
+    // a resumed run carries its checkpoint's metrics until it has newer ones
+    const metrics: Record<string, unknown> = { ...this.cluster.resume?.metrics };
     if (this.lastStep) {
       const { step: s, loss, lr, gradNorm } = this.lastStep;
       metrics.lastStep = { step: s, loss, lr, gradNorm };
@@ -315,7 +316,9 @@ export class CoordinatorShell {
     const checkpoint = this.checkpointOf(step, state);
     const started = performance.now();
     const done = this.writes.then(() =>
-      this.writer.write(this.outDir, checkpoint, this.config.keepLast),
+      this.writer.write(this.outDir, checkpoint, this.config.keepLast, (line) =>
+        this.hooks.log?.(line),
+      ),
     );
     this.writes = done.then(
       (dir) =>

@@ -122,6 +122,67 @@ describe('crash safety', () => {
     },
   );
 
+  it('a crash between the rename and latest, then a resume with other steps, replaces the stale step directory', () => {
+    // issue 12, case 1: the crashed attempt's step-20 (trained for a 20-step schedule) must not
+    // survive a save of step 20 by a resumed 40-step run
+    const train = (out: string, extra: string[], env: Record<string, string> = {}) =>
+      runCli(
+        [
+          'train',
+          '--config',
+          'tiny',
+          '--data',
+          text,
+          '--out',
+          out,
+          '--set',
+          'ckptEvery=10',
+          '--set',
+          'evalEvery=0',
+          ...extra,
+        ],
+        { env },
+      );
+    const crashedRun = join(dir, 'stale-step');
+    const crashed = train(crashedRun, ['--steps', '20'], {
+      WEFT_FAULT: 'checkpoint:after-rename@2',
+    });
+    expect(crashed.status, crashed.stderr).toBe(null); // SIGKILLed between the rename and latest
+    const resumed = runCli([
+      'train',
+      '--out',
+      crashedRun,
+      '--resume',
+      '--steps',
+      '40',
+      '--stop-after',
+      '10',
+    ]);
+    expect(resumed.status, resumed.stderr).toBe(0);
+    expect(resumed.stdout).toMatch(
+      /step-00000020 held a different state .*moved it aside to .*step-00000020\.replaced/,
+    );
+
+    const cleanRun = join(dir, 'stale-step-reference');
+    expect(train(cleanRun, ['--steps', '20', '--stop-after', '10']).status).toBe(0);
+    const cleanResumed = runCli([
+      'train',
+      '--out',
+      cleanRun,
+      '--resume',
+      '--steps',
+      '40',
+      '--stop-after',
+      '10',
+    ]);
+    expect(cleanResumed.status, cleanResumed.stderr).toBe(0);
+
+    expect(loadCheckpoint(crashedRun)).toMatchObject({ step: 20, config: { steps: 40 } });
+    expect(finalWeights(crashedRun).equals(finalWeights(cleanRun))).toBe(true);
+    const verify = runCli(['checkpoint', 'verify', crashedRun]);
+    expect(verify.status, verify.stderr).toBe(0);
+  });
+
   it('refuses to resume with another architecture, naming the key, and writes nothing', () => {
     const before = finalWeights(reference);
     const r = runCli(['train', '--out', reference, '--resume', '--set', 'nLayer=3']);
