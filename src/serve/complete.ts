@@ -1,8 +1,10 @@
 // Text completion over token generation: decodes as it samples, ends at <|endoftext|> or
 // <|im_end|> (end_turn), at max tokens, or at the first stop sequence (cut from the text), and
-// streams text deltas. A delta never holds text that could still turn out to be the start of a
-// stop sequence. It yields to the event loop after every token, so a server keeps flushing other
-// streams and notices a client that went away (the AbortSignal), which ends generation.
+// streams text deltas. A delta never splits a character (the decoder holds a character's bytes
+// until it completes; special tokens are not text), and never holds text that could still turn
+// out to be the start of a stop sequence. It yields to the event loop after every token, so a
+// server keeps flushing other streams and notices a client that went away (the AbortSignal),
+// which ends generation.
 
 import type { GPT2 } from '../model/gpt2.ts';
 import type { SamplingOptions } from '../model/generate.ts';
@@ -106,25 +108,33 @@ export async function complete(
     inputTokens: prompt.length,
     outputTokens,
   });
+  /** Emits what of `piece` the stop matcher lets through; the stop sequence if one completed. */
+  const take = (piece: string): string | null => {
+    const { emit: safe, stop } = matcher.push(piece);
+    emit(safe);
+    return stop;
+  };
+  /** The end: the bytes the decoder still holds, then the text the matcher held back. */
+  const finish = (stopReason: StopReason, n: number) => {
+    const stop = take(decode.flush());
+    if (stop !== null) return result('stop_sequence', stop, n);
+    emit(matcher.flush());
+    return result(stopReason, null, n);
+  };
   try {
     let logits = next.first();
     let produced = 0;
     for (let n = 1; n <= options.maxTokens; n++) {
       const id = sampleLogits(logits, options.temperature, options.topK, rng, options.topP);
       produced = n;
-      if (id === endOfText || id === imEnd) {
-        emit(matcher.flush());
-        return result('end_turn', null, n);
-      }
-      const { emit: safe, stop } = matcher.push(decode(id));
-      emit(safe);
+      if (id === endOfText || id === imEnd) return finish('end_turn', n);
+      const stop = take(decode(id));
       if (stop !== null) return result('stop_sequence', stop, n);
       await nextTick();
       if (options.signal?.aborted || n === options.maxTokens) break;
       logits = next.after(id);
     }
-    emit(matcher.flush());
-    return result('max_tokens', null, produced);
+    return finish('max_tokens', produced);
   } finally {
     next.dispose();
   }

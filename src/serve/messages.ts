@@ -25,17 +25,20 @@ const STATUS: Record<ErrorType, number> = {
   overloaded_error: 529,
 };
 
-/** An error the API reports as {"type":"error","error":{"type","message"}} with its status. */
+/**
+ * An error the API reports as {"type":"error","error":{"type","message"}} with its status (the
+ * type's, or another 4xx: the API uses invalid_request_error for 4xx codes it does not list).
+ */
 export class ApiError extends Error {
+  readonly status: number;
+
   constructor(
     readonly type: ErrorType,
     message: string,
+    status?: number,
   ) {
     super(message);
-  }
-
-  get status(): number {
-    return STATUS[this.type];
+    this.status = status ?? STATUS[type];
   }
 
   body(): { type: 'error'; error: { type: ErrorType; message: string } } {
@@ -66,6 +69,9 @@ export interface MessagesRequest {
 }
 
 const UNSUPPORTED = ['tools', 'tool_choice', 'thinking', 'mcp_servers', 'container'];
+
+/** In a `u` regex a surrogate pair is one code point, so this matches only half pairs. */
+const LONE_SURROGATE = /\p{Cs}/u;
 
 const invalid = (message: string) => new ApiError('invalid_request_error', message);
 
@@ -130,6 +136,9 @@ export function parseMessagesRequest(body: unknown, limits: Limits): MessagesReq
     throw invalid(`stop_sequences: at most ${limits.maxStopSequences}`);
   if (stops.some((s: string) => s.length > limits.maxStopLength))
     throw invalid(`stop_sequences: each at most ${limits.maxStopLength} characters`);
+  // text never holds half a surrogate pair, and a stop matching one would split a character
+  if (stops.some((s: string) => LONE_SURROGATE.test(s)))
+    throw invalid('stop_sequences: a lone surrogate (half a character) can never match');
   if (body.stream !== undefined && typeof body.stream !== 'boolean')
     throw invalid('stream: expected a boolean');
   return {

@@ -1,8 +1,8 @@
-// The model a server answers with: loaded from a checkpoint (verified), named after its run, and
-// with `follow`, replaced by each newer checkpoint that training publishes in the run directory.
-// Requests hold a lease on the model they start with; a replaced model's buffers go back to the
-// backend when its last lease ends. A checkpoint that fails to load is reported and skipped, and
-// the server keeps answering with the one it has.
+// The model a server answers with: loaded from a checkpoint (verified), named after its run (and
+// answering to the run config's `name` too), and with `follow`, replaced by each newer checkpoint
+// that training publishes in the run directory. Requests hold a lease on the model they start
+// with; a replaced model's buffers go back to the backend when its last lease ends. A checkpoint
+// that fails to load is reported and skipped, and the server keeps answering with the one it has.
 
 import { basename, dirname } from 'node:path';
 import type { LoadedModel } from '../checkpoint/read.ts';
@@ -10,8 +10,10 @@ import { loadModel, resolveCheckpoint } from '../checkpoint/read.ts';
 import type { Backend } from '../kernels/backend.ts';
 
 export interface ServedModel extends LoadedModel {
-  /** The id clients pass as `model`. */
+  /** The id clients pass as `model` (and the one responses and the models list report). */
   id: string;
+  /** Other names a request may use: the run directory's and the run config's, when not the id. */
+  aliases: string[];
   /** When it was loaded (the models list reports it as created_at). */
   loadedAt: Date;
 }
@@ -20,6 +22,24 @@ export interface ServedModel extends LoadedModel {
 function modelId(checkpointDir: string): string {
   const parent = dirname(checkpointDir);
   return basename(parent) === 'checkpoints' ? basename(dirname(parent)) : basename(checkpointDir);
+}
+
+/** The names besides `id` that a checkpoint answers to. */
+function aliasesOf(loaded: LoadedModel, id: string): string[] {
+  const names = [modelId(loaded.dir), loaded.config.name];
+  const usable = names.filter((n): n is string => typeof n === 'string' && n !== '' && n !== id);
+  return [...new Set(usable)];
+}
+
+/** True when a request naming `name` is meant for `served`. */
+export function answersTo(served: ServedModel, name: string): boolean {
+  return name === served.id || served.aliases.includes(name);
+}
+
+/** The model's id, and its aliases if it has any: `run (also answers to "name")`. */
+export function names(served: ServedModel): string {
+  const aliases = served.aliases.map((a) => JSON.stringify(a)).join(', ');
+  return aliases ? `${served.id} (also answers to ${aliases})` : served.id;
 }
 
 export class ModelHost {
@@ -98,6 +118,7 @@ export class ModelHost {
 
   private load(id?: string): ServedModel {
     const loaded = loadModel(this.path, this.backend);
-    return { ...loaded, id: id ?? modelId(loaded.dir), loadedAt: new Date() };
+    const name = id ?? modelId(loaded.dir);
+    return { ...loaded, id: name, aliases: aliasesOf(loaded, name), loadedAt: new Date() };
   }
 }

@@ -35,8 +35,25 @@ export interface Tokenizer {
   toJSON(): TokenizerJSON;
 }
 
-/** Decodes ids one at a time, holding back a multi-byte character until it is complete. */
-export function streamDecoder(tokenizer: Tokenizer): (id: number) => string {
-  const decoder = new TextDecoder('utf-8');
-  return (id) => decoder.decode(tokenizer.bytesOf(id), { stream: true });
+/** Text from ids given one at a time, in pieces that never split a character. */
+export interface StreamDecoder {
+  /** The text token `id` completes ('' for a special, or while a character is incomplete). */
+  (id: number): string;
+  /** At the end: the bytes still held, as U+FFFD (a character that never completed), or ''. */
+  flush(): string;
+}
+
+/**
+ * Decodes ids one at a time, holding back the bytes of a multi-byte character until it is
+ * complete, so no piece ever shows U+FFFD for a character still arriving. Special tokens are not
+ * text: they give '' and leave held bytes held. U+FFFD marks only bytes that are truly invalid.
+ */
+export function streamDecoder(tokenizer: Tokenizer): StreamDecoder {
+  // ignoreBOM: a generated U+FEFF is text like any other, not a marker to drop
+  const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
+  const { endOfText, imStart, imEnd } = tokenizer.specials;
+  const specials = new Set([endOfText, imStart, imEnd]);
+  const decode = (id: number) =>
+    specials.has(id) ? '' : decoder.decode(tokenizer.bytesOf(id), { stream: true });
+  return Object.assign(decode, { flush: () => decoder.decode() });
 }

@@ -1,6 +1,7 @@
 // `weft serve` driven by the official Anthropic TypeScript SDK: create, stream, stop sequences,
-// errors in the API's shape, authentication, fuzzed and oversized bodies, 50 concurrent streams,
-// cancellation on disconnect, overload, and following a training run's new checkpoints.
+// errors in the API's shape, the config's name as a model alias, authentication, fuzzed and
+// oversized bodies, 50 concurrent streams, cancellation on disconnect, overload, and following a
+// training run's new checkpoints.
 
 import Anthropic from '@anthropic-ai/sdk';
 import type { AddressInfo } from 'node:net';
@@ -132,6 +133,27 @@ describe('the Messages API through the official SDK', () => {
     const page = await client.models.list();
     expect(page.data.map((m) => m.id)).toEqual([model]);
     expect((await client.models.retrieve(model)).id).toBe(model);
+  });
+
+  it("answers to the run config's name as an alias, listing only the run's id", async () => {
+    // the run directory is tiny-chat; its config's name is tiny-test
+    const message = await create({ model: 'tiny-test', max_tokens: 3, messages: user('hi') });
+    expect(message.model).toBe(model);
+    const streamed = await client.messages
+      .stream({ model: 'tiny-test', max_tokens: 3, messages: user('hi') })
+      .finalMessage();
+    expect(streamed.model).toBe(model);
+    expect((await client.models.list()).data.map((m) => m.id)).toEqual([model]);
+    expect((await client.models.retrieve('tiny-test')).id).toBe(model);
+    const res = await fetch(`${url}/v1/messages`, {
+      method: 'POST',
+      body: JSON.stringify({ model: 'tiny', max_tokens: 3, messages: user('hi') }),
+    });
+    expect(res.status).toBe(404);
+    expect(await res.json()).toMatchObject({ type: 'error', error: { type: 'not_found_error' } });
+    await expect(client.models.retrieve('tiny')).rejects.toBeInstanceOf(Anthropic.NotFoundError);
+    // a malformed escape names no model either (it used to be a 500 with a stack trace)
+    expect((await fetch(`${url}/v1/models/%E0%A4%A`)).status).toBe(404);
   });
 });
 

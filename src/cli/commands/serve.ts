@@ -1,10 +1,15 @@
 // `weft serve`: a checkpoint behind Anthropic's Messages API over HTTP (src/serve/), optionally
-// following a training run to switch to each checkpoint it publishes.
+// following a training run to switch to each checkpoint it publishes. The startup line names the
+// model id and the aliases it also answers to.
 
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { ModelHost } from '../../serve/models.ts';
-import { createApiServer } from '../../serve/server.ts';
+import { ModelHost, names } from '../../serve/models.ts';
+import {
+  DEFAULT_BODY_TIMEOUT_MS,
+  DEFAULT_HEADERS_TIMEOUT_MS,
+  createApiServer,
+} from '../../serve/server.ts';
 import { WeftError, check } from '../../util/errors.ts';
 import type { ComputeFlags } from './compute-options.ts';
 import { addComputeOptions, backendOf } from './compute-options.ts';
@@ -19,6 +24,8 @@ interface ServeFlags extends ComputeFlags {
   modelId?: string;
   maxTokensLimit: string;
   concurrency: string;
+  headerTimeout: string;
+  bodyTimeout: string;
 }
 
 function readKey(path: string): string {
@@ -36,6 +43,13 @@ function readKey(path: string): string {
   return key;
 }
 
+/** A duration flag in seconds (more than 0), as milliseconds. */
+function millisecondsFlag(name: string, value: string): number {
+  const seconds = numberFlag(name, value, { min: 0 });
+  check(seconds > 0, 'WEFT_E_CONFIG', `${name} must be more than 0 seconds`);
+  return seconds * 1000;
+}
+
 export function registerServe(program: Command): void {
   addComputeOptions(program.command('serve'))
     .description("serve a checkpoint over HTTP with Anthropic's Messages API")
@@ -50,24 +64,34 @@ export function registerServe(program: Command): void {
     .option('--model-id <name>', 'the model name clients use (default: the run directory name)')
     .option('--max-tokens-limit <n>', 'largest max_tokens a request may ask for', '4096')
     .option('--concurrency <n>', 'requests generating at once (more wait in a queue)', '4')
+    .option(
+      '--header-timeout <s>',
+      "seconds for a request's headers to arrive (then 408)",
+      String(DEFAULT_HEADERS_TIMEOUT_MS / 1000),
+    )
+    .option(
+      '--body-timeout <s>',
+      "seconds for a request's body to arrive after its headers (then 408)",
+      String(DEFAULT_BODY_TIMEOUT_MS / 1000),
+    )
     .action(async (flags: ServeFlags) => {
       const port = numberFlag('--port', flags.port, { min: 0, integer: true });
       const apiKey = flags.apiKeyFile === undefined ? undefined : readKey(flags.apiKeyFile);
+      const maxTokens = numberFlag('--max-tokens-limit', flags.maxTokensLimit, {
+        min: 1,
+        integer: true,
+      });
+      const settings = {
+        apiKey,
+        limits: { maxTokens },
+        concurrency: numberFlag('--concurrency', flags.concurrency, { min: 1, integer: true }),
+        headersTimeoutMs: millisecondsFlag('--header-timeout', flags.headerTimeout),
+        bodyTimeoutMs: millisecondsFlag('--body-timeout', flags.bodyTimeout),
+      };
       const log = (line: string) => process.stderr.write(`${line}\n`);
       const host = new ModelHost(flags.checkpoint, backendOf(flags), log, flags.modelId);
       if (flags.follow) host.follow();
-      const server = createApiServer({
-        host,
-        apiKey,
-        log,
-        limits: {
-          maxTokens: numberFlag('--max-tokens-limit', flags.maxTokensLimit, {
-            min: 1,
-            integer: true,
-          }),
-        },
-        concurrency: numberFlag('--concurrency', flags.concurrency, { min: 1, integer: true }),
-      });
+      const server = createApiServer({ host, log, ...settings });
       await new Promise<void>((resolve, reject) => {
         server.once('error', (error: NodeJS.ErrnoException) =>
           reject(
@@ -81,9 +105,9 @@ export function registerServe(program: Command): void {
       });
       const address = server.address();
       const bound = typeof address === 'object' && address ? address.port : port;
-      const { id, step, dir } = host.current;
+      const { step, dir } = host.current;
       console.log(
-        `serving ${id} (step ${step}, ${dir}) on http://${flags.host}:${bound}` +
+        `serving ${names(host.current)} on http://${flags.host}:${bound} (step ${step}, ${dir})` +
           `${apiKey ? ' (API key required)' : ''}${flags.follow ? ', following the run' : ''}`,
       );
       const stop = () => {
