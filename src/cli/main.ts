@@ -5,6 +5,12 @@ import { CommanderError } from 'commander';
 import { WeftError } from '../util/errors.ts';
 import { buildProgram } from './program.ts';
 
+// output piped into a reader that stops early (weft info | head) ends quietly, as Unix tools do
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 try {
   await buildProgram().parseAsync(process.argv);
 } catch (err) {

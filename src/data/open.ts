@@ -1,18 +1,33 @@
 // Opens what `--data` names: a prepared dataset directory (has dataset.json), or raw text (a
 // file, or a directory of files) that is prepared on the fly into a cache directory. A cache
-// whose sources and tokenizer spec match the input is reused instead of prepared again.
+// whose sources and tokenizer spec match the input is reused instead of prepared again. A new
+// cache is prepared beside the old one (cacheDir.tmp-PID) and swapped in only after every check
+// has passed, so a refused or failed preparation leaves the existing cache as it was.
 
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { WeftError } from '../util/errors.ts';
-import { sha256 } from '../util/files.ts';
+import { readBytes, sha256 } from '../util/files.ts';
 import type { Dataset, DatasetManifest } from './dataset.ts';
 import { loadDataset } from './dataset.ts';
 import type { PrepareOptions } from './prepare.ts';
 import { prepareDataset, readDocuments } from './prepare.ts';
 
+export interface OpenOptions extends PrepareOptions {
+  /**
+   * Checks the dataset before it is used (and, when freshly prepared, before it replaces the
+   * cache); throws to refuse it. Gets the dataset and the sha256 of its dataset.json.
+   */
+  accept?: (dataset: Dataset, manifestSha256: string) => void;
+}
+
 export function isPreparedDataset(path: string): boolean {
   return existsSync(path) && statSync(path).isDirectory() && existsSync(join(path, 'dataset.json'));
+}
+
+/** sha256 of the dataset.json of dataset directory `dir` (what a checkpoint records). */
+export function datasetManifestSha256(dir: string): string {
+  return sha256(readBytes(join(dir, 'dataset.json'), 'dataset manifest'));
 }
 
 function cacheMatches(cacheDir: string, input: string, options: PrepareOptions): boolean {
@@ -30,15 +45,38 @@ function cacheMatches(cacheDir: string, input: string, options: PrepareOptions):
   }
 }
 
+/** Loads dataset `dir` and puts it through `accept`. */
+function checked(dir: string, options: OpenOptions): Dataset {
+  const dataset = loadDataset(dir);
+  options.accept?.(dataset, datasetManifestSha256(dir));
+  return dataset;
+}
+
+/** Replaces `cacheDir` by the finished `fresh` directory (the old one is removed only after). */
+function swapIn(fresh: string, cacheDir: string): void {
+  const old = `${cacheDir}.old-${process.pid}`;
+  const hadOld = existsSync(cacheDir);
+  if (hadOld) renameSync(cacheDir, old);
+  renameSync(fresh, cacheDir);
+  if (hadOld) rmSync(old, { recursive: true, force: true });
+}
+
 /** The dataset at `path`, preparing raw text into `cacheDir` when needed. */
-export function openDataset(path: string, cacheDir: string, options: PrepareOptions): Dataset {
-  if (isPreparedDataset(path)) return loadDataset(path);
+export function openDataset(path: string, cacheDir: string, options: OpenOptions): Dataset {
+  if (isPreparedDataset(path)) return checked(path, options);
   if (!existsSync(path)) {
     throw new WeftError('WEFT_E_FORMAT', `data ${path} does not exist; pass a text file, a directory of text files, or a prepared dataset`);
   }
-  if (!cacheMatches(cacheDir, path, options)) {
-    options.log?.(`preparing ${path} into ${cacheDir} (tokenizer ${options.tokenizer})`);
-    prepareDataset(path, cacheDir, options);
+  if (cacheMatches(cacheDir, path, options)) return checked(cacheDir, options);
+  options.log?.(`preparing ${path} into ${cacheDir} (tokenizer ${options.tokenizer})`);
+  const fresh = `${cacheDir}.tmp-${process.pid}`;
+  rmSync(fresh, { recursive: true, force: true });
+  try {
+    prepareDataset(path, fresh, options);
+    const dataset = checked(fresh, options);
+    swapIn(fresh, cacheDir);
+    return { ...dataset, dir: cacheDir };
+  } finally {
+    rmSync(fresh, { recursive: true, force: true });
   }
-  return loadDataset(cacheDir);
 }

@@ -1,12 +1,15 @@
 // The coordinator shell: accepts worker connections (handshake first), feeds the coordinator
 // state machine (protocol/coordinator.ts) with joins, messages, closes and clock ticks, and
 // carries out its outputs: sends messages, writes the run directory (config.json,
-// tokenizer.json, metrics.jsonl, checkpoints/) and reports progress. Checkpoints are written
+// tokenizer.json, metrics.jsonl, checkpoints/; locked while the run lasts, written from the
+// moment training starts) and reports progress. Checkpoints are written
 // asynchronously, one after another, while training goes on.
 
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { CheckpointState } from '../checkpoint/format.ts';
+import type { RunLock } from '../checkpoint/run-lock.ts';
+import { lockRunDir } from '../checkpoint/run-lock.ts';
 import { cleanCheckpointTemps } from '../checkpoint/write.ts';
 import { CheckpointWriter } from '../checkpoint/writer.ts';
 import type { Dataset } from '../data/dataset.ts';
@@ -147,6 +150,7 @@ export class CoordinatorShell {
   /** Checkpoint writes, one after another, on the writer thread. */
   private writes: Promise<unknown> = Promise.resolve();
   private readonly writer = new CheckpointWriter();
+  private lock: RunLock | null = null;
 
   constructor(
     config: RunConfig,
@@ -216,19 +220,17 @@ export class CoordinatorShell {
     this.metricsPath = join(outDir, METRICS_FILE);
   }
 
-  /** Starts the run: writes the run directory's first files and waits for workers. */
+  /**
+   * Starts the run: locks the run directory (train/run-dir.ts's lock, re-entrant for a caller
+   * that holds it) and waits for workers. Nothing is written until training starts, so a run
+   * that never trains a step leaves the directory as it was.
+   */
   run(): Promise<RunResult> {
-    mkdirSync(this.outDir, { recursive: true });
-    writeFileSync(join(this.outDir, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
-    writeFileSync(
-      join(this.outDir, 'tokenizer.json'),
-      `${JSON.stringify(this.dataset.tokenizer.toJSON())}\n`,
-    );
+    this.lock = lockRunDir(this.outDir, (line) => this.hooks.log?.(line));
     const leftovers = cleanCheckpointTemps(this.outDir);
     if (leftovers.length > 0)
       this.hooks.log?.(`removed ${leftovers.join(', ')} left by an interrupted save`);
-    truncateMetrics(this.metricsPath, this.cluster.resume?.step ?? 0);
-    return new Promise((resolve, reject) => {
+    const result = new Promise<RunResult>((resolve, reject) => {
       this.settle = { resolve, reject };
       this.feed({ type: 'start', now: Date.now() });
       this.timer = setInterval(() => {
@@ -238,6 +240,17 @@ export class CoordinatorShell {
         if (!lagged) this.feed({ type: 'tick', now });
       }, this.tickMs);
     });
+    return result.finally(() => this.lock?.release());
+  }
+
+  /** The run directory's files besides checkpoints, written when training starts. */
+  private writeRunFiles(): void {
+    writeFileSync(join(this.outDir, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
+    writeFileSync(
+      join(this.outDir, 'tokenizer.json'),
+      `${JSON.stringify(this.dataset.tokenizer.toJSON())}\n`,
+    );
+    truncateMetrics(this.metricsPath, this.cluster.resume?.step ?? 0);
   }
 
   /** Takes a new connection from a worker: handshake, then it joins the run. */
@@ -267,6 +280,11 @@ export class CoordinatorShell {
   /** Ends the run after the step in progress, saving a checkpoint. */
   stop(): void {
     this.feed({ type: 'stop', now: Date.now() });
+  }
+
+  /** Ends the run at once with `message` (a launcher's worker died before it could join). */
+  abort(message: string): void {
+    if (this.settle) this.perform({ type: 'failed', code: 'WEFT_E_CLUSTER', message });
   }
 
   private feed(event: CoordinatorEvent): void {
@@ -336,6 +354,7 @@ export class CoordinatorShell {
         this.hooks.log?.(effect.line);
         return;
       case 'trainingStarted':
+        this.writeRunFiles();
         this.hooks.onStart?.(this.config, effect.workers);
         return;
       case 'stepMetrics': {

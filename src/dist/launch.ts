@@ -1,10 +1,12 @@
 // Ways to run a training job, all on the same coordinator and worker code:
-//   trainWithThreads   coordinator on this thread, N worker threads over MessagePorts (weft train)
+//   trainWithThreads   coordinator on this thread, N worker threads over MessagePorts (weft train);
+//                      it waits for all N however long they take to start
 //   trainInProcess     coordinator and N workers on this thread over the in-memory network
 //                      (simulation tests, library use; the network can be scripted to fail)
 //   serveCoordinator   coordinator listening on WebSocket for workers on other processes/machines
 //   runNetworkWorker   a worker process connecting to a coordinator (weft worker)
 
+import { createServer } from 'node:net';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import type { Dataset } from '../data/dataset.ts';
 import type { RunConfig } from '../train/config.ts';
@@ -17,7 +19,8 @@ import type { Network } from './transport.ts';
 import { clientHandshake } from './transport.ts';
 import { MemoryNetwork } from './transports/memory.ts';
 import { PortConnection } from './transports/thread.ts';
-import { WsNetwork } from './transports/ws.ts';
+import { WsNetwork, parseAddress } from './transports/ws.ts';
+import { WeftError } from '../util/errors.ts';
 import { WorkerShell } from './worker.ts';
 
 /** Handle on a running job: stop it after the current step. */
@@ -33,12 +36,21 @@ export function trainWithThreads(
   cluster: ClusterOptions,
   hooks: RunHooks = {},
 ): Job {
+  // the threads are ours: wait for every one however long it takes to start (no rendezvous
+  // timeout, no --min-workers), and fail at once if one dies before training starts
+  let started = false;
   const coordinator = new CoordinatorShell(
     config,
     dataset,
     outDir,
-    { ...cluster, secret: null },
-    hooks,
+    { ...cluster, secret: null, rendezvousMs: Infinity, minWorkers: cluster.workers },
+    {
+      ...hooks,
+      onStart: (c, workers) => {
+        started = true;
+        hooks.onStart?.(c, workers);
+      },
+    },
   );
   const result = coordinator.run();
   const n = cluster.workers;
@@ -70,6 +82,10 @@ export function trainWithThreads(
       transferList: [port2, ...peerPorts[i].map((p) => p.port)],
     });
     thread.on('error', (err) => hooks.log?.(`worker thread ${i} crashed: ${err.message}`));
+    thread.on('exit', (code) => {
+      if (!started)
+        coordinator.abort(`worker thread ${i} exited (code ${code}) before training started`);
+    });
     threads.push(thread);
   }
   const done = result.finally(() =>
@@ -175,18 +191,31 @@ export async function serveCoordinator(
   hooks: RunHooks = {},
 ): Promise<Job> {
   const coordinator = new CoordinatorShell(config, dataset, outDir, options, hooks);
-  const result = coordinator.run();
-  let listener;
+  // listen first: an address in use fails here, before the run directory is touched
+  const listener = await new WsNetwork(options.limits).listen(options.listen, (conn) =>
+    coordinator.accept(conn),
+  );
+  let result: Promise<RunResult>;
   try {
-    listener = await new WsNetwork(options.limits).listen(options.listen, (conn) =>
-      coordinator.accept(conn),
-    );
+    result = coordinator.run();
   } catch (err) {
-    coordinator.stop();
-    result.catch(() => {});
+    await listener.close();
     throw err;
   }
   options.onListening?.(listener.address);
   const done = result.finally(() => setTimeout(() => void listener.close(), 300).unref());
   return { result: done, stop: () => coordinator.stop() };
+}
+
+/** Fails with a one-line error if `address` (HOST:PORT) cannot be listened on now (port in use, no such host). */
+export async function checkListenAddress(address: string): Promise<void> {
+  const [host, port] = parseAddress(address);
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) =>
+      reject(new WeftError('WEFT_E_NETWORK', `cannot listen on ${address}: ${err.message}`)),
+    );
+    server.listen(port, host, () => resolve());
+  });
+  await new Promise<void>((resolve) => server.close(() => resolve()));
 }

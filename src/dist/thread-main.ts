@@ -17,6 +17,9 @@ export interface ThreadWorkerData {
   threads: number;
 }
 
+// crash tests: WEFT_FAULT=thread:start makes every worker thread fail before it joins
+if (process.env.WEFT_FAULT === 'thread:start') throw new Error('WEFT_FAULT=thread:start');
+
 const data = workerData as ThreadWorkerData;
 const coordinator = new PortConnection(data.coordinator, 'coordinator');
 const peerLinks = new Map(

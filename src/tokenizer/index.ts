@@ -6,6 +6,7 @@ import { readJson } from '../util/files.ts';
 import { BpeTokenizer } from './bpe.ts';
 import { trainBpe } from './train-bpe.ts';
 import type { Tokenizer, TokenizerJSON } from './types.ts';
+import { SPECIAL_TOKENS } from './types.ts';
 
 export type { Tokenizer, TokenizerJSON } from './types.ts';
 
@@ -20,6 +21,18 @@ export function parseTokenizerSpec(
   throw new WeftError(
     'WEFT_E_CONFIG',
     `unknown tokenizer "${spec}"; use gpt2, byte, or bpe:N with 256 <= N < 1048576`,
+  );
+}
+
+/**
+ * The vocabulary size tokenizer `spec` gives (specials included): exact for gpt2 and byte; for
+ * bpe:N the size when the training text has enough distinct pairs to learn all N tokens.
+ */
+export function specVocabSize(spec: string): number {
+  const parsed = parseTokenizerSpec(spec);
+  return (
+    (parsed.kind === 'bpe' ? parsed.size : createTokenizer(parsed.kind).vocabSize) +
+    (parsed.kind === 'bpe' ? SPECIAL_TOKENS.length : 0)
   );
 }
 

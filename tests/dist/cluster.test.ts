@@ -29,6 +29,29 @@ const weights = (run: string) => finalWeights(join(dir, run));
 describe('threads and processes', () => {
   let reference: Buffer;
 
+  it('worker threads are all waited for, however slowly they start (no rendezvous timeout)', async () => {
+    // issue 12, case 8: `weft train --workers 32` on 2 cores failed every thread after 60 s
+    // citing --min-workers; here 4 threads meet a 1 ms rendezvous timeout that a launcher of
+    // network workers would apply
+    const run = join(dir, 'slow-threads');
+    const result = await trainWithThreads({ ...config, steps: 2 }, dataset, run, {
+      workers: 4,
+      rendezvousMs: 1,
+    }).result;
+    expect(result.steps).toBe(2);
+  });
+
+  it('a worker thread that dies before training starts fails the run at once, naming it', async () => {
+    process.env.WEFT_FAULT = 'thread:start'; // copied into the threads' environment at their start
+    const job = trainWithThreads({ ...config, steps: 2 }, dataset, join(dir, 'dead-thread'), {
+      workers: 2,
+    });
+    delete process.env.WEFT_FAULT;
+    await expect(job.result).rejects.toThrow(
+      /worker thread \d exited \(code \d+\) before training started/,
+    );
+  });
+
   it('1, 2 and 3 worker threads give byte-identical weights', async () => {
     for (const n of [1, 2, 3]) {
       await trainWithThreads(config, dataset, join(dir, `threads${n}`), { workers: n }).result;

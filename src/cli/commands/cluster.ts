@@ -4,7 +4,7 @@
 
 import type { Command } from 'commander';
 import { hostname } from 'node:os';
-import { runNetworkWorker, serveCoordinator } from '../../dist/launch.ts';
+import { checkListenAddress, runNetworkWorker, serveCoordinator } from '../../dist/launch.ts';
 import { WsNetwork, parseAddress } from '../../dist/transports/ws.ts';
 import { WeftError, check } from '../../util/errors.ts';
 import { readUtf8 } from '../../util/files.ts';
@@ -80,8 +80,22 @@ export function registerCluster(program: Command): void {
           `listening on ${host} needs a shared secret: pass --token-file FILE or set WEFT_TOKEN`,
         );
       }
+      // every flag and the port are checked before the run directory is touched
       const workers = numberFlag('--workers', flags.workers, { min: 1, integer: true });
-      const run = prepareRun(flags);
+      const minWorkers =
+        flags.minWorkers === undefined
+          ? workers
+          : numberFlag('--min-workers', flags.minWorkers, { min: 1, integer: true });
+      check(
+        minWorkers <= workers,
+        'WEFT_E_CONFIG',
+        `--min-workers ${minWorkers} is more than --workers ${workers}`,
+      );
+      const rendezvousMs =
+        1000 * numberFlag('--rendezvous-timeout', flags.rendezvousTimeout, { min: 0 });
+      const heartbeatTimeoutMs =
+        1000 * numberFlag('--heartbeat-timeout', flags.heartbeatTimeout, { min: 1 });
+      const run = await prepareRun(flags, () => checkListenAddress(flags.listen));
       const job = await serveCoordinator(
         run.config,
         run.dataset,
@@ -89,14 +103,9 @@ export function registerCluster(program: Command): void {
         {
           listen: flags.listen,
           workers,
-          minWorkers:
-            flags.minWorkers === undefined
-              ? workers
-              : numberFlag('--min-workers', flags.minWorkers, { min: 1, integer: true }),
-          rendezvousMs:
-            1000 * numberFlag('--rendezvous-timeout', flags.rendezvousTimeout, { min: 0 }),
-          heartbeatTimeoutMs:
-            1000 * numberFlag('--heartbeat-timeout', flags.heartbeatTimeout, { min: 1 }),
+          minWorkers,
+          rendezvousMs,
+          heartbeatTimeoutMs,
           secret,
           streamData: flags.streamData === true,
           resume: run.resume,
@@ -109,7 +118,7 @@ export function registerCluster(program: Command): void {
         },
         progressHooks(run),
       );
-      summarize(run, await awaitJob(job, run.progress));
+      summarize(run, await awaitJob(job, run));
     });
 
   program

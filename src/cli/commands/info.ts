@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { paramCount, trainingFlops } from '../../model/layout.ts';
 import { loadRunConfig, parseOverrides, sequenceLength } from '../../train/config.ts';
-import { check } from '../../util/errors.ts';
+import { specVocabSize } from '../../tokenizer/index.ts';
 import { resolveConfigPath } from '../paths.ts';
 import { collect } from './options.ts';
 
@@ -14,17 +14,18 @@ export function registerInfo(program: Command): void {
     .requiredOption('--config <file>', 'run config JSON, or a preset name from configs/')
     .option('--set <key=value>', 'override a config key (repeatable)', collect, [])
     .action((opts: { config: string; set: string[] }) => {
-      const cfg = loadRunConfig(resolveConfigPath(opts.config), parseOverrides(opts.set));
-      check(
-        cfg.vocabSize > 0,
-        'WEFT_E_CONFIG',
-        `config ${cfg.name} takes vocabSize from its tokenizer (${cfg.tokenizer}); pass --set vocabSize=N to size it`,
-      );
+      const loaded = loadRunConfig(resolveConfigPath(opts.config), parseOverrides(opts.set));
+      // vocabSize 0 takes the tokenizer's size, as training does once the data is prepared
+      const fromTokenizer = loaded.vocabSize === 0;
+      const cfg = fromTokenizer
+        ? { ...loaded, vocabSize: specVocabSize(loaded.tokenizer) }
+        : loaded;
       const T = sequenceLength(cfg);
       const n = paramCount(cfg);
       const flops = trainingFlops(cfg, cfg.batchSize, T);
       console.log(
-        `config      ${cfg.name}: nLayer=${cfg.nLayer} nHead=${cfg.nHead} nEmbd=${cfg.nEmbd} blockSize=${cfg.blockSize} vocabSize=${cfg.vocabSize}`,
+        `config      ${cfg.name}: nLayer=${cfg.nLayer} nHead=${cfg.nHead} nEmbd=${cfg.nEmbd} blockSize=${cfg.blockSize} vocabSize=${cfg.vocabSize}` +
+          (fromTokenizer ? ` (tokenizer ${cfg.tokenizer}'s)` : ''),
       );
       console.log(`parameters  ${n.toLocaleString('en-US')}`);
       console.log(

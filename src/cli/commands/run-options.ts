@@ -1,33 +1,21 @@
 // What `weft train` and `weft coordinator` share: the run flags (config, data, out, overrides,
-// resume), opening the data, progress output, Ctrl-C handling and the closing summary.
+// resume), checked before the run directory is opened by the library's policy
+// (train/run-dir.ts), progress output, Ctrl-C handling and the closing summary.
 
 import type { Command } from 'commander';
-import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { CheckpointState } from '../../checkpoint/format.ts';
-import { CHECKPOINTS_DIR } from '../../checkpoint/format.ts';
-import { loadCheckpoint } from '../../checkpoint/read.ts';
 import type { BackendName } from '../../kernels/backend.ts';
 import { BACKEND_NAMES } from '../../kernels/backend.ts';
 import { defaultBackendName, parseBackendName } from '../../kernels/select.ts';
-import type { Dataset } from '../../data/dataset.ts';
-import { openDataset } from '../../data/open.ts';
 import type { Job } from '../../dist/launch.ts';
 import type { RunHooks, RunResult } from '../../dist/coordinator.ts';
 import { generate } from '../../model/generate.ts';
 import { paramCount } from '../../model/layout.ts';
 import { streamDecoder } from '../../tokenizer/types.ts';
-import { MODEL_KEYS } from '../../model/config.ts';
-import type { RunConfig } from '../../train/config.ts';
-import {
-  DEFAULT_RUN_CONFIG,
-  loadRunConfig,
-  mergeConfig,
-  parseOverrides,
-  validateRunConfig,
-} from '../../train/config.ts';
+import { DEFAULT_RUN_CONFIG, loadRunConfig, parseOverrides } from '../../train/config.ts';
+import type { OpenedRun } from '../../train/run-dir.ts';
+import { openFreshRun, openResumedRun } from '../../train/run-dir.ts';
 import { WeftError } from '../../util/errors.ts';
-import { readBytes, sha256 } from '../../util/files.ts';
 import { resolveConfigPath } from '../paths.ts';
 import { Progress } from '../progress.ts';
 import { collect, numberFlag } from './options.ts';
@@ -74,114 +62,69 @@ export function addRunOptions(cmd: Command): Command {
     );
 }
 
-export interface PreparedRun {
-  config: RunConfig;
-  dataset: Dataset;
-  outDir: string;
+export interface PreparedRun extends OpenedRun {
   progress: Progress;
-  /** The checkpoint a resumed run continues from. */
-  resume?: CheckpointState;
   stopAfter?: number;
   backend: BackendName;
 }
 
-/** Keys a resumed run must keep: the architecture, and what fixes which data each step reads. */
-const FIXED_ON_RESUME = [...MODEL_KEYS, 'seqLen', 'batchSize', 'shards', 'seed'] as const;
-
+/** --set, then --steps and --seed (each checked and named as the flag it came from). */
 function overridesOf(flags: RunFlags): Record<string, unknown> {
   const overrides = parseOverrides(flags.set);
-  if (flags.steps !== undefined) Object.assign(overrides, parseOverrides([`steps=${flags.steps}`]));
-  if (flags.seed !== undefined) Object.assign(overrides, parseOverrides([`seed=${flags.seed}`]));
+  if (flags.steps !== undefined)
+    overrides.steps = numberFlag('--steps', flags.steps, { min: 1, integer: true });
+  if (flags.seed !== undefined)
+    overrides.seed = numberFlag('--seed', flags.seed, { integer: true });
   return overrides;
 }
 
-/** Config from the preset, then --set, then --steps/--seed; the data opened (prepared if raw text). */
-export function prepareRun(flags: RunFlags): PreparedRun {
+/**
+ * Every flag checked, then the run directory opened (locked, checked, data prepared) by the
+ * library's policy (train/run-dir.ts). `beforeOpen` runs once the flags are checked and before
+ * anything is written (the coordinator checks its port there).
+ */
+export async function prepareRun(
+  flags: RunFlags,
+  beforeOpen: () => Promise<void> | void = () => {},
+): Promise<PreparedRun> {
   const stopAfter =
     flags.stopAfter === undefined
       ? undefined
       : numberFlag('--stop-after', flags.stopAfter, { min: 1, integer: true });
   const backend =
     flags.backend === undefined ? defaultBackendName() : parseBackendName(flags.backend);
-  if (flags.resume) return { ...prepareResume(flags), stopAfter, backend };
-  if (!flags.config)
-    throw new WeftError(
-      'WEFT_E_CONFIG',
-      '--config is required: a config file or a preset name from configs/ (tiny, shakespeare, ...)',
-    );
-  const config = loadRunConfig(resolveConfigPath(flags.config), overridesOf(flags));
-  if (!flags.data) {
-    throw new WeftError(
-      'WEFT_E_CONFIG',
-      '--data is required: a text file, a directory of text files, or a dataset from weft prepare',
-    );
-  }
-  const outDir = flags.out ?? join('runs', config.name);
-  if (existsSync(join(outDir, 'config.json')) && !flags.overwrite) {
-    throw new WeftError(
-      'WEFT_E_CONFIG',
-      `${outDir} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out`,
-    );
-  }
-  if (flags.overwrite) rmSync(join(outDir, CHECKPOINTS_DIR), { recursive: true, force: true });
-  const progress = new Progress(config.logEvery);
-  const dataset = openDataset(flags.data, join(outDir, 'data'), {
-    tokenizer: config.tokenizer,
-    valFraction: config.valFraction,
-    log: (line) => progress.line(line),
-  });
-  return { config, dataset, outDir, progress, stopAfter, backend };
-}
-
-/** The run in --out continued from its latest checkpoint, with --set changes that keep it the same run. */
-function prepareResume(flags: RunFlags): Omit<PreparedRun, 'backend'> {
-  const fromPreset = flags.config ? loadRunConfig(resolveConfigPath(flags.config)) : null;
-  const outDir = flags.out ?? (fromPreset ? join('runs', fromPreset.name) : null);
-  if (!outDir)
-    throw new WeftError(
-      'WEFT_E_CONFIG',
-      '--resume needs --out DIR (or --config NAME for runs/NAME)',
-    );
-  const checkpoint = loadCheckpoint(outDir);
-  const saved = mergeConfig(
-    DEFAULT_RUN_CONFIG,
-    checkpoint.config,
-    `${checkpoint.dir}/manifest.json`,
-  );
-  const config = validateRunConfig(mergeConfig(saved, overridesOf(flags), '--set'));
-  for (const key of FIXED_ON_RESUME) {
-    if (config[key] !== saved[key]) {
+  const overrides = overridesOf(flags);
+  const early = new Progress(DEFAULT_RUN_CONFIG.logEvery);
+  const log = (line: string) => early.line(line);
+  let opened: OpenedRun;
+  if (flags.resume) {
+    const preset = flags.config ? loadRunConfig(resolveConfigPath(flags.config)) : undefined;
+    const outDir = flags.out ?? (preset ? join('runs', preset.name) : null);
+    if (!outDir)
       throw new WeftError(
         'WEFT_E_CONFIG',
-        `${key}=${String(config[key])} differs from the checkpoint's ${key}=${String(saved[key])}; a resumed run keeps its architecture and data order`,
+        '--resume needs --out DIR (or --config NAME for runs/NAME)',
+      );
+    await beforeOpen();
+    opened = openResumedRun({ outDir, overrides, data: flags.data, preset, log });
+  } else {
+    if (!flags.config)
+      throw new WeftError(
+        'WEFT_E_CONFIG',
+        '--config is required: a config file or a preset name from configs/ (tiny, shakespeare, ...)',
+      );
+    const config = loadRunConfig(resolveConfigPath(flags.config), overrides);
+    if (!flags.data) {
+      throw new WeftError(
+        'WEFT_E_CONFIG',
+        '--data is required: a text file, a directory of text files, or a dataset from weft prepare',
       );
     }
+    const outDir = flags.out ?? join('runs', config.name);
+    await beforeOpen();
+    opened = openFreshRun({ config, data: flags.data, outDir, overwrite: flags.overwrite, log });
   }
-  if (fromPreset) {
-    for (const key of MODEL_KEYS) {
-      if (fromPreset[key] !== 0 && fromPreset[key] !== saved[key]) {
-        throw new WeftError(
-          'WEFT_E_CONFIG',
-          `--config ${flags.config} has ${key}=${fromPreset[key]} but the checkpoint has ${key}=${saved[key]}`,
-        );
-      }
-    }
-  }
-  const progress = new Progress(config.logEvery);
-  const dataPath = flags.data ?? checkpoint.data.path;
-  const dataset = openDataset(dataPath, join(outDir, 'data'), {
-    tokenizer: config.tokenizer,
-    valFraction: config.valFraction,
-    log: (line) => progress.line(line),
-  });
-  if (sha256(readBytes(join(dataset.dir, 'dataset.json'))) !== checkpoint.data.manifestSha256) {
-    throw new WeftError(
-      'WEFT_E_CONFIG',
-      `the dataset at ${dataset.dir} is not the one checkpoint ${checkpoint.dir} was trained on (its dataset.json differs)`,
-    );
-  }
-  progress.line(`resuming ${outDir} from ${checkpoint.dir} (step ${checkpoint.step})`);
-  return { config, dataset, outDir, progress, resume: checkpoint };
+  return { ...opened, progress: new Progress(opened.config.logEvery), stopAfter, backend };
 }
 
 /** Progress hooks that print the run's header, steps, evaluations and cluster events. */
@@ -201,8 +144,12 @@ export function progressHooks(run: PreparedRun): RunHooks {
   };
 }
 
-/** Waits for the job; Ctrl-C (or SIGTERM) stops it after the current step, a second one quits. */
-export async function awaitJob(job: Job, progress: Progress): Promise<RunResult> {
+/**
+ * Waits for the job; Ctrl-C (or SIGTERM) stops it after the current step, a second one quits.
+ * The run directory's lock is let go when the job ends.
+ */
+export async function awaitJob(job: Job, run: PreparedRun): Promise<RunResult> {
+  const { progress } = run;
   let stopping = false;
   const onSignal = () => {
     if (stopping) process.exit(130);
@@ -217,6 +164,7 @@ export async function awaitJob(job: Job, progress: Progress): Promise<RunResult>
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    run.lock.release();
   }
 }
 
@@ -248,6 +196,6 @@ export function summarize(run: PreparedRun, result: RunResult): void {
       seed: config.seed,
       onToken: (id) => process.stdout.write(decode(id)),
     });
-    process.stdout.write('\n');
+    process.stdout.write(`${decode.flush()}\n`);
   }
 }

@@ -21,14 +21,17 @@ export function registerTrain(program: Command): void {
     .option('--threads <n>', 'kernel threads per worker (wasm backend)', '1')
     .action(async (flags: RunFlags & { workers?: string; threads: string }) => {
       const threads = numberFlag('--threads', flags.threads, { min: 1, integer: true });
-      const run = prepareRun(flags);
-      // one worker per core on the CPU backends; one per GPU (there is one device) on gpu
-      const workers =
+      const asked =
         flags.workers === undefined
-          ? run.backend === 'gpu'
-            ? 1
-            : availableParallelism()
+          ? undefined
           : numberFlag('--workers', flags.workers, { min: 1, integer: true });
+      const run = await prepareRun(flags);
+      // one worker per core on the CPU backends; one per GPU (there is one device) on gpu
+      const workers = asked ?? (run.backend === 'gpu' ? 1 : availableParallelism());
+      if (workers > availableParallelism())
+        run.progress.line(
+          `${workers} worker threads on ${availableParallelism()} cores: they take turns, so starting them takes a while and steps are no faster than with ${availableParallelism()}`,
+        );
       const job = trainWithThreads(
         run.config,
         run.dataset,
@@ -36,6 +39,6 @@ export function registerTrain(program: Command): void {
         { workers, threads, backend: run.backend, resume: run.resume, stopAfter: run.stopAfter },
         progressHooks(run),
       );
-      summarize(run, await awaitJob(job, run.progress));
+      summarize(run, await awaitJob(job, run));
     });
 }

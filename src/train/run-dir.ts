@@ -1,0 +1,183 @@
+// Opening a run directory for training: the policy every trainer follows, whether the CLI or a
+// program that imports weft starts it. In order, and nothing in an existing run directory is
+// changed before every check has passed:
+//   1. lock the directory (one trainer per run directory: checkpoint/run-lock.ts);
+//   2. a fresh run refuses a directory holding a checkpoint unless told to overwrite it; a
+//      resumed run loads and verifies its latest checkpoint and refuses config changes that
+//      would alter the architecture or the data order;
+//   3. open the data: raw text is prepared beside the cache and swapped in only once accepted;
+//      a prepared dataset must match the config's tokenizer (fresh) or the checkpoint's dataset
+//      (resumed, by the sha256 of its dataset.json);
+//   4. only then, with --overwrite, the old checkpoints go.
+// A run directory whose run never saved a checkpoint holds nothing worth keeping: a plain run
+// starts it afresh.
+
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { CheckpointState } from '../checkpoint/format.ts';
+import { CHECKPOINTS_DIR, LATEST_FILE } from '../checkpoint/format.ts';
+import { loadCheckpoint } from '../checkpoint/read.ts';
+import type { RunLock } from '../checkpoint/run-lock.ts';
+import { lockRunDir } from '../checkpoint/run-lock.ts';
+import { listCheckpoints } from '../checkpoint/write.ts';
+import type { Dataset } from '../data/dataset.ts';
+import { openDataset } from '../data/open.ts';
+import { MODEL_KEYS } from '../model/config.ts';
+import { WeftError } from '../util/errors.ts';
+import type { RunConfig } from './config.ts';
+import { DEFAULT_RUN_CONFIG, mergeConfig, validateRunConfig } from './config.ts';
+
+/** Keys a resumed run must keep: the architecture, and what fixes which data each step reads. */
+export const FIXED_ON_RESUME = [...MODEL_KEYS, 'seqLen', 'batchSize', 'shards', 'seed'] as const;
+
+/** The data cache of a run directory (raw --data text is prepared into it). */
+export const runDataDir = (outDir: string) => join(outDir, 'data');
+
+export interface OpenedRun {
+  config: RunConfig;
+  dataset: Dataset;
+  outDir: string;
+  /** The checkpoint a resumed run continues from. */
+  resume?: CheckpointState & { dir: string };
+  /** Held until released (the process exiting releases it too). */
+  lock: RunLock;
+}
+
+/** Whether `outDir` holds a checkpoint (a run worth resuming, not to be replaced silently). */
+export function hasCheckpoint(outDir: string): boolean {
+  const dir = join(outDir, CHECKPOINTS_DIR);
+  return existsSync(join(dir, LATEST_FILE)) || listCheckpoints(dir).length > 0;
+}
+
+/** Runs `open` with the run directory locked; the lock is let go if `open` throws. */
+function locked(
+  outDir: string,
+  log: (line: string) => void,
+  open: () => Omit<OpenedRun, 'lock'>,
+): OpenedRun {
+  const lock = lockRunDir(outDir, log);
+  try {
+    return { ...open(), lock };
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+export interface FreshRunOptions {
+  config: RunConfig;
+  /** Text file, directory of text files, or prepared dataset. */
+  data: string;
+  outDir: string;
+  /** Replace a run that holds checkpoints (they are deleted once everything else has passed). */
+  overwrite?: boolean;
+  log?: (line: string) => void;
+}
+
+/** A new run in `outDir`, checked and ready to train. */
+export function openFreshRun(options: FreshRunOptions): OpenedRun {
+  const { config, outDir, overwrite = false, log = () => {} } = options;
+  return locked(outDir, log, () => {
+    const existing = hasCheckpoint(outDir);
+    if (existing && !overwrite) {
+      throw new WeftError(
+        'WEFT_E_CONFIG',
+        `${outDir} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out`,
+      );
+    }
+    const dataset = openDataset(options.data, runDataDir(outDir), {
+      tokenizer: config.tokenizer,
+      valFraction: config.valFraction,
+      log,
+      accept: (ds) => checkTokenizer(ds, config, options.data),
+    });
+    if (existing) {
+      rmSync(join(outDir, CHECKPOINTS_DIR), { recursive: true, force: true });
+      log(`--overwrite: removed the checkpoints of the run in ${outDir}`);
+    }
+    return { config, dataset, outDir };
+  });
+}
+
+/** Refuses a prepared dataset whose tokenizer is not the config's (the model's size follows it). */
+function checkTokenizer(dataset: Dataset, config: RunConfig, data: string): void {
+  const spec = dataset.manifest.tokenizerSpec;
+  if (spec === config.tokenizer) return;
+  throw new WeftError(
+    'WEFT_E_CONFIG',
+    `dataset ${data} was prepared with tokenizer ${spec} (${dataset.tokenizer.vocabSize} ids) but config ${config.name} uses ${config.tokenizer}; ` +
+      `pass --set tokenizer=${spec} to train on it, or prepare it again with weft prepare --config ${config.name}`,
+  );
+}
+
+export interface ResumedRunOptions {
+  outDir: string;
+  /** Config changes (--set, --steps): any key but FIXED_ON_RESUME's. */
+  overrides?: Record<string, unknown>;
+  /** Data to read instead of the checkpoint's (it must be the same dataset). */
+  data?: string;
+  /** A config the caller named: its architecture must be the checkpoint's. */
+  preset?: RunConfig;
+  log?: (line: string) => void;
+}
+
+/** The run in `outDir` continued from its latest checkpoint, checked and ready to train. */
+export function openResumedRun(options: ResumedRunOptions): OpenedRun {
+  const { outDir, log = () => {} } = options;
+  return locked(outDir, log, () => {
+    if (!hasCheckpoint(outDir)) {
+      throw new WeftError(
+        'WEFT_E_CONFIG',
+        `${outDir} holds no checkpoint to resume (its run never saved one); run it again without --resume`,
+      );
+    }
+    const checkpoint = loadCheckpoint(outDir);
+    const config = resumedConfig(checkpoint, options);
+    const data = options.data ?? checkpoint.data.path;
+    const dataset = openDataset(data, runDataDir(outDir), {
+      tokenizer: config.tokenizer,
+      valFraction: config.valFraction,
+      log,
+      accept: (_ds, manifestSha256) => {
+        if (manifestSha256 === checkpoint.data.manifestSha256) return;
+        throw new WeftError(
+          'WEFT_E_CONFIG',
+          `the dataset of ${data} is not the one checkpoint ${checkpoint.dir} was trained on (its dataset.json differs); resume without --data, or pass the run's own data`,
+        );
+      },
+    });
+    log(`resuming ${outDir} from ${checkpoint.dir} (step ${checkpoint.step})`);
+    return { config, dataset, outDir, resume: checkpoint };
+  });
+}
+
+/** The checkpoint's config with the allowed overrides applied. */
+function resumedConfig(
+  checkpoint: CheckpointState & { dir: string },
+  options: ResumedRunOptions,
+): RunConfig {
+  const saved = mergeConfig(
+    DEFAULT_RUN_CONFIG,
+    checkpoint.config,
+    `${checkpoint.dir}/manifest.json`,
+  );
+  const config = validateRunConfig(mergeConfig(saved, options.overrides ?? {}, '--set'));
+  for (const key of FIXED_ON_RESUME) {
+    if (config[key] !== saved[key]) {
+      throw new WeftError(
+        'WEFT_E_CONFIG',
+        `${key}=${String(config[key])} differs from the checkpoint's ${key}=${String(saved[key])}; a resumed run keeps its architecture and data order`,
+      );
+    }
+  }
+  const preset = options.preset;
+  for (const key of preset ? MODEL_KEYS : []) {
+    if (preset && preset[key] !== 0 && preset[key] !== saved[key]) {
+      throw new WeftError(
+        'WEFT_E_CONFIG',
+        `config ${preset.name} has ${key}=${preset[key]} but the checkpoint has ${key}=${saved[key]}`,
+      );
+    }
+  }
+  return config;
+}

@@ -1,0 +1,266 @@
+// What `weft train` and `weft coordinator` do to a run directory before and around training
+// (issue 12, cases 2, 3, 4 and 8): nothing in it changes before every check has passed, one
+// trainer at a time holds it, a run that never trained leaves nothing in the way, and mistakes
+// are named before any data is prepared.
+
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ROOT, expectCliError, runCli } from '../helpers/cli.ts';
+import { metricsOf } from '../helpers/runs.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+const dir = tempDir();
+const text = join(dir, 'text.txt');
+const shakespeare = readFileSync(join(ROOT, 'data/tinyshakespeare.txt'), 'utf8');
+writeFileSync(text, shakespeare.slice(0, 20_000));
+const other = join(dir, 'other.txt');
+writeFileSync(other, shakespeare.slice(20_000, 40_000));
+const fast = ['--set', 'evalEvery=0', '--set', 'evalWindows=2', '--workers', '1'];
+const train = (out: string, extra: string[] = []) =>
+  runCli(['train', '--config', 'tiny', '--data', text, '--out', out, ...fast, ...extra]);
+
+/** Every file under `root` with its bytes, for "nothing changed" checks. */
+function snapshot(root: string): Map<string, string> {
+  const files = new Map<string, string>();
+  const walk = (d: string) => {
+    for (const f of readdirSync(d, { withFileTypes: true })) {
+      const path = join(d, f.name);
+      if (f.isDirectory()) walk(path);
+      else files.set(path, readFileSync(path).toString('base64'));
+    }
+  };
+  walk(root);
+  return files;
+}
+
+/** Starts a long `weft train` and resolves once it has trained a step. */
+async function startLongRun(out: string) {
+  const child = spawn(
+    process.execPath,
+    [
+      join(ROOT, 'bin/weft.mjs'),
+      'train',
+      '--config',
+      'tiny',
+      '--data',
+      text,
+      '--out',
+      out,
+      '--steps',
+      '100000',
+      ...fast,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stdout = '';
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  await new Promise<void>((resolve) =>
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (/step\s+\d+\//.test(stdout)) resolve();
+    }),
+  );
+  return { child, exited };
+}
+
+describe('case 2: --resume --data OTHER', () => {
+  it('refuses without touching the run, and a plain --resume still works', () => {
+    const run = join(dir, 'other-data');
+    expect(train(run, ['--steps', '4']).status).toBe(0);
+    const before = snapshot(run);
+    expectCliError(
+      runCli(['train', '--out', run, '--resume', '--data', other, '--steps', '6']),
+      /the dataset of .*other\.txt is not the one checkpoint .*step-00000004 was trained on/,
+    );
+    expect(snapshot(run)).toEqual(before);
+    const resumed = runCli(['train', '--out', run, '--resume', '--steps', '6']);
+    expect(resumed.status, resumed.stderr).toBe(0);
+    expect(resumed.stdout).toMatch(/done: 6 steps/);
+  });
+});
+
+describe('case 3: one trainer per run directory', () => {
+  it('a second trainer is refused naming the first; --overwrite cannot pull the run away either', async () => {
+    const run = join(dir, 'locked');
+    const { child, exited } = await startLongRun(run);
+    try {
+      const message = new RegExp(
+        `run directory .*locked is in use by pid ${child.pid} on this host`,
+      );
+      expectCliError(runCli(['train', '--out', run, '--resume']), message);
+      expectCliError(train(run, ['--overwrite']), message);
+      expect(existsSync(join(run, 'checkpoints'))).toBe(false); // nothing saved yet, nothing removed
+    } finally {
+      child.kill('SIGINT');
+    }
+    expect(await exited).toBe(0);
+    expect(existsSync(join(run, 'weft.lock'))).toBe(false);
+    const steps = metricsOf(run)
+      .filter((m) => m.type === 'step')
+      .map((m) => m.step);
+    expect(new Set(steps).size).toBe(steps.length); // no step written twice
+    expect(runCli(['train', '--out', run, '--resume', '--stop-after', '1']).status).toBe(0);
+  });
+
+  it("takes over a dead process's lock on this host, with a message", () => {
+    const run = join(dir, 'stale-lock');
+    expect(train(run, ['--steps', '2']).status).toBe(0);
+    const dead = spawnSync(process.execPath, ['-e', '']).pid; // exited: its pid is free
+    writeFileSync(
+      join(run, 'weft.lock'),
+      JSON.stringify({ pid: dead, host: hostname(), started: 1 }),
+    );
+    const r = runCli(['train', '--out', run, '--resume', '--steps', '3']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain(
+      `took over ${join(run, 'weft.lock')} from pid ${dead}, which is no longer running`,
+    );
+    expect(existsSync(join(run, 'weft.lock'))).toBe(false);
+  });
+
+  it("refuses another host's lock, naming the host", () => {
+    const run = join(dir, 'remote-lock');
+    expect(train(run, ['--steps', '2']).status).toBe(0);
+    writeFileSync(
+      join(run, 'weft.lock'),
+      JSON.stringify({ pid: 4242, host: 'gpu-node-7', started: 1 }),
+    );
+    expectCliError(
+      runCli(['train', '--out', run, '--resume', '--steps', '3']),
+      /in use by pid 4242 on host gpu-node-7 .*weft\.lock/,
+    );
+  });
+});
+
+describe('case 4: a run that never trained leaves nothing in the way', () => {
+  it('a coordinator whose port is in use fails in one line, before preparing data or writing anything', async () => {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    const port = (server.address() as AddressInfo).port;
+    const run = join(dir, 'port-in-use');
+    try {
+      const r = runCli([
+        'coordinator',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--workers',
+        '1',
+        '--config',
+        'tiny',
+        '--data',
+        text,
+        '--out',
+        run,
+      ]);
+      expectCliError(r, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`));
+      expect(r.stdout).not.toMatch(/stopping after/);
+      expect(existsSync(join(run, 'data'))).toBe(false);
+      expect(existsSync(join(run, 'config.json'))).toBe(false);
+    } finally {
+      server.close();
+    }
+    expect(train(run, ['--steps', '2']).status).toBe(0); // no --overwrite needed
+  });
+
+  it('a coordinator that no worker joined leaves a directory that a plain run takes', () => {
+    const run = join(dir, 'no-workers');
+    const r = runCli([
+      'coordinator',
+      '--listen',
+      '127.0.0.1:0',
+      '--workers',
+      '1',
+      '--rendezvous-timeout',
+      '0.5',
+      '--config',
+      'tiny',
+      '--data',
+      text,
+      '--out',
+      run,
+    ]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/only 0 of 1 workers were ready/);
+    for (const f of ['config.json', 'metrics.jsonl', 'checkpoints', 'weft.lock'])
+      expect(existsSync(join(run, f)), f).toBe(false);
+    const again = train(run, ['--steps', '2']);
+    expect(again.status, again.stderr).toBe(0);
+  });
+
+  it('--resume on a directory without a checkpoint says to run it without --resume', () => {
+    const run = join(dir, 'never-saved');
+    runCli([
+      'coordinator',
+      '--listen',
+      '127.0.0.1:0',
+      '--workers',
+      '1',
+      '--rendezvous-timeout',
+      '0',
+      '--config',
+      'tiny',
+      '--data',
+      text,
+      '--out',
+      run,
+    ]);
+    expectCliError(
+      runCli(['train', '--out', run, '--resume']),
+      /holds no checkpoint to resume .*run it again without --resume/,
+    );
+  });
+
+  it.each([
+    [['train', '--workers', '0'], /--workers 0 is not an integer >= 1/],
+    [['train', '--seed', 'abc'], /--seed abc is not an integer \[/],
+    [['train', '--steps', '1.5'], /--steps 1\.5 is not an integer >= 1/],
+    [['train', '--stop-after', 'x'], /--stop-after x is not an integer >= 1/],
+    [
+      ['coordinator', '--listen', '127.0.0.1:0', '--workers', '2', '--min-workers', '3'],
+      /--min-workers 3 is more than --workers 2/,
+    ],
+    [
+      ['coordinator', '--listen', '127.0.0.1:0', '--workers', 'two'],
+      /--workers two is not an integer >= 1/,
+    ],
+  ])('%j is named, and no data is prepared', (args, message) => {
+    const run = join(dir, `flags-${args.join('-')}`);
+    expectCliError(runCli([...args, '--config', 'tiny', '--data', text, '--out', run]), message);
+    expect(existsSync(run)).toBe(false);
+  });
+});
+
+describe("case 8: a prepared dataset and the config's tokenizer", () => {
+  it('refuses a dataset prepared with another tokenizer, naming both; prepare --config makes a fitting one', () => {
+    const gpt2 = join(dir, 'ds-gpt2');
+    expect(runCli(['prepare', '--input', text, '--out', gpt2]).status).toBe(0); // default: gpt2
+    const run = join(dir, 'wrong-tokenizer');
+    expectCliError(
+      runCli(['train', '--config', 'tiny', '--data', gpt2, '--out', run]),
+      /dataset .*ds-gpt2 was prepared with tokenizer gpt2 \(50,?259 ids\) but config tiny uses bpe:300; pass --set tokenizer=gpt2 .*or prepare it again with weft prepare --config tiny/,
+    );
+    const fitting = join(dir, 'ds-tiny');
+    const prep = runCli(['prepare', '--input', text, '--out', fitting, '--config', 'tiny']);
+    expect(prep.status, prep.stderr).toBe(0);
+    expect(prep.stdout).toMatch(/tokenizer bpe:300/);
+    const r = runCli([
+      'train',
+      '--config',
+      'tiny',
+      '--data',
+      fitting,
+      '--out',
+      run,
+      '--steps',
+      '2',
+      ...fast,
+    ]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/V=303\b/);
+  });
+});
