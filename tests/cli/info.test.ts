@@ -11,6 +11,20 @@ describe('weft info', () => {
   });
 
   it.each([
+    ['tiny', 'vocabSize=303', '36,192'],
+    ['shakespeare', 'vocabSize=1027', '941,184'],
+  ])(
+    'sizes preset %s from its tokenizer (vocabSize 0), as training would',
+    (name, vocab, params) => {
+      // issue 12, case 8: these asked for --set vocabSize=N
+      const r = runCli(['info', '--config', name]);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`${vocab} \\(tokenizer bpe:\\d+'s\\)`));
+      expect(r.stdout).toContain(`parameters  ${params}`);
+    },
+  );
+
+  it.each([
     [
       ['info', '--config', 'configs/bench-s.json', '--set', 'nHead=3'],
       /nEmbd=256 is not divisible by nHead=3/,

@@ -1,4 +1,4 @@
-// Loads the PyTorch reference fixtures in tests/fixtures/ (format: ../shared/fixtures/README.md).
+// Loads the PyTorch reference fixtures in tests/fixtures/ (format: tests/fixtures/README.md).
 // Every NAME.json of format "gpt2-reference-fixture" with a NAME.safetensors beside it is found,
 // so dropping a new pair into the folder adds it to the suite with no code change.
 
