@@ -3,14 +3,14 @@
 // trainer at a time holds it, a run that never trained leaves nothing in the way, and mistakes
 // are named before any data is prepared.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ROOT, expectCliError, runCli } from '../helpers/cli.ts';
+import { ROOT, expectCliError, runCli, startCli } from '../helpers/cli.ts';
 import { metricsOf } from '../helpers/runs.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -21,8 +21,18 @@ writeFileSync(text, shakespeare.slice(0, 20_000));
 const other = join(dir, 'other.txt');
 writeFileSync(other, shakespeare.slice(20_000, 40_000));
 const fast = ['--set', 'evalEvery=0', '--set', 'evalWindows=2', '--workers', '1'];
-const train = (out: string, extra: string[] = []) =>
-  runCli(['train', '--config', 'tiny', '--data', text, '--out', out, ...fast, ...extra]);
+const trainArgs = (out: string, extra: string[] = []) => [
+  'train',
+  '--config',
+  'tiny',
+  '--data',
+  text,
+  '--out',
+  out,
+  ...fast,
+  ...extra,
+];
+const train = (out: string, extra: string[] = []) => runCli(trainArgs(out, extra));
 
 /** Every file under `root` with its bytes, for "nothing changed" checks. */
 function snapshot(root: string): Map<string, string> {
@@ -40,33 +50,27 @@ function snapshot(root: string): Map<string, string> {
 
 /** Starts a long `weft train` and resolves once it has trained a step. */
 async function startLongRun(out: string) {
-  const child = spawn(
-    process.execPath,
-    [
-      join(ROOT, 'bin/weft.mjs'),
-      'train',
-      '--config',
-      'tiny',
-      '--data',
-      text,
-      '--out',
-      out,
-      '--steps',
-      '100000',
-      ...fast,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let stdout = '';
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  await new Promise<void>((resolve) =>
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      if (/step\s+\d+\//.test(stdout)) resolve();
-    }),
-  );
-  return { child, exited };
+  const trainer = startCli(trainArgs(out, ['--steps', '100000']));
+  await trainer.waitFor(/step\s+\d+\//);
+  return trainer;
 }
+
+/** `weft coordinator` on `listen` for one worker, training tiny into `out`. */
+const coordinator = (listen: string, out: string, extra: string[] = []) =>
+  runCli([
+    'coordinator',
+    '--listen',
+    listen,
+    '--workers',
+    '1',
+    ...extra,
+    '--config',
+    'tiny',
+    '--data',
+    text,
+    '--out',
+    out,
+  ]);
 
 describe('case 2: --resume --data OTHER', () => {
   it('refuses without touching the run, and a plain --resume still works', () => {
@@ -144,19 +148,7 @@ describe('case 4: a run that never trained leaves nothing in the way', () => {
     const port = (server.address() as AddressInfo).port;
     const run = join(dir, 'port-in-use');
     try {
-      const r = runCli([
-        'coordinator',
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--workers',
-        '1',
-        '--config',
-        'tiny',
-        '--data',
-        text,
-        '--out',
-        run,
-      ]);
+      const r = coordinator(`127.0.0.1:${port}`, run);
       expectCliError(r, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`));
       expect(r.stdout).not.toMatch(/stopping after/);
       expect(existsSync(join(run, 'data'))).toBe(false);
@@ -169,21 +161,7 @@ describe('case 4: a run that never trained leaves nothing in the way', () => {
 
   it('a coordinator that no worker joined leaves a directory that a plain run takes', () => {
     const run = join(dir, 'no-workers');
-    const r = runCli([
-      'coordinator',
-      '--listen',
-      '127.0.0.1:0',
-      '--workers',
-      '1',
-      '--rendezvous-timeout',
-      '0.5',
-      '--config',
-      'tiny',
-      '--data',
-      text,
-      '--out',
-      run,
-    ]);
+    const r = coordinator('127.0.0.1:0', run, ['--rendezvous-timeout', '0.5']);
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/only 0 of 1 workers were ready/);
     for (const f of ['config.json', 'metrics.jsonl', 'checkpoints', 'weft.lock'])
@@ -194,21 +172,7 @@ describe('case 4: a run that never trained leaves nothing in the way', () => {
 
   it('--resume on a directory without a checkpoint says to run it without --resume', () => {
     const run = join(dir, 'never-saved');
-    runCli([
-      'coordinator',
-      '--listen',
-      '127.0.0.1:0',
-      '--workers',
-      '1',
-      '--rendezvous-timeout',
-      '0',
-      '--config',
-      'tiny',
-      '--data',
-      text,
-      '--out',
-      run,
-    ]);
+    coordinator('127.0.0.1:0', run, ['--rendezvous-timeout', '0']);
     expectCliError(
       runCli(['train', '--out', run, '--resume']),
       /holds no checkpoint to resume .*run it again without --resume/,

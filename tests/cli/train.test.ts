@@ -1,11 +1,10 @@
 // The weft command end to end: prepare, train, eval and generate on real text, and one-line
 // errors for the mistakes users make.
 
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ROOT, expectCliError, runCli } from '../helpers/cli.ts';
+import { ROOT, expectCliError, runCli, startCli } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const dir = tempDir();
@@ -153,40 +152,25 @@ describe('one-line errors', () => {
 describe('Ctrl-C', () => {
   it('finishes the step in progress, saves a checkpoint and exits 0', async () => {
     const run = join(dir, 'interrupted');
-    const child = spawn(
-      process.execPath,
-      [
-        join(ROOT, 'bin/weft.mjs'),
-        'train',
-        '--config',
-        'tiny',
-        '--data',
-        text,
-        '--out',
-        run,
-        '--steps',
-        '100000',
-        '--workers',
-        '1',
-      ],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let stdout = '';
-    const exited = new Promise<number | null>((resolve) =>
-      child.on('exit', (code) => resolve(code)),
-    );
-    await new Promise<void>((resolve) => {
-      child.stdout.on('data', (d: Buffer) => {
-        stdout += d.toString();
-        if (/step\s+5\//.test(stdout)) resolve();
-      });
-    });
+    const trainer = startCli([
+      'train',
+      '--config',
+      'tiny',
+      '--data',
+      text,
+      '--out',
+      run,
+      '--steps',
+      '100000',
+      '--workers',
+      '1',
+    ]);
+    const { child, exited } = trainer;
+    await trainer.waitFor(/step\s+5\//);
     child.kill('SIGINT');
     expect(await exited).toBe(0);
-    expect(stdout).toMatch(/stopping after this step/);
-    expect(stdout).toMatch(/stopped at step \d+; checkpoint saved in .*step-\d{8}/);
+    expect(trainer.output()).toMatch(/stopping after this step/);
+    expect(trainer.output()).toMatch(/stopped at step \d+; checkpoint saved in .*step-\d{8}/);
     const verify = runCli(['checkpoint', 'verify', run]);
     expect(verify.status, verify.stderr).toBe(0);
   });

@@ -10,6 +10,8 @@ export const ROOT = join(import.meta.dirname, '..', '..');
 
 export interface CliResult {
   status: number | null;
+  /** The signal that ended the process (a WEFT_FAULT crash point: SIGKILL), else null. */
+  signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
 }
@@ -23,7 +25,8 @@ export function runCli(
     env: { ...process.env, ...options.env },
     encoding: 'utf8',
   });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+  const { status, signal, stdout, stderr } = result;
+  return { status, signal, stdout, stderr };
 }
 
 /** A user mistake: exit code 1 and one line on stderr matching `message`. */
@@ -38,24 +41,46 @@ process.on('exit', () => {
   for (const child of children) child.kill('SIGKILL');
 });
 
+export interface RunningCli {
+  child: ChildProcess;
+  /** stdout and stderr so far. */
+  output: () => string;
+  /** Resolves once the output matches `pattern`. */
+  waitFor: (pattern: RegExp) => Promise<void>;
+  exited: Promise<number | null>;
+}
+
+/** Starts `weft ARGS` in the background (killed when the test process exits); its output is collected. */
+export function startCli(args: string[], env: Record<string, string> = {}): RunningCli {
+  const child = spawn(process.execPath, [join(ROOT, 'bin/weft.mjs'), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let output = '';
+  const waiting: { pattern: RegExp; resolve: () => void }[] = [];
+  const collect = (d: Buffer) => {
+    output += d.toString();
+    for (const w of waiting.filter((w) => w.pattern.test(output))) {
+      waiting.splice(waiting.indexOf(w), 1);
+      w.resolve();
+    }
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const waitFor = (pattern: RegExp) =>
+    pattern.test(output)
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => waiting.push({ pattern, resolve }));
+  return { child, output: () => output, waitFor, exited };
+}
+
 /** Starts `weft worker` as a separate process; its output is collected. */
 export function startWorker(
   address: string,
   name: string,
   env: Record<string, string> = {},
-): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  const child = spawn(
-    process.execPath,
-    [join(ROOT, 'bin/weft.mjs'), 'worker', '--connect', `ws://${address}`, '--name', name],
-    {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  children.push(child);
-  let output = '';
-  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, output: () => output, exited };
+): RunningCli {
+  return startCli(['worker', '--connect', `ws://${address}`, '--name', name], env);
 }
