@@ -162,16 +162,33 @@ export function msg<T extends MessageType>(
 }
 
 export interface Limits {
-  /** Largest encoded frame accepted, in bytes. */
+  /** Largest encoded frame accepted from an authenticated peer, in bytes. */
   maxFrameBytes: number;
   /** Largest typed array (elements) in a message. */
   maxTensorElements: number;
+  /**
+   * Largest encoded frame accepted before the handshake completes, in bytes: room for the
+   * handshake's own messages and no more, so a peer without the secret cannot make a process
+   * buffer large frames (see transports/ws.ts).
+   */
+  maxHandshakeFrameBytes: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
   maxFrameBytes: 256 * 2 ** 20,
   maxTensorElements: 64 * 2 ** 20,
+  // encoded sizes: challenge 64 bytes, welcome 88, hello 229-257 with a 34-character name,
+  // a bracketed IPv6 peer address or a 64-character run id; reject 50 plus its message
+  maxHandshakeFrameBytes: 4 * 2 ** 10,
 };
+
+/** The limits that apply before the handshake completes: handshake-sized frames only. */
+export function handshakeLimits(limits: Limits): Limits {
+  return {
+    ...limits,
+    maxFrameBytes: Math.min(limits.maxFrameBytes, limits.maxHandshakeFrameBytes),
+  };
+}
 
 function schemaError(message: string): WeftError {
   return new WeftError('WEFT_E_SCHEMA', message);

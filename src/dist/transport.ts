@@ -26,6 +26,13 @@ export interface Connection {
   onMessage: ((message: Message) => void) | null;
   /** Called once when the link closes for any reason (peer gone, bad frame, close()). */
   onClose: ((reason: string) => void) | null;
+  /**
+   * The handshake succeeded: lifts the limits that held before it (a WebSocket's handshake-sized
+   * frame limit). Called synchronously from the handler of the message that completed the
+   * handshake, so the next frame on the link is already read under the new limits. Throws when
+   * they cannot be lifted. Links that need no such limit (threads, in-memory) leave it out.
+   */
+  authenticated?(): void;
 }
 
 /**
@@ -103,8 +110,16 @@ export interface Network {
   connect(address: string): Promise<Connection>;
 }
 
-/** The next message on `conn` (or a rejection when it closes or stays silent). */
-function nextMessage(conn: Connection, timeoutMs: number): Promise<Message> {
+/**
+ * The next message on `conn`, put through `check` the moment it arrives (synchronously: a check
+ * that authenticates the link lifts its limits before another frame is read). Rejects when the
+ * link closes, stays silent for `timeoutMs`, or `check` throws (then the link is closed).
+ */
+function nextMessage<T>(
+  conn: Connection,
+  timeoutMs: number,
+  check: (message: Message) => T,
+): Promise<T> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       conn.onMessage = null;
@@ -129,7 +144,13 @@ function nextMessage(conn: Connection, timeoutMs: number): Promise<Message> {
       conn.onMessage = null;
       conn.onClose = null;
       clearTimeout(timer);
-      resolve(m);
+      try {
+        resolve(check(m));
+      } catch (err) {
+        const e = err instanceof Error ? err : new Error(String(err));
+        conn.close(e.message);
+        reject(e);
+      }
     };
   });
 }
@@ -143,9 +164,13 @@ export async function serverHandshake(
   role: Role,
 ): Promise<MessageOf<'hello'>> {
   const nonce = newNonce();
-  const reply = nextMessage(conn, HANDSHAKE_TIMEOUT_MS);
+  const reply = nextMessage(conn, HANDSHAKE_TIMEOUT_MS, (hello) => {
+    const accepted = acceptHello(hello, nonce, secret, role);
+    if (accepted.ok) conn.authenticated?.();
+    return accepted;
+  });
   conn.send(challenge(nonce, secret));
-  const result = acceptHello(await reply, nonce, secret, role);
+  const result = await reply;
   if (!result.ok) {
     conn.send(msg('reject', { code: result.code, message: result.message }));
     conn.close(result.message);
@@ -162,15 +187,21 @@ export async function clientHandshake(
   fields: Omit<MessageOf<'hello'>, 'v' | 't' | 'nonce' | 'proof'>,
 ): Promise<void> {
   const nonce = newNonce();
-  const first = await nextMessage(conn, HANDSHAKE_TIMEOUT_MS);
+  const first = await nextMessage(conn, HANDSHAKE_TIMEOUT_MS, (m) => m);
   const answered = answerChallenge(first, nonce, secret, fields);
   if (!answered.ok) {
     conn.close(answered.message);
     throw new WeftError(answered.code, answered.message);
   }
-  const reply = nextMessage(conn, HANDSHAKE_TIMEOUT_MS);
+  const { serverNonce } = answered.value;
+  // the server may follow its welcome at once with large messages: lift the limit on the spot
+  const reply = nextMessage(conn, HANDSHAKE_TIMEOUT_MS, (welcome) => {
+    const checked = checkWelcome(welcome, serverNonce, nonce, secret);
+    if (checked.ok) conn.authenticated?.();
+    return checked;
+  });
   conn.send(answered.reply);
-  const welcomed = checkWelcome(await reply, answered.value.serverNonce, nonce, secret);
+  const welcomed = await reply;
   if (!welcomed.ok) {
     conn.close(welcomed.message);
     throw new WeftError(welcomed.code, welcomed.message);

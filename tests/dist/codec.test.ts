@@ -1,11 +1,12 @@
 // Frames and schemas: typed arrays round-trip as raw bytes; every malformed frame is refused with
-// its stable code (size, msgpack, version, schema), including every truncation of a valid frame.
+// its stable code (size, msgpack, version, schema), including every truncation of a valid frame;
+// the handshake's messages fit the small frame limit that holds before authentication.
 
 import { pack } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { decodeFrame, encodeFrame } from '../../src/dist/codec.ts';
 import type { Message } from '../../src/dist/messages.ts';
-import { PROTOCOL_VERSION, msg } from '../../src/dist/messages.ts';
+import { DEFAULT_LIMITS, PROTOCOL_VERSION, handshakeLimits, msg } from '../../src/dist/messages.ts';
 import { WeftError } from '../../src/util/errors.ts';
 import { expectWeftError } from '../helpers/errors.ts';
 
@@ -60,15 +61,35 @@ describe('codec', () => {
   it.each([
     [
       'an oversized frame',
-      () => decodeFrame(encodeFrame(chunk), { maxFrameBytes: 10, maxTensorElements: 10 }),
+      () =>
+        decodeFrame(encodeFrame(chunk), {
+          ...DEFAULT_LIMITS,
+          maxFrameBytes: 10,
+          maxTensorElements: 10,
+        }),
       'WEFT_E_FRAME',
       /over the limit of 10/,
     ],
     [
       'an oversized tensor',
-      () => decodeFrame(encodeFrame(chunk), { maxFrameBytes: 1e6, maxTensorElements: 2 }),
+      () =>
+        decodeFrame(encodeFrame(chunk), {
+          ...DEFAULT_LIMITS,
+          maxFrameBytes: 1e6,
+          maxTensorElements: 2,
+        }),
       'WEFT_E_FRAME',
       /chunk\.data has 3 elements, over the limit of 2/,
+    ],
+    [
+      'a frame over the handshake limit, before the handshake',
+      () =>
+        decodeFrame(
+          encodeFrame(msg('hello', { name: 'x'.repeat(5000), role: 'peer', nonce: '', proof: '' })),
+          handshakeLimits(DEFAULT_LIMITS),
+        ),
+      'WEFT_E_FRAME',
+      /over the limit of 4096/,
     ],
     [
       'bytes that are not msgpack',
@@ -132,6 +153,38 @@ describe('codec', () => {
     ],
   ] as const)('refuses %s', (_, run, code, message) => {
     expectWeftError(run, code, message);
+  });
+
+  it('fits every handshake message at its largest real size well under the handshake limit', () => {
+    const limits = handshakeLimits(DEFAULT_LIMITS);
+    expect(limits.maxFrameBytes).toBe(4096);
+    const hex = (n: number) => 'f'.repeat(n);
+    const name = `${'h'.repeat(200)}-4194304`; // a long host name, and a pid
+    const handshake: Message[] = [
+      msg('challenge', { nonce: hex(32), auth: true }),
+      msg('hello', {
+        name,
+        role: 'worker',
+        nonce: hex(32),
+        proof: hex(64),
+        peerAddress: `[${'ffff:'.repeat(7)}ffff]:65535`,
+      }),
+      msg('hello', {
+        name,
+        role: 'peer',
+        nonce: hex(32),
+        proof: hex(64),
+        rank: 65535,
+        runId: `${'n'.repeat(200)}-4294967295-${Date.now().toString(36)}`, // config name, seed, time
+      }),
+      msg('welcome', { proof: hex(64) }),
+      msg('reject', { code: 'WEFT_E_PROTOCOL', message: 'm'.repeat(200) }), // ws.ts cuts at 200
+    ];
+    for (const m of handshake) {
+      const frame = encodeFrame(m);
+      expect(frame.length, m.t).toBeLessThan(limits.maxFrameBytes / 4);
+      expect(decodeFrame(frame, limits)).toEqual(m);
+    }
   });
 
   it('refuses every truncation of a valid frame, never crashing', () => {

@@ -1,9 +1,10 @@
 // Fuzzing a live cluster: thousands of random and mutated frames (random bytes, truncations, bit
 // flips, wrong versions, wrong field types, unknown types, oversized frames, valid messages sent
 // before the handshake, hellos with a bad proof) go to the coordinator's port and to a worker's
-// peer port while training runs. Each frame gets a reject with the code a local decode predicts
-// (or, past twice the size limit, a closed connection); nothing crashes; the trained weights are
-// byte-identical to a run nobody disturbed.
+// peer port while training runs. Each frame comes on a fresh, unauthenticated connection, so the
+// handshake's frame limit applies: each gets a reject with the code a local decode under that
+// limit predicts (or, past twice the limit, a closed connection); nothing crashes; the trained
+// weights are byte-identical to a run nobody disturbed.
 
 import { join } from 'node:path';
 import { pack } from 'msgpackr';
@@ -11,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeFrame, encodeFrame } from '../../src/dist/codec.ts';
 import { serveCoordinator, trainWithThreads } from '../../src/dist/launch.ts';
 import type { Limits, Message } from '../../src/dist/messages.ts';
-import { DEFAULT_LIMITS, msg } from '../../src/dist/messages.ts';
+import { DEFAULT_LIMITS, handshakeLimits, msg } from '../../src/dist/messages.ts';
 import { connectRaw } from '../../src/dist/transports/ws.ts';
 import { loadDataset } from '../../src/data/dataset.ts';
 import { WeftError } from '../../src/util/errors.ts';
@@ -22,7 +23,12 @@ import { finalWeights, tinyConfig, tinyDataset } from '../helpers/runs.ts';
 
 const FRAMES_PER_TARGET = Number(process.env.FUZZ_FRAMES ?? 1200);
 // small enough that oversized frames are cheap to send, large enough for this model's chunks
-const LIMITS: Limits = { maxFrameBytes: 512 * 1024, maxTensorElements: 64 * 1024 };
+const LIMITS: Limits = {
+  maxFrameBytes: 512 * 1024,
+  maxTensorElements: 64 * 1024,
+  maxHandshakeFrameBytes: DEFAULT_LIMITS.maxHandshakeFrameBytes,
+};
+const HANDSHAKE_BYTES = LIMITS.maxHandshakeFrameBytes;
 const SECRET = 'fuzz secret';
 
 const dir = tempDir();
@@ -87,7 +93,7 @@ function randomValue(rng: Rng): unknown {
 function fuzzFrame(rng: Rng): Uint8Array {
   const base = VALID[rng.int(VALID.length)];
   const frame = encodeFrame(base);
-  switch (rng.int(10)) {
+  switch (rng.int(11)) {
     case 0:
       return Uint8Array.from({ length: rng.int(200) }, () => rng.int(256));
     case 1:
@@ -113,7 +119,12 @@ function fuzzFrame(rng: Rng): Uint8Array {
       return new Uint8Array(LIMITS.maxFrameBytes + 1 + rng.int(2 * LIMITS.maxFrameBytes)).fill(
         rng.int(256),
       );
-    case 8:
+    case 8: {
+      // a hello between the handshake limit and twice it: refused with a reject, not cut off
+      const name = 'x'.repeat(HANDSHAKE_BYTES + rng.int(HANDSHAKE_BYTES - 100));
+      return encodeFrame(msg('hello', { name, role: 'worker', nonce: 'n', proof: 'p' }));
+    }
+    case 9:
       return encodeFrame(
         msg('hello', {
           name: 'intruder',
@@ -129,9 +140,10 @@ function fuzzFrame(rng: Rng): Uint8Array {
 
 /** The code a receiver with `limits` must answer `frame` with, before the handshake completes. */
 function expectedCode(frame: Uint8Array, role: 'worker' | 'peer', limits: Limits): string {
-  if (frame.length > 2 * limits.maxFrameBytes) return 'closed';
+  const before = handshakeLimits(limits);
+  if (frame.length > 2 * before.maxFrameBytes) return 'closed';
   try {
-    const m = decodeFrame(frame, limits);
+    const m = decodeFrame(frame, before);
     if (m.t !== 'hello' || m.role !== role) return 'WEFT_E_PROTOCOL';
     return 'WEFT_E_AUTH';
   } catch (err) {

@@ -5,7 +5,8 @@
 // With a shared secret, proof = HMAC-SHA256(secret, "weft-auth-v1:<who>:<server nonce>:<client
 // nonce>") in both directions, so each side shows it knows the secret without sending it, and
 // neither proof can be replayed on another connection. Nothing but the handshake is accepted
-// before it completes.
+// before it completes, and no frame larger than its messages need (Limits.maxHandshakeFrameBytes;
+// transport.ts lifts that limit through Connection.authenticated once a proof checks out).
 
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Message, MessageOf } from '../messages.ts';

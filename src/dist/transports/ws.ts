@@ -2,54 +2,122 @@
 // binary frame is one msgpack message (codec.ts). A bad frame (too large, not msgpack, wrong
 // version or schema) is answered with reject {code, message} and closes that one connection;
 // the process and its other connections go on.
+//
+// Before authentication. Until the handshake succeeds (transport.ts calls authenticated()), a
+// link takes only handshake-sized frames (Limits.maxHandshakeFrameBytes, 4 KiB): ws cuts off a
+// frame announcing more than twice that at its header, unread, and a listener drops the
+// connection at once, so a peer without the secret makes us buffer a few KiB, never the 256 MiB
+// an authenticated peer may send. A listener also ends every connection, upgraded or not, that
+// has not authenticated PRE_AUTH_TIMEOUT_MS after it was accepted.
 
+import { createServer } from 'node:http';
+import type { Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { RawData } from 'ws';
 import { WeftError } from '../../util/errors.ts';
 import { decodeFrame, encodeFrame } from '../codec.ts';
 import type { Limits, Message } from '../messages.ts';
-import { DEFAULT_LIMITS, msg } from '../messages.ts';
+import { DEFAULT_LIMITS, handshakeLimits, msg } from '../messages.ts';
 import type { Connection, Listener, Network } from '../transport.ts';
 import { BaseConnection } from '../transport.ts';
 
 /** Counts frames refused per error code (for tests and the status line). */
 export const refusedFrames = new Map<string, number>();
 
+/**
+ * How long a listener lets a connection go unauthenticated (from TCP accept; the handshake's own
+ * 10 s timeout usually ends it first, politely; this one also ends connections that never upgrade
+ * or that ignore the close).
+ */
+export const PRE_AUTH_TIMEOUT_MS = 15_000;
+
+/** Longest reject message text sent (reject messages can quote what the peer sent). */
+const REJECT_TEXT_CHARS = 200;
+
 function toBytes(data: RawData): Uint8Array {
   if (Array.isArray(data)) return Buffer.concat(data);
   return data instanceof ArrayBuffer ? new Uint8Array(data) : data;
 }
 
+function countRefusal(code: string): void {
+  refusedFrames.set(code, (refusedFrames.get(code) ?? 0) + 1);
+}
+
+/**
+ * Sets the largest message `socket` takes from now on (bytes). ws fixes maxPayload when a socket
+ * opens and has no public way to change it, so this writes its receiver's private `_maxPayload`,
+ * which ws 8.23.0 (pinned in package.json) reads afresh at every frame header (lib/receiver.js,
+ * haveLength). Should an upgrade drop the field, this throws rather than leave authenticated
+ * peers at the handshake limit, and tests/dist/preauth.test.ts fails.
+ */
+export function setMaxPayload(socket: WebSocket, bytes: number): void {
+  const receiver = (socket as unknown as { _receiver?: { _maxPayload?: unknown } })._receiver;
+  if (!receiver || typeof receiver._maxPayload !== 'number') {
+    throw new WeftError(
+      'WEFT_E_NETWORK',
+      'this ws has no receiver._maxPayload, so the handshake frame limit cannot be lifted; weft needs ws 8.23.0 (npm ci)',
+    );
+  }
+  receiver._maxPayload = bytes;
+}
+
 class WsConnection extends BaseConnection {
   readonly remote: string;
+  private trusted = false;
 
   constructor(
     private readonly socket: WebSocket,
     remote: string,
     private readonly limits: Limits,
+    /** Called once authenticated (a listener stops the connection's deadline). */
+    private readonly onAuthenticated: () => void = () => {},
   ) {
     super();
     this.remote = remote;
     socket.binaryType = 'nodebuffer';
-    socket.on('message', (data, isBinary) => {
-      let message: Message;
-      try {
-        if (!isBinary)
-          throw new WeftError('WEFT_E_DECODE', 'text frame; weft speaks binary msgpack frames');
-        message = decodeFrame(toBytes(data), this.limits);
-      } catch (err) {
-        const e = err instanceof WeftError ? err : new WeftError('WEFT_E_DECODE', String(err));
-        refusedFrames.set(e.code, (refusedFrames.get(e.code) ?? 0) + 1);
-        this.send(msg('reject', { code: e.code, message: e.message }));
-        this.close(`${e.message} [${e.code}]`);
-        return;
-      }
-      this.deliver(message);
-    });
+    socket.on('message', (data, isBinary) => this.receive(data, isBinary));
     socket.on('close', (code, reason) =>
       this.closed(reason.toString() || `connection closed (code ${code})`),
     );
-    socket.on('error', (err) => this.closed(`connection error: ${err.message}`));
+    socket.on('error', (err: Error & { code?: string }) => {
+      if (err.code !== 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+        this.closed(`connection error: ${err.message}`);
+        return;
+      }
+      // ws read the header of a frame past twice the limit and none of its payload
+      countRefusal('WEFT_E_FRAME');
+      const limit = this.frameLimits().maxFrameBytes;
+      const when = this.trusted ? '' : ' before authentication';
+      if (!this.trusted) socket.terminate(); // no polite close for a peer without the secret
+      this.closed(`frame over twice the limit of ${limit} bytes${when}, cut off [WEFT_E_FRAME]`);
+    });
+  }
+
+  private frameLimits(): Limits {
+    return this.trusted ? this.limits : handshakeLimits(this.limits);
+  }
+
+  private receive(data: RawData, isBinary: boolean): void {
+    let message: Message;
+    try {
+      if (!isBinary)
+        throw new WeftError('WEFT_E_DECODE', 'text frame; weft speaks binary msgpack frames');
+      message = decodeFrame(toBytes(data), this.frameLimits());
+    } catch (err) {
+      const e = err instanceof WeftError ? err : new WeftError('WEFT_E_DECODE', String(err));
+      countRefusal(e.code);
+      this.send(msg('reject', { code: e.code, message: e.message.slice(0, REJECT_TEXT_CHARS) }));
+      this.close(`${e.message} [${e.code}]`);
+      return;
+    }
+    this.deliver(message);
+  }
+
+  authenticated(): void {
+    if (this.trusted) return;
+    setMaxPayload(this.socket, 2 * this.limits.maxFrameBytes);
+    this.trusted = true;
+    this.onAuthenticated();
   }
 
   send(message: Message): void {
@@ -68,9 +136,53 @@ class WsConnection extends BaseConnection {
     this.closed(reason);
   }
 
+  /** Ends the connection now, without the closing handshake. */
+  terminate(reason: string): void {
+    this.socket.terminate();
+    this.closed(reason);
+  }
+
   /** Sends raw bytes, bypassing the encoder (for fuzz tests of the receiving side). */
   sendRaw(bytes: Uint8Array): void {
     if (this.socket.readyState === WebSocket.OPEN) this.socket.send(bytes);
+  }
+}
+
+/**
+ * A listener's connections that have not authenticated yet, each with the timer that ends it.
+ * Entered at TCP accept; left on authentication or close.
+ */
+class PreAuthDeadlines {
+  private readonly pending = new Map<
+    Socket,
+    { timer: NodeJS.Timeout; conn: WsConnection | null }
+  >();
+
+  constructor(private readonly timeoutMs: number) {}
+
+  accepted(tcp: Socket): void {
+    const timer = setTimeout(() => this.expire(tcp), this.timeoutMs);
+    timer.unref();
+    this.pending.set(tcp, { timer, conn: null });
+    tcp.once('close', () => this.leave(tcp));
+  }
+
+  upgraded(tcp: Socket, conn: WsConnection): void {
+    const entry = this.pending.get(tcp);
+    if (entry) entry.conn = conn;
+  }
+
+  leave(tcp: Socket): void {
+    const entry = this.pending.get(tcp);
+    if (entry) clearTimeout(entry.timer);
+    this.pending.delete(tcp);
+  }
+
+  private expire(tcp: Socket): void {
+    const conn = this.pending.get(tcp)?.conn;
+    this.leave(tcp);
+    if (conn) conn.terminate(`not authenticated within ${this.timeoutMs / 1000} s`);
+    else tcp.destroy();
   }
 }
 
@@ -83,35 +195,63 @@ export function parseAddress(address: string): [string, number] {
   return [m[1].replace(/^\[|\]$/g, ''), Number(m[2])];
 }
 
+export interface WsOptions {
+  /** A listener ends connections not authenticated this long after accept (ms). */
+  preAuthTimeoutMs?: number;
+}
+
 export class WsNetwork implements Network {
-  constructor(private readonly limits: Limits = DEFAULT_LIMITS) {}
+  private readonly preAuthTimeoutMs: number;
+
+  constructor(
+    private readonly limits: Limits = DEFAULT_LIMITS,
+    options: WsOptions = {},
+  ) {
+    this.preAuthTimeoutMs = options.preAuthTimeoutMs ?? PRE_AUTH_TIMEOUT_MS;
+  }
+
+  /** ws's own cut-off, at twice our limit: between 1x and 2x, decodeFrame refuses with a reject. */
+  private handshakeMaxPayload(): number {
+    return 2 * handshakeLimits(this.limits).maxFrameBytes;
+  }
 
   listen(address: string, onConnection: (connection: Connection) => void): Promise<Listener> {
     const [host, port] = parseAddress(address);
+    const deadlines = new PreAuthDeadlines(this.preAuthTimeoutMs);
+    // our own HTTP server, to see connections from accept on (before any upgrade request)
+    const http = createServer((_request, response) => {
+      response.writeHead(426, { 'Content-Type': 'text/plain' });
+      response.end('weft speaks WebSocket here\n');
+    });
+    http.on('connection', (tcp: Socket) => deadlines.accepted(tcp));
+    const server = new WebSocketServer({
+      server: http,
+      maxPayload: this.handshakeMaxPayload(), // raised per connection once it authenticates
+      perMessageDeflate: false,
+    });
+    server.on('connection', (socket, request) => {
+      const tcp = request.socket;
+      const remote = `${tcp.remoteAddress ?? '?'}:${tcp.remotePort ?? '?'}`;
+      const conn = new WsConnection(socket, remote, this.limits, () => deadlines.leave(tcp));
+      deadlines.upgraded(tcp, conn);
+      onConnection(conn);
+    });
     return new Promise((resolve, reject) => {
-      // ws itself cuts off frames past twice the limit; between 1x and 2x, decodeFrame refuses them with a reject
-      const server = new WebSocketServer({
-        host,
-        port,
-        maxPayload: 2 * this.limits.maxFrameBytes,
-        perMessageDeflate: false,
-      });
+      // ws passes on the HTTP server's errors (listen, and accept failures such as EMFILE later)
       server.on('error', (err) =>
         reject(new WeftError('WEFT_E_NETWORK', `cannot listen on ${address}: ${err.message}`)),
       );
-      server.on('connection', (socket, request) => {
-        const remote = `${request.socket.remoteAddress ?? '?'}:${request.socket.remotePort ?? '?'}`;
-        onConnection(new WsConnection(socket, remote, this.limits));
-      });
-      server.on('listening', () => {
-        const bound = server.address();
+      http.listen(port, host, () => {
+        const bound = http.address();
         const actual = typeof bound === 'object' && bound ? bound.port : port;
         resolve({
           address: `${host.includes(':') ? `[${host}]` : host}:${actual}`,
           close: () =>
             new Promise<void>((done) => {
               for (const client of server.clients) client.terminate();
-              server.close(() => done());
+              server.close();
+              http.closeAllConnections();
+              http.close(() => done());
             }),
         });
       });
@@ -126,7 +266,7 @@ export class WsNetwork implements Network {
       // browser traffic from poisoning proxy caches; weft's clients are not browsers, and without
       // the native bufferutil addon the XOR in JavaScript cut throughput by 5x.
       const socket = new WebSocket(url, {
-        maxPayload: 2 * this.limits.maxFrameBytes,
+        maxPayload: this.handshakeMaxPayload(), // raised once the server proves the secret
         perMessageDeflate: false,
         generateMask: (mask) => mask.fill(0),
       });
