@@ -7,9 +7,12 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ROOT } from './helpers/cli.ts';
 
-const pages = ['README.md', ...readdirSync(join(ROOT, 'docs')).map((f) => `docs/${f}`)].filter(
-  (f) => f.endsWith('.md'),
-);
+const pages = [
+  'README.md',
+  'data/README.md',
+  'tests/fixtures/README.md',
+  ...readdirSync(join(ROOT, 'docs')).map((f) => `docs/${f}`),
+].filter((f) => f.endsWith('.md'));
 
 /** Relative link targets ([text](target)) and backticked paths that start with ../ in `page`. */
 function targets(page: string): string[] {

@@ -1,4 +1,4 @@
-// The checkpoint format (DESIGN.md invariant 7). A run directory holds
+// The checkpoint format (docs/design.md invariant 7). A run directory holds
 //   checkpoints/step-NNNNNNNN/   model.safetensors      weights, Hugging Face GPT-2 names, fp32
 //                                optimizer.safetensors  AdamW moments m/<name> and v/<name>, and
 //                                                       its update count (metadata "steps")

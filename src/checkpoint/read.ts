@@ -4,7 +4,7 @@
 // tensors' names and shapes against the config. A problem is one line naming the file.
 
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { Backend } from '../kernels/backend.ts';
 import type { GPTConfig } from '../model/config.ts';
 import { MODEL_KEYS, validateConfig } from '../model/config.ts';
@@ -75,24 +75,39 @@ export function readManifest(dir: string): CheckpointManifest {
   return m as CheckpointManifest;
 }
 
-/** Reads every file the manifest lists, checking size and sha256; returns the bytes by name. */
-function verifiedFiles(dir: string, manifest: CheckpointManifest): Map<string, Buffer> {
-  const files = new Map<string, Buffer>();
+/**
+ * Checks every file the manifest lists (present, its size, its sha256), each described by
+ * `measure` (the whole bytes, or a streamed hash); throws naming the first file that differs.
+ */
+function checkFiles(
+  dir: string,
+  manifest: CheckpointManifest,
+  measure: (path: string) => { bytes: number; sha256: string },
+): void {
   for (const name of [MODEL_FILE, OPTIMIZER_FILE]) {
     if (!manifest.files[name]) throw bad(`${join(dir, MANIFEST_FILE)} does not list ${name}`);
   }
   for (const [name, { bytes, sha256: digest }] of Object.entries(manifest.files)) {
     const path = join(dir, name);
     if (!existsSync(path)) throw bad(`${path} is missing`);
-    const data = readBytes(path, 'checkpoint file');
-    if (data.length !== bytes)
+    const actual = measure(path);
+    if (actual.bytes !== bytes)
       throw bad(
-        `${path} is ${data.length} bytes but the manifest says ${bytes} (truncated or replaced)`,
+        `${path} is ${actual.bytes} bytes but the manifest says ${bytes} (truncated or replaced)`,
       );
-    if (sha256(data) !== digest)
+    if (actual.sha256 !== digest)
       throw bad(`${path} does not match its sha256 in the manifest (the file is damaged)`);
-    files.set(name, data);
   }
+}
+
+/** Reads every file the manifest lists, checked; returns the bytes by name. */
+function verifiedFiles(dir: string, manifest: CheckpointManifest): Map<string, Buffer> {
+  const files = new Map<string, Buffer>();
+  checkFiles(dir, manifest, (path) => {
+    const data = readBytes(path, 'checkpoint file');
+    files.set(basename(path), data);
+    return { bytes: data.length, sha256: sha256(data) };
+  });
   return files;
 }
 
@@ -102,17 +117,7 @@ function verifiedFiles(dir: string, manifest: CheckpointManifest): Map<string, B
  */
 export function checkpointProblem(dir: string): string | null {
   try {
-    const manifest = readManifest(dir);
-    for (const name of [MODEL_FILE, OPTIMIZER_FILE]) {
-      if (!manifest.files[name]) return `${join(dir, MANIFEST_FILE)} does not list ${name}`;
-    }
-    for (const [name, { bytes, sha256: digest }] of Object.entries(manifest.files)) {
-      const path = join(dir, name);
-      if (!existsSync(path)) return `${path} is missing`;
-      const actual = hashFile(path);
-      if (actual.bytes !== bytes) return `${path} is ${actual.bytes} bytes, not ${bytes}`;
-      if (actual.sha256 !== digest) return `${path} does not match its sha256`;
-    }
+    checkFiles(dir, readManifest(dir), hashFile);
     return null;
   } catch (err) {
     return (err as Error).message;

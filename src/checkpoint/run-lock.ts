@@ -1,22 +1,29 @@
-// The run directory's lock: one trainer per run directory. `weft.lock` holds the owner's pid,
-// host and process start time; it is created whole (written under a private name, then
-// hard-linked into place, which fails if a lock exists) so no reader ever sees half of one.
-// A lock left by a process that is gone (same host, pid not running, or running but started at
-// another time: a reused pid) is taken over with a message; a live owner, or one on another
-// host (whose processes this host cannot see), is refused with a one-line error naming it.
-// Within one process the lock is re-entrant (the CLI takes it before preparing data, the
-// coordinator again when it starts), and it is released when the last holder lets go or the
-// process exits.
+// The run directory's lock: one trainer per run directory. `weft.lock` names its owner: pid,
+// host, pid namespace and boot (a container or a reboot can reuse a pid), and the process's start
+// time. It is created whole (written under a private name, then hard-linked into place, which
+// fails if a lock exists; where the filesystem has no hard links, created exclusively and then
+// written), so a reader never mistakes half a lock for a stale one.
+//
+// A lock whose owner is gone is taken over with a message: same host and boot, and the pid not
+// running or running but started at another time (a reused pid); a lock from before a reboot.
+// A live owner is refused, named; so is an owner this process cannot see (another host, or
+// another container on this host): delete the file once you know that trainer has ended. A lock is
+// held once: a second job in the same process is refused like any other trainer, and whoever
+// holds the lock passes its handle on (the CLI opens the run, then the coordinator trains it).
 
 import {
+  closeSync,
   existsSync,
   linkSync,
   mkdirSync,
+  openSync,
   readFileSync,
-  realpathSync,
+  readlinkSync,
   renameSync,
+  statSync,
   unlinkSync,
   writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -24,70 +31,95 @@ import { WeftError } from '../util/errors.ts';
 
 export const LOCK_FILE = 'weft.lock';
 
+/** A lock file younger than this with unreadable contents is one being written, not garbage. */
+const WRITING_GRACE_MS = 10_000;
+
 interface LockOwner {
   pid: number;
   host: string;
   /** The process's start time in clock ticks after boot (/proc/PID/stat), where known. */
   started: number | null;
+  /** Its pid namespace (/proc/self/ns/pid): pids of another namespace are not ours to check. */
+  pidns: string | null;
+  /** The kernel's boot id: a lock from an earlier boot is stale whatever its pid. */
+  boot: string | null;
 }
 
 export interface RunLock {
   /** The lock file. */
   readonly path: string;
-  /** Lets go of this hold; the file goes when the process's last hold does. */
+  /** Lets go of the lock (idempotent). */
   release(): void;
 }
 
-/** Locks held by this process: real path of the run directory -> holds. */
-const held = new Map<string, { path: string; holds: number; text: string }>();
+/** Lock files this process holds, with their contents, removed if the process exits holding them. */
+const held = new Map<string, string>();
 process.on('exit', () => {
-  for (const lock of held.values()) removeIfOurs(lock.path, lock.text);
+  for (const [path, text] of held) removeIfOurs(path, text);
 });
+
+const readOr = <T>(read: () => T, fallback: T): T => {
+  try {
+    return read();
+  } catch {
+    return fallback;
+  }
+};
+
+/** Does `act`, ignoring a failure (a file already gone, a link that lost a race). */
+const quietly = (act: () => void): void => readOr(act, undefined);
 
 /** Start time of process `pid` in clock ticks after boot, or null where /proc is not there. */
 function processStart(pid: number): number | null {
-  try {
+  return readOr(() => {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // fields after the parenthesised command name; starttime is field 22 (index 19 after it)
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[19]);
-  } catch {
-    return null;
-  }
+    // the fields after the parenthesised command name; starttime is field 22 (index 19 there)
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+  }, null);
 }
 
-function isRunning(owner: LockOwner): boolean {
-  if (owner.pid === process.pid) return false; // not one of our holds (checked first): a previous life of this pid
-  try {
-    process.kill(owner.pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+function me(): LockOwner {
+  return {
+    pid: process.pid,
+    host: hostname(),
+    started: processStart(process.pid),
+    pidns: readOr(() => readlinkSync('/proc/self/ns/pid'), null),
+    boot: readOr(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(), null),
+  };
+}
+
+const differ = (a: string | number | null, b: string | number | null) =>
+  a !== null && b !== null && a !== b;
+
+/** Whether `owner` (of this host, boot and pid namespace) is a running process. */
+function isRunning(owner: LockOwner, self: LockOwner): boolean {
+  if (owner.pid !== self.pid) {
+    try {
+      process.kill(owner.pid, 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+    }
   }
-  const started = processStart(owner.pid);
-  return owner.started === null || started === null || started === owner.started;
+  return !differ(owner.started, processStart(owner.pid));
 }
 
 function readOwner(path: string): LockOwner | null {
-  try {
-    const owner = JSON.parse(readFileSync(path, 'utf8')) as Partial<LockOwner>;
-    if (Number.isSafeInteger(owner.pid) && typeof owner.host === 'string') {
-      return { pid: owner.pid as number, host: owner.host, started: owner.started ?? null };
-    }
-  } catch {
-    // unreadable or not JSON: reported below
-  }
-  return null;
+  const owner = readOr(() => JSON.parse(readFileSync(path, 'utf8')) as Partial<LockOwner>, null);
+  if (!owner || !Number.isSafeInteger(owner.pid) || typeof owner.host !== 'string') return null;
+  return {
+    pid: owner.pid as number,
+    host: owner.host,
+    started: owner.started ?? null,
+    pidns: owner.pidns ?? null,
+    boot: owner.boot ?? null,
+  };
 }
 
 function removeIfOurs(path: string, text: string): void {
-  try {
-    if (readFileSync(path, 'utf8') === text) unlinkSync(path);
-  } catch {
-    // already gone
-  }
+  if (readOr(() => readFileSync(path, 'utf8'), null) === text) quietly(() => unlinkSync(path));
 }
 
-/** Creates `path` holding `text`, atomically and only if it does not exist; false if it does. */
+/** Creates `path` holding `text` only if it does not exist; false if it does. */
 function createWhole(path: string, text: string): boolean {
   const tmp = `${path}.${process.pid}`;
   writeFileSync(tmp, text);
@@ -95,11 +127,30 @@ function createWhole(path: string, text: string): boolean {
     linkSync(tmp, path);
     return true;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'ENOSYS' && code !== 'EOPNOTSUPP')
+      throw err;
+    return createExclusive(path, text); // no hard links here (exFAT, FUSE mounts, SMB)
   } finally {
     unlinkSync(tmp);
   }
+}
+
+function createExclusive(path: string, text: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, 'wx');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
+  try {
+    writeSync(fd, text);
+  } finally {
+    closeSync(fd);
+  }
+  return true;
 }
 
 /** Moves a stale lock out of the way, unless another process replaced it meanwhile. */
@@ -113,11 +164,7 @@ function takeOver(path: string, stale: LockOwner): boolean {
   const moved = readOwner(aside);
   if (moved?.pid !== stale.pid || moved.host !== stale.host) {
     // a new owner's lock was moved: put it back (link fails only if yet another one exists)
-    try {
-      linkSync(aside, path);
-    } catch {
-      // a third process holds it now; ours fails below either way
-    }
+    quietly(() => linkSync(aside, path));
     unlinkSync(aside);
     return false;
   }
@@ -125,57 +172,79 @@ function takeOver(path: string, stale: LockOwner): boolean {
   return true;
 }
 
+/** What to do about an existing lock: 'stale' (take it over) or an error saying who holds it. */
+function judge(
+  path: string,
+  dir: string,
+  owner: LockOwner | null,
+  self: LockOwner,
+): 'stale' | WeftError {
+  const inUse = (by: string, what: string) =>
+    new WeftError('WEFT_E_STATE', `run directory ${dir} is in use by ${by} (${path}); ${what}`);
+  if (!owner) {
+    const age = readOr(() => Date.now() - statSync(path).mtimeMs, Infinity);
+    return age < WRITING_GRACE_MS
+      ? inUse('a trainer that is starting', 'wait for it to end or stop it')
+      : new WeftError(
+          'WEFT_E_STATE',
+          `run directory ${dir}: ${path} is not a weft lock; delete it if no trainer is using ${dir}`,
+        );
+  }
+  const gone = `stop that trainer first, or delete ${path} once you know it has ended`;
+  if (owner.host !== self.host) return inUse(`pid ${owner.pid} on host ${owner.host}`, gone);
+  if (differ(owner.boot, self.boot)) return 'stale'; // this host has rebooted since
+  if (differ(owner.pidns, self.pidns))
+    return inUse(`pid ${owner.pid} in another container on this host (${owner.pidns})`, gone);
+  if (!isRunning(owner, self)) return 'stale';
+  return owner.pid === self.pid
+    ? inUse('another job in this process', 'pass the lock you hold on instead of locking again')
+    : inUse(
+        `pid ${owner.pid} on this host`,
+        'wait for that trainer to end or stop it (Ctrl-C saves a checkpoint)',
+      );
+}
+
 /** Locks run directory `dir` (created if missing) for this process; throws if another trainer holds it. */
 export function lockRunDir(dir: string, log: (line: string) => void = () => {}): RunLock {
-  mkdirSync(dir, { recursive: true });
-  const key = realpathSync(dir);
   const path = join(dir, LOCK_FILE);
-  let lock = held.get(key);
-  if (!lock) {
-    const me: LockOwner = {
-      pid: process.pid,
-      host: hostname(),
-      started: processStart(process.pid),
-    };
-    const text = `${JSON.stringify(me)}\n`;
+  const self = me();
+  const text = `${JSON.stringify(self)}\n`;
+  try {
+    mkdirSync(dir, { recursive: true });
     for (let attempt = 0; !createWhole(path, text); attempt++) {
       const owner = readOwner(path);
-      const inUse = `run directory ${dir} is in use`;
-      if (!owner) {
-        if (!existsSync(path)) continue;
-        throw new WeftError(
-          'WEFT_E_STATE',
-          `${inUse}: ${path} is not a weft lock; delete it if no trainer is using ${dir}`,
-        );
+      if (!owner && !existsSync(path)) continue;
+      const verdict = judge(path, dir, owner, self);
+      if (verdict !== 'stale') throw verdict;
+      if (attempt >= 3 || !takeOver(path, owner as LockOwner)) {
+        // another trainer took it over first: name that one
+        const winner = judge(path, dir, readOwner(path), self);
+        throw winner !== 'stale'
+          ? winner
+          : new WeftError(
+              'WEFT_E_STATE',
+              `run directory ${dir} is being taken over by another trainer (${path}); try again`,
+            );
       }
-      if (owner.host !== me.host) {
-        throw new WeftError(
-          'WEFT_E_STATE',
-          `${inUse} by pid ${owner.pid} on host ${owner.host} (${path}); stop that trainer first, or delete ${path} if it is gone`,
-        );
-      }
-      if (isRunning(owner) || attempt >= 3 || !takeOver(path, owner)) {
-        throw new WeftError(
-          'WEFT_E_STATE',
-          `${inUse} by pid ${owner.pid} on this host (${path}); wait for that trainer to end or stop it (Ctrl-C saves a checkpoint)`,
-        );
-      }
-      log(`took over ${path} from pid ${owner.pid}, which is no longer running`);
+      log(`took over ${path} from pid ${(owner as LockOwner).pid}, which is no longer running`);
     }
-    lock = { path, holds: 0, text };
-    held.set(key, lock);
+  } catch (err) {
+    if (err instanceof WeftError) throw err;
+    const e = err as NodeJS.ErrnoException;
+    throw new WeftError(
+      'WEFT_E_STATE',
+      `cannot lock run directory ${dir}: ${e.code ?? e.message} (${e.message})`,
+    );
   }
-  lock.holds++;
-  const hold = lock;
+  held.set(path, text);
   let released = false;
   return {
     path,
     release: () => {
       if (released) return;
       released = true;
-      if (--hold.holds > 0) return;
-      held.delete(key);
-      removeIfOurs(hold.path, hold.text);
+      held.delete(path);
+      removeIfOurs(path, text);
     },
   };
 }

@@ -1,17 +1,18 @@
 // Atomic checkpoint publishing. A checkpoint is written into checkpoints/.tmp-step-N-<pid>/,
 // every file fsynced, the directory fsynced, then renamed to step-N; only then is `latest`
 // replaced the same way (write latest.tmp, fsync, rename). A crash at any point leaves the
-// previous checkpoint intact and `latest` naming a complete one; leftovers are removed by
-// cleanCheckpointTemps on the next start. A directory already holding the step is verified,
-// never trusted, and pruning deletes nothing until the newest checkpoint verifies from disk. Writing is asynchronous (libuv's thread pool), so the
-// event loop that coordinates training is not blocked by the disk.
+// previous checkpoint intact and `latest` naming a complete one; cleanCheckpointTemps tidies up
+// on the next start. A directory already holding the step is verified, never trusted, and
+// pruning deletes nothing until the newest checkpoint verifies when read back. Writing is
+// asynchronous (libuv's thread pool), so the event loop coordinating training never waits on disk.
 //
 // Fault injection for crash tests: WEFT_FAULT=<point>[@<n>] SIGKILLs the process the n-th time
 // (default first) it reaches <point>: checkpoint:begin, checkpoint:file, checkpoint:before-rename,
+// checkpoint:replace (an existing step-N moved aside, the new one not yet renamed in),
 // checkpoint:after-rename, checkpoint:latest-tmp, checkpoint:done.
 
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { GPTConfig } from '../model/config.ts';
@@ -159,6 +160,7 @@ async function install(
       return;
     }
     const aside = await moveAside(dir, name, problem === null ? 'replaced' : 'damaged');
+    faultPoint('checkpoint:replace');
     log(
       problem === null
         ? `${final} held a different state (an earlier attempt at this step); moved it aside to ${aside}`
@@ -212,13 +214,14 @@ export async function pruneCheckpoints(
   if (doomed.length === 0) return;
   const problem = checkpointProblem(join(dir, newest));
   if (problem !== null) {
-    const aside = await moveAside(dir, newest, 'damaged');
+    // latest leaves the damaged checkpoint before it is moved: a crash between the two is harmless
     const fallback = upTo
       .filter((n) => n !== newest)
       .reverse()
       .find((n) => checkpointProblem(join(dir, n)) === null);
     if (fallback) await publishLatest(dir, fallback);
     else await rm(join(dir, LATEST_FILE), { force: true });
+    const aside = await moveAside(dir, newest, 'damaged');
     log(
       `${join(dir, newest)} is damaged (${problem}); moved it aside to ${aside}; ` +
         `latest is now ${fallback ?? 'unset (no checkpoint verifies)'}; nothing was pruned`,
@@ -228,13 +231,40 @@ export async function pruneCheckpoints(
   for (const name of doomed) await rm(join(dir, name), { recursive: true, force: true });
 }
 
-/** Removes what an interrupted save left behind (temporary directories, latest.tmp). */
-export function cleanCheckpointTemps(runDir: string): string[] {
+/**
+ * Tidies what an interrupted save left behind: first, if `latest` names a directory a crash left
+ * missing (between moving it aside and renaming its replacement in), puts back the newest copy
+ * of it that verifies (the finished temporary directory, else the one moved aside); then removes
+ * temporary directories and latest.tmp. Returns the names removed.
+ */
+export function cleanCheckpointTemps(runDir: string, log: SaveLog = () => {}): string[] {
   const dir = join(runDir, CHECKPOINTS_DIR);
   if (!existsSync(dir)) return [];
+  recoverLatest(dir, log);
   const leftovers = readdirSync(dir).filter(
     (f) => f.startsWith('.tmp-') || f === `${LATEST_FILE}.tmp`,
   );
   for (const f of leftovers) rmSync(join(dir, f), { recursive: true, force: true });
   return leftovers;
+}
+
+function recoverLatest(dir: string, log: SaveLog): void {
+  const latest = join(dir, LATEST_FILE);
+  if (!existsSync(latest)) return;
+  const name = readFileSync(latest, 'utf8').trim();
+  if (!STEP_DIR_PATTERN.test(name) || existsSync(join(dir, name))) return;
+  const copyNumber = (f: string) => Number(/-(\d+)$/.exec(f)?.[1] ?? 1);
+  const entries = readdirSync(dir);
+  const candidates = [
+    ...entries.filter((f) => f.startsWith(`.tmp-${name}-`)),
+    ...entries
+      .filter((f) => f === `${name}.replaced` || f.startsWith(`${name}.replaced-`))
+      .sort((a, b) => copyNumber(b) - copyNumber(a)),
+  ];
+  const good = candidates.find((f) => checkpointProblem(join(dir, f)) === null);
+  if (!good) return;
+  renameSync(join(dir, good), join(dir, name));
+  log(
+    `${join(dir, LATEST_FILE)} named ${name}, which an interrupted save had moved; put ${good} back in its place`,
+  );
 }

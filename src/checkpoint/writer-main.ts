@@ -1,5 +1,6 @@
 // Body of the checkpoint writer thread: serialises, hashes and writes each checkpoint it is sent
-// (writeCheckpoint), passing back what it logs, so none of that work runs on the thread that coordinates training.
+// (writeCheckpoint), passing back what it logs, so none of that work runs on the thread that
+// coordinates training.
 
 import { parentPort } from 'node:worker_threads';
 import type { CheckpointState } from './format.ts';

@@ -1,5 +1,5 @@
 // Entry point of the weft command: runs the program on argv and turns user mistakes into one
-// line on stderr and a non-zero exit (DESIGN.md invariant 8). Only code under src/cli/ exits.
+// line on stderr and a non-zero exit (docs/design.md invariant 8). Only code under src/cli/ exits.
 
 import { CommanderError } from 'commander';
 import { WeftError } from '../util/errors.ts';

@@ -2,10 +2,12 @@
 // file, or a directory of files) that is prepared on the fly into a cache directory. A cache
 // whose sources and tokenizer spec match the input is reused instead of prepared again. A new
 // cache is prepared beside the old one (cacheDir.tmp-PID) and swapped in only after every check
-// has passed, so a refused or failed preparation leaves the existing cache as it was.
+// has passed, so a refused or failed preparation leaves the existing cache as it was. The caller
+// holds the run directory's lock, so what an interrupted swap left beside the cache is tidied:
+// a cache moved aside and not replaced is put back, temporary copies are removed.
 
-import { existsSync, renameSync, rmSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { WeftError } from '../util/errors.ts';
 import { readBytes, sha256 } from '../util/files.ts';
 import type { Dataset, DatasetManifest } from './dataset.ts';
@@ -61,8 +63,25 @@ function swapIn(fresh: string, cacheDir: string): void {
   if (hadOld) rmSync(old, { recursive: true, force: true });
 }
 
-/** The dataset at `path`, preparing raw text into `cacheDir` when needed. */
+/** Puts back a cache an interrupted swap moved aside, and removes leftover copies beside it. */
+function tidyCache(cacheDir: string, log: (line: string) => void): void {
+  const parent = dirname(cacheDir);
+  const name = basename(cacheDir);
+  if (!existsSync(parent)) return;
+  const beside = readdirSync(parent).filter(
+    (f) => f.startsWith(`${name}.tmp-`) || f.startsWith(`${name}.old-`),
+  );
+  const old = beside.find((f) => f.startsWith(`${name}.old-`));
+  if (old && !existsSync(cacheDir)) {
+    renameSync(join(parent, old), cacheDir);
+    log(`put back ${cacheDir}, which an interrupted preparation had moved to ${old}`);
+  }
+  for (const f of beside) rmSync(join(parent, f), { recursive: true, force: true });
+}
+
+/** The dataset at `path`, preparing raw text into `cacheDir` when needed (the run directory locked). */
 export function openDataset(path: string, cacheDir: string, options: OpenOptions): Dataset {
+  tidyCache(cacheDir, options.log ?? (() => {}));
   if (isPreparedDataset(path)) return checked(path, options);
   if (!existsSync(path)) {
     throw new WeftError('WEFT_E_FORMAT', `data ${path} does not exist; pass a text file, a directory of text files, or a prepared dataset`);

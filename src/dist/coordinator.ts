@@ -5,14 +5,16 @@
 // moment training starts) and reports progress. Checkpoints are written
 // asynchronously, one after another, while training goes on.
 
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { CheckpointState } from '../checkpoint/format.ts';
+import { CHECKPOINTS_DIR, stepDirName } from '../checkpoint/format.ts';
 import type { RunLock } from '../checkpoint/run-lock.ts';
 import { lockRunDir } from '../checkpoint/run-lock.ts';
 import { cleanCheckpointTemps } from '../checkpoint/write.ts';
 import { CheckpointWriter } from '../checkpoint/writer.ts';
 import type { Dataset } from '../data/dataset.ts';
+import { datasetManifestSha256 } from '../data/open.ts';
 import type { Batch } from '../data/loader.ts';
 import { TokenWindowLoader } from '../data/loader.ts';
 import type { BackendName } from '../kernels/backend.ts';
@@ -25,7 +27,6 @@ import type { EvalMetrics, StepMetrics } from '../train/metrics.ts';
 import { learningRate } from '../train/schedule.ts';
 import { countTargets } from '../train/shard-step.ts';
 import { WeftError } from '../util/errors.ts';
-import { readBytes, sha256 } from '../util/files.ts';
 import type { TrainingState } from './messages.ts';
 import type {
   ConnId,
@@ -36,7 +37,7 @@ import type {
 } from './protocol/coordinator.ts';
 import { coordinatorStep, initialCoordinator } from './protocol/coordinator.ts';
 import type { Connection } from './transport.ts';
-import { serverHandshake } from './transport.ts';
+import { HANDSHAKE_TIMEOUT_MS, serverHandshake } from './transport.ts';
 
 export const METRICS_FILE = 'metrics.jsonl';
 
@@ -53,8 +54,15 @@ export interface ClusterOptions {
   /** Send every worker its batches even if it could read the dataset itself. */
   streamData?: boolean;
   exactBits?: number;
-  /** Continue from this checkpoint instead of initialising from the seed. */
-  resume?: CheckpointState;
+  /** Continue from this checkpoint (its directory, where known) instead of initialising from the seed. */
+  resume?: CheckpointState & { dir?: string };
+  /**
+   * The run directory's lock, held by the caller (train/run-dir.ts opens runs with it); without
+   * one, the run takes the lock itself and lets go of it when it ends.
+   */
+  lock?: RunLock;
+  /** Delete the directory's earlier checkpoints when training starts (--overwrite). */
+  replaceRun?: boolean;
   /** Stop (saving a checkpoint) after this many steps of this invocation. */
   stopAfter?: number;
   /** Kernel backend of every worker (default: the fastest that works here). */
@@ -150,7 +158,6 @@ export class CoordinatorShell {
   /** Checkpoint writes, one after another, on the writer thread. */
   private writes: Promise<unknown> = Promise.resolve();
   private readonly writer = new CheckpointWriter();
-  private lock: RunLock | null = null;
 
   constructor(
     config: RunConfig,
@@ -168,7 +175,7 @@ export class CoordinatorShell {
         config.evalWindows > 0 ? config.evalWindows * T + 1 : dataset.val.length,
       ),
     );
-    this.dataSha256 = sha256(readBytes(join(dataset.dir, 'dataset.json')));
+    this.dataSha256 = datasetManifestSha256(dataset.dir);
     this.tickMs = Math.min(250, heartbeatMs);
     const resume = cluster.resume;
     const firstStep = resume?.step ?? 0;
@@ -185,7 +192,8 @@ export class CoordinatorShell {
       evalWindows: config.evalWindows,
       hasValidation: dataset.val.length >= 2,
       assign: {
-        runId: `${config.name}-${config.seed}-${Date.now().toString(36)}`,
+        // in every peer hello, which must fit the pre-authentication frame limit
+        runId: `${config.name.slice(0, 40)}-${config.seed}-${Date.now().toString(36)}`,
         config: { ...config },
         tokenizer: dataset.tokenizer.toJSON(),
         dataPath: cluster.streamData ? '' : resolve(dataset.dir),
@@ -221,13 +229,13 @@ export class CoordinatorShell {
   }
 
   /**
-   * Starts the run: locks the run directory (train/run-dir.ts's lock, re-entrant for a caller
-   * that holds it) and waits for workers. Nothing is written until training starts, so a run
-   * that never trains a step leaves the directory as it was.
+   * Starts the run: takes the run directory's lock unless the caller holds it (checkpoint/
+   * run-lock.ts) and waits for workers. Nothing is written until training starts, so a run that
+   * never trains a step leaves the directory as it was.
    */
   run(): Promise<RunResult> {
-    this.lock = lockRunDir(this.outDir, (line) => this.hooks.log?.(line));
-    const leftovers = cleanCheckpointTemps(this.outDir);
+    const ownLock = this.cluster.lock ? null : lockRunDir(this.outDir, (l) => this.hooks.log?.(l));
+    const leftovers = cleanCheckpointTemps(this.outDir, (line) => this.hooks.log?.(line));
     if (leftovers.length > 0)
       this.hooks.log?.(`removed ${leftovers.join(', ')} left by an interrupted save`);
     const result = new Promise<RunResult>((resolve, reject) => {
@@ -240,11 +248,16 @@ export class CoordinatorShell {
         if (!lagged) this.feed({ type: 'tick', now });
       }, this.tickMs);
     });
-    return result.finally(() => this.lock?.release());
+    // every write has settled by the time the result does (see 'finished' and 'failed')
+    return result.finally(() => ownLock?.release());
   }
 
   /** The run directory's files besides checkpoints, written when training starts. */
   private writeRunFiles(): void {
+    if (this.cluster.replaceRun) {
+      rmSync(join(this.outDir, CHECKPOINTS_DIR), { recursive: true, force: true });
+      this.hooks.log?.(`--overwrite: removed the earlier checkpoints in ${this.outDir}`);
+    }
     writeFileSync(join(this.outDir, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
     writeFileSync(
       join(this.outDir, 'tokenizer.json'),
@@ -253,9 +266,16 @@ export class CoordinatorShell {
     truncateMetrics(this.metricsPath, this.cluster.resume?.step ?? 0);
   }
 
-  /** Takes a new connection from a worker: handshake, then it joins the run. */
-  accept(conn: Connection, secret: string | null = this.cluster.secret ?? null): void {
-    serverHandshake(conn, secret, 'worker').then(
+  /**
+   * Takes a new connection from a worker: handshake, then it joins the run. `handshakeTimeoutMs`:
+   * how long the worker has to answer (a thread of this process: Infinity, see serverHandshake).
+   */
+  accept(
+    conn: Connection,
+    secret: string | null = this.cluster.secret ?? null,
+    handshakeTimeoutMs = HANDSHAKE_TIMEOUT_MS,
+  ): void {
+    serverHandshake(conn, secret, 'worker', handshakeTimeoutMs).then(
       (hello) => {
         const id = this.nextConn++;
         this.conns.set(id, conn);
@@ -394,7 +414,15 @@ export class CoordinatorShell {
         const backend = createBackend(this.cluster.backend ?? defaultBackendName());
         const model = new GPT2(this.config, { params: effect.state.params, backend });
         const interrupted = effect.steps < this.config.steps;
-        this.save(effect.steps, effect.state)
+        // a resumed run that trained no step holds its checkpoint's state: nothing to save
+        const resume = this.cluster.resume;
+        const saved =
+          resume?.step === effect.steps
+            ? this.writes.then(
+                () => resume.dir ?? join(this.outDir, CHECKPOINTS_DIR, stepDirName(resume.step)),
+              )
+            : this.save(effect.steps, effect.state);
+        saved
           .finally(() => this.writer.close())
           .then(
             (checkpoint) =>
@@ -410,12 +438,15 @@ export class CoordinatorShell {
           );
         return;
       }
-      case 'failed':
-        this.end();
-        void this.writes.finally(() => this.writer.close());
-        this.settle?.reject(new WeftError(effect.code as 'WEFT_E_CLUSTER', effect.message));
+      case 'failed': {
+        const settle = this.settle;
         this.settle = null;
+        this.end();
+        // the run ends once a checkpoint still being written is on disk (the lock covers it)
+        const error = new WeftError(effect.code as 'WEFT_E_CLUSTER', effect.message);
+        void this.writes.finally(() => this.writer.close()).finally(() => settle?.reject(error));
         return;
+      }
       default:
         return effect satisfies never;
     }

@@ -6,7 +6,6 @@
 //   serveCoordinator   coordinator listening on WebSocket for workers on other processes/machines
 //   runNetworkWorker   a worker process connecting to a coordinator (weft worker)
 
-import { createServer } from 'node:net';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import type { Dataset } from '../data/dataset.ts';
 import type { RunConfig } from '../train/config.ts';
@@ -15,12 +14,11 @@ import { CoordinatorShell } from './coordinator.ts';
 import type { Limits, Message } from './messages.ts';
 import { NetworkPeerMesh } from './peers.ts';
 import type { ThreadWorkerData } from './thread-main.ts';
-import type { Network } from './transport.ts';
+import type { Connection, Network } from './transport.ts';
 import { clientHandshake } from './transport.ts';
 import { MemoryNetwork } from './transports/memory.ts';
 import { PortConnection } from './transports/thread.ts';
-import { WsNetwork, parseAddress } from './transports/ws.ts';
-import { WeftError } from '../util/errors.ts';
+import { WsNetwork } from './transports/ws.ts';
 import { WorkerShell } from './worker.ts';
 
 /** Handle on a running job: stop it after the current step. */
@@ -69,7 +67,7 @@ export function trainWithThreads(
   const threads: Worker[] = [];
   for (let i = 0; i < n; i++) {
     const { port1, port2 } = new MessageChannel();
-    coordinator.accept(new PortConnection(port1, `thread-${i}`), null);
+    coordinator.accept(new PortConnection(port1, `thread-${i}`), null, Infinity);
     const data: ThreadWorkerData = {
       name: `thread-${i}`,
       address: address(i),
@@ -177,6 +175,8 @@ export async function runNetworkWorker(options: NetworkWorkerOptions): Promise<s
 export interface ServeOptions extends ClusterOptions {
   /** HOST:PORT to listen on (port 0: any free port). */
   listen: string;
+  /** Already bound (listenForWorkers); else `listen` is bound here. */
+  listener?: WorkerListener;
   /** Frame and tensor size limits for incoming frames. */
   limits?: Limits;
   /** Called with the address actually listened on. */
@@ -190,11 +190,8 @@ export async function serveCoordinator(
   options: ServeOptions,
   hooks: RunHooks = {},
 ): Promise<Job> {
+  const listener = options.listener ?? (await listenForWorkers(options.listen, options.limits));
   const coordinator = new CoordinatorShell(config, dataset, outDir, options, hooks);
-  // listen first: an address in use fails here, before the run directory is touched
-  const listener = await new WsNetwork(options.limits).listen(options.listen, (conn) =>
-    coordinator.accept(conn),
-  );
   let result: Promise<RunResult>;
   try {
     result = coordinator.run();
@@ -202,20 +199,37 @@ export async function serveCoordinator(
     await listener.close();
     throw err;
   }
+  listener.attach((conn) => coordinator.accept(conn));
   options.onListening?.(listener.address);
   const done = result.finally(() => setTimeout(() => void listener.close(), 300).unref());
   return { result: done, stop: () => coordinator.stop() };
 }
 
-/** Fails with a one-line error if `address` (HOST:PORT) cannot be listened on now (port in use, no such host). */
-export async function checkListenAddress(address: string): Promise<void> {
-  const [host, port] = parseAddress(address);
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) =>
-      reject(new WeftError('WEFT_E_NETWORK', `cannot listen on ${address}: ${err.message}`)),
-    );
-    server.listen(port, host, () => resolve());
-  });
-  await new Promise<void>((resolve) => server.close(() => resolve()));
+/** A WebSocket listener for workers, bound at once; connections wait for the coordinator that takes them. */
+export interface WorkerListener {
+  /** HOST:PORT actually listened on. */
+  address: string;
+  /** Hands every connection, those that came already first, to `onConnection`. */
+  attach(onConnection: (connection: Connection) => void): void;
+  close(): Promise<void>;
+}
+
+/**
+ * Binds `listen` (HOST:PORT) now: an address in use fails here, with one line, before anything
+ * else is done (weft coordinator binds before it prepares data or touches the run directory).
+ */
+export async function listenForWorkers(listen: string, limits?: Limits): Promise<WorkerListener> {
+  let target: ((connection: Connection) => void) | null = null;
+  const early: Connection[] = [];
+  const listener = await new WsNetwork(limits).listen(listen, (conn) =>
+    target ? target(conn) : early.push(conn),
+  );
+  return {
+    address: listener.address,
+    attach: (onConnection) => {
+      target = onConnection;
+      for (const conn of early.splice(0)) onConnection(conn);
+    },
+    close: () => listener.close(),
+  };
 }

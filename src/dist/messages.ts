@@ -169,12 +169,12 @@ export interface Limits {
   /**
    * Largest encoded frame accepted before the handshake completes, in bytes: room for the
    * handshake's own messages and no more, so a peer without the secret cannot make a process
-   * buffer large frames (see transports/ws.ts).
+   * buffer large frames (see transports/ws.ts). Default: DEFAULT_LIMITS's.
    */
-  maxHandshakeFrameBytes: number;
+  maxHandshakeFrameBytes?: number;
 }
 
-export const DEFAULT_LIMITS: Limits = {
+export const DEFAULT_LIMITS: Required<Limits> = {
   maxFrameBytes: 256 * 2 ** 20,
   maxTensorElements: 64 * 2 ** 20,
   // encoded sizes: challenge 64 bytes, welcome 88, hello 229-257 with a 34-character name,
@@ -186,7 +186,10 @@ export const DEFAULT_LIMITS: Limits = {
 export function handshakeLimits(limits: Limits): Limits {
   return {
     ...limits,
-    maxFrameBytes: Math.min(limits.maxFrameBytes, limits.maxHandshakeFrameBytes),
+    maxFrameBytes: Math.min(
+      limits.maxFrameBytes,
+      limits.maxHandshakeFrameBytes ?? DEFAULT_LIMITS.maxHandshakeFrameBytes,
+    ),
   };
 }
 

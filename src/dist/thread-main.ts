@@ -17,8 +17,12 @@ export interface ThreadWorkerData {
   threads: number;
 }
 
-// crash tests: WEFT_FAULT=thread:start makes every worker thread fail before it joins
-if (process.env.WEFT_FAULT === 'thread:start') throw new Error('WEFT_FAULT=thread:start');
+// crash tests: WEFT_FAULT=thread:start makes every worker thread fail before it joins;
+// thread:slow-start@MS delays each one's start by MS milliseconds
+const fault = process.env.WEFT_FAULT ?? '';
+if (fault === 'thread:start') throw new Error('WEFT_FAULT=thread:start');
+if (fault.startsWith('thread:slow-start@'))
+  await new Promise((resolve) => setTimeout(resolve, Number(fault.split('@')[1])));
 
 const data = workerData as ThreadWorkerData;
 const coordinator = new PortConnection(data.coordinator, 'coordinator');
@@ -40,5 +44,5 @@ try {
   await shell.run();
 } catch (err) {
   console.error(`[${data.name}] ${(err as Error).message}`);
-  process.exitCode = 1;
+  process.exit(1); // ends this thread (its open ports would keep it alive); its launcher sees it
 }

@@ -121,7 +121,7 @@ function nextMessage<T>(
   check: (message: Message) => T,
 ): Promise<T> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
+    const onTimeout = () => {
       conn.onMessage = null;
       conn.close('handshake timeout');
       reject(
@@ -130,7 +130,8 @@ function nextMessage<T>(
           `${conn.remote}: no handshake reply within ${timeoutMs / 1000} s`,
         ),
       );
-    }, timeoutMs);
+    };
+    const timer = Number.isFinite(timeoutMs) ? setTimeout(onTimeout, timeoutMs) : undefined;
     conn.onClose = (reason) => {
       clearTimeout(timer);
       reject(
@@ -155,16 +156,21 @@ function nextMessage<T>(
   });
 }
 
-const HANDSHAKE_TIMEOUT_MS = 10_000;
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
 
-/** Server end: challenge, check the hello, welcome or reject. Resolves with the hello. */
+/**
+ * Server end: challenge, check the hello, welcome or reject. Resolves with the hello. The peer
+ * has `timeoutMs` to answer (Infinity: a worker thread this process started, which may take long
+ * to start on a loaded machine, and whose death its launcher sees).
+ */
 export async function serverHandshake(
   conn: Connection,
   secret: string | null,
   role: Role,
+  timeoutMs = HANDSHAKE_TIMEOUT_MS,
 ): Promise<MessageOf<'hello'>> {
   const nonce = newNonce();
-  const reply = nextMessage(conn, HANDSHAKE_TIMEOUT_MS, (hello) => {
+  const reply = nextMessage(conn, timeoutMs, (hello) => {
     const accepted = acceptHello(hello, nonce, secret, role);
     if (accepted.ok) conn.authenticated?.();
     return accepted;

@@ -1,5 +1,5 @@
 // The GPT-2 model over flat buffers: forward is a straight list of kernel calls, backward is the
-// same list in reverse (DESIGN.md invariant 2). Parameters and gradients are one Float32Array
+// same list in reverse (docs/design.md invariant 2). Parameters and gradients are one Float32Array
 // each (named views p.* and g.*); activations are sized for the (B, T) of the last forward. The
 // kernels come from a Backend (reference by default), which also allocates every buffer.
 

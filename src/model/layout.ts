@@ -1,4 +1,4 @@
-// Flat buffer layouts (DESIGN.md invariant 1). One size table per buffer role; each entry is a
+// Flat buffer layouts (docs/design.md invariant 1). One size table per buffer role; each entry is a
 // named tensor at a fixed offset, so parameters, gradients and AdamW moments are each a single
 // Float32Array with named views. Parameter tensors stack all L layers of a kind together (as
 // llm.c does) and map one-to-one onto Hugging Face GPT-2 names and [in, out] Conv1D layouts.

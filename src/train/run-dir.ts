@@ -1,6 +1,7 @@
-// Opening a run directory for training: the policy every trainer follows, whether the CLI or a
-// program that imports weft starts it. In order, and nothing in an existing run directory is
-// changed before every check has passed:
+// Opening a run directory for training: the policy every trainer follows. The CLI opens runs
+// with it; a program that imports weft gets the same checks by opening the run here and handing
+// the result (with its lock) to a launcher (distributed launch.ts). In order, and nothing in an
+// existing run directory is changed before every check has passed:
 //   1. lock the directory (one trainer per run directory: checkpoint/run-lock.ts);
 //   2. a fresh run refuses a directory holding a checkpoint unless told to overwrite it; a
 //      resumed run loads and verifies its latest checkpoint and refuses config changes that
@@ -8,7 +9,8 @@
 //   3. open the data: raw text is prepared beside the cache and swapped in only once accepted;
 //      a prepared dataset must match the config's tokenizer (fresh) or the checkpoint's dataset
 //      (resumed, by the sha256 of its dataset.json);
-//   4. only then, with --overwrite, the old checkpoints go.
+//   4. with --overwrite, the old checkpoints go only once training starts (replaceRun), so a run
+//      that never starts (no worker came, a port in use) has lost nothing.
 // A run directory whose run never saved a checkpoint holds nothing worth keeping: a plain run
 // starts it afresh.
 
@@ -39,8 +41,10 @@ export interface OpenedRun {
   outDir: string;
   /** The checkpoint a resumed run continues from. */
   resume?: CheckpointState & { dir: string };
-  /** Held until released (the process exiting releases it too). */
+  /** Held until released (the process exiting releases it too); pass it to the launcher. */
   lock: RunLock;
+  /** The directory's earlier checkpoints are to go when training starts (--overwrite). */
+  replaceRun: boolean;
 }
 
 /** Whether `outDir` holds a checkpoint (a run worth resuming, not to be replaced silently). */
@@ -49,17 +53,19 @@ export function hasCheckpoint(outDir: string): boolean {
   return existsSync(join(dir, LATEST_FILE)) || listCheckpoints(dir).length > 0;
 }
 
-/** Runs `open` with the run directory locked; the lock is let go if `open` throws. */
+/** Runs `open` with the run directory locked; if `open` throws, the lock goes, and so does a directory it made. */
 function locked(
   outDir: string,
   log: (line: string) => void,
   open: () => Omit<OpenedRun, 'lock'>,
 ): OpenedRun {
+  const existed = existsSync(outDir);
   const lock = lockRunDir(outDir, log);
   try {
     return { ...open(), lock };
   } catch (err) {
     lock.release();
+    if (!existed) rmSync(outDir, { recursive: true, force: true });
     throw err;
   }
 }
@@ -91,11 +97,7 @@ export function openFreshRun(options: FreshRunOptions): OpenedRun {
       log,
       accept: (ds) => checkTokenizer(ds, config, options.data),
     });
-    if (existing) {
-      rmSync(join(outDir, CHECKPOINTS_DIR), { recursive: true, force: true });
-      log(`--overwrite: removed the checkpoints of the run in ${outDir}`);
-    }
-    return { config, dataset, outDir };
+    return { config, dataset, outDir, replaceRun: existing };
   });
 }
 
@@ -147,7 +149,7 @@ export function openResumedRun(options: ResumedRunOptions): OpenedRun {
       },
     });
     log(`resuming ${outDir} from ${checkpoint.dir} (step ${checkpoint.step})`);
-    return { config, dataset, outDir, resume: checkpoint };
+    return { config, dataset, outDir, resume: checkpoint, replaceRun: false };
   });
 }
 

@@ -3,12 +3,16 @@
 // moved aside (damaged or replaced, named in the log) and the new one takes its place. Pruning
 // never deletes the newest verified checkpoint, and never keeps a damaged one as current.
 
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { CheckpointState } from '../../src/checkpoint/format.ts';
 import { loadCheckpoint, resolveCheckpoint } from '../../src/checkpoint/read.ts';
-import { pruneCheckpoints, writeCheckpoint } from '../../src/checkpoint/write.ts';
+import {
+  cleanCheckpointTemps,
+  pruneCheckpoints,
+  writeCheckpoint,
+} from '../../src/checkpoint/write.ts';
 import { GPT2 } from '../../src/model/gpt2.ts';
 import { BpeTokenizer } from '../../src/tokenizer/bpe.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -137,5 +141,39 @@ describe('pruning', () => {
     await writeCheckpoint(run, state(25), 2);
     expect(ckpts(run)).toEqual(['latest', 'step-00000020', 'step-00000025', 'step-00000030']);
     expect(resolveCheckpoint(run)).toBe(join(run, 'checkpoints', 'step-00000025'));
+  });
+});
+
+describe('a crash in the middle of a replacement', () => {
+  it('latest never stays on a missing directory: the next start puts the finished replacement in', async () => {
+    const run = tempDir();
+    const ckpts = join(run, 'checkpoints');
+    await writeCheckpoint(run, state(6, 1));
+    await writeCheckpoint(run, state(6, 2)); // step-00000006.replaced holds seed 1
+    // the state a crash at checkpoint:replace leaves: the new copy still under its temporary name
+    renameSync(join(ckpts, 'step-00000006'), join(ckpts, '.tmp-step-00000006-99'));
+    const log: string[] = [];
+    cleanCheckpointTemps(run, (line) => log.push(line));
+    expect(loadCheckpoint(run).rng).toEqual({ seed: 2 });
+    expect(log.join('\n')).toMatch(
+      /named step-00000006, which an interrupted save had moved; put \.tmp-step-00000006-99 back/,
+    );
+  });
+
+  it('without a finished replacement, the copy moved aside goes back', async () => {
+    const run = tempDir();
+    const ckpts = join(run, 'checkpoints');
+    await writeCheckpoint(run, state(6, 1));
+    cpSync(join(ckpts, 'step-00000006'), join(ckpts, 'step-00000006.replaced'), {
+      recursive: true,
+    });
+    renameSync(join(ckpts, 'step-00000006'), join(ckpts, 'step-00000006.replaced-2'));
+    cleanCheckpointTemps(run);
+    expect(loadCheckpoint(run).rng).toEqual({ seed: 1 });
+    expect(readdirSync(ckpts).sort()).toEqual([
+      'latest',
+      'step-00000006',
+      'step-00000006.replaced',
+    ]);
   });
 });

@@ -19,7 +19,7 @@ describe('weft info', () => {
       // issue 12, case 8: these asked for --set vocabSize=N
       const r = runCli(['info', '--config', name]);
       expect(r.status, r.stderr).toBe(0);
-      expect(r.stdout).toMatch(new RegExp(`${vocab} \\(tokenizer bpe:\\d+'s\\)`));
+      expect(r.stdout).toMatch(new RegExp(`${vocab} \\(tokenizer bpe:\\d+'s, at most`));
       expect(r.stdout).toContain(`parameters  ${params}`);
     },
   );

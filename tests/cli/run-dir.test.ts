@@ -4,7 +4,14 @@
 // are named before any data is prepared.
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
@@ -196,6 +203,47 @@ describe('case 4: a run that never trained leaves nothing in the way', () => {
     const run = join(dir, `flags-${args.join('-')}`);
     expectCliError(runCli([...args, '--config', 'tiny', '--data', text, '--out', run]), message);
     expect(existsSync(run)).toBe(false);
+  });
+});
+
+describe('after an interruption', () => {
+  it('a resumed run that trains no step saves nothing (its checkpoint holds the state)', () => {
+    const run = join(dir, 'no-step');
+    expect(train(run, ['--steps', '4']).status).toBe(0);
+    const before = snapshot(join(run, 'checkpoints'));
+    const r = runCli(['train', '--out', run, '--resume', '--steps', '4', '--set', 'lr=0.001']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/done: 4 steps; checkpoint saved in .*step-00000004/);
+    expect(snapshot(join(run, 'checkpoints'))).toEqual(before);
+  });
+
+  it('--overwrite of a run whose coordinator never starts training loses nothing', () => {
+    const run = join(dir, 'overwrite-never-started');
+    expect(train(run, ['--steps', '2']).status).toBe(0);
+    const before = snapshot(join(run, 'checkpoints'));
+    const r = coordinator('127.0.0.1:0', run, ['--rendezvous-timeout', '0.5', '--overwrite']);
+    expect(r.stderr).toMatch(/only 0 of 1 workers were ready/);
+    expect(snapshot(join(run, 'checkpoints'))).toEqual(before);
+    expect(runCli(['train', '--out', run, '--resume', '--steps', '3']).status).toBe(0);
+  });
+
+  it('what an interrupted swap of the prepared data left is put back or removed', () => {
+    const run = join(dir, 'data-swap');
+    expect(train(run, ['--steps', '2']).status).toBe(0);
+    renameSync(join(run, 'data'), join(run, 'data.old-12345')); // moved aside, not replaced
+    mkdirSync(join(run, 'data.tmp-777'));
+    const r = runCli(['train', '--out', run, '--resume', '--steps', '3']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/put back .*data, which an interrupted preparation had moved/);
+    expect(readdirSync(run).filter((f) => f.startsWith('data'))).toEqual(['data']);
+  });
+
+  it('an --out that cannot be a directory is one line', () => {
+    writeFileSync(join(dir, 'plain-file'), '');
+    expectCliError(
+      train(join(dir, 'plain-file', 'run')),
+      /cannot lock run directory .*plain-file\/run: ENOTDIR/,
+    );
   });
 });
 

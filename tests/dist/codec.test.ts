@@ -155,6 +155,11 @@ describe('codec', () => {
     expectWeftError(run, code, message);
   });
 
+  it('limits written before the handshake limit existed still get it (not an unlimited NaN)', () => {
+    const old = { maxFrameBytes: 2 ** 20, maxTensorElements: 2 ** 18 };
+    expect(handshakeLimits(old).maxFrameBytes).toBe(DEFAULT_LIMITS.maxHandshakeFrameBytes);
+  });
+
   it('fits every handshake message at its largest real size well under the handshake limit', () => {
     const limits = handshakeLimits(DEFAULT_LIMITS);
     expect(limits.maxFrameBytes).toBe(4096);

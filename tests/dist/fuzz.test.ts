@@ -28,7 +28,7 @@ const LIMITS: Limits = {
   maxTensorElements: 64 * 1024,
   maxHandshakeFrameBytes: DEFAULT_LIMITS.maxHandshakeFrameBytes,
 };
-const HANDSHAKE_BYTES = LIMITS.maxHandshakeFrameBytes;
+const HANDSHAKE_BYTES = DEFAULT_LIMITS.maxHandshakeFrameBytes;
 const SECRET = 'fuzz secret';
 
 const dir = tempDir();

@@ -1,5 +1,5 @@
 // The coordinator and worker state machines, driven directly with scripted events: no sockets,
-// no timers, no threads (DESIGN.md invariant 5).
+// no timers, no threads (docs/design.md invariant 5).
 
 import { describe, expect, it } from 'vitest';
 import type { Message, MessageOf } from '../../src/dist/messages.ts';

@@ -4,7 +4,8 @@
 
 import type { Command } from 'commander';
 import { hostname } from 'node:os';
-import { checkListenAddress, runNetworkWorker, serveCoordinator } from '../../dist/launch.ts';
+import type { WorkerListener } from '../../dist/launch.ts';
+import { listenForWorkers, runNetworkWorker, serveCoordinator } from '../../dist/launch.ts';
 import { WsNetwork, parseAddress } from '../../dist/transports/ws.ts';
 import { WeftError, check } from '../../util/errors.ts';
 import { readUtf8 } from '../../util/files.ts';
@@ -95,13 +96,20 @@ export function registerCluster(program: Command): void {
         1000 * numberFlag('--rendezvous-timeout', flags.rendezvousTimeout, { min: 0 });
       const heartbeatTimeoutMs =
         1000 * numberFlag('--heartbeat-timeout', flags.heartbeatTimeout, { min: 1 });
-      const run = await prepareRun(flags, () => checkListenAddress(flags.listen));
+      // bound before the run directory is touched: an address in use changes nothing
+      let listener: WorkerListener | undefined;
+      const run = await prepareRun(flags, async () => {
+        listener = await listenForWorkers(flags.listen);
+      });
       const job = await serveCoordinator(
         run.config,
         run.dataset,
         run.outDir,
         {
           listen: flags.listen,
+          listener,
+          lock: run.lock,
+          replaceRun: run.replaceRun,
           workers,
           minWorkers,
           rendezvousMs,
@@ -134,6 +142,11 @@ export function registerCluster(program: Command): void {
     .option('--threads <n>', 'kernel threads of this worker (wasm backend)', '1')
     .action(async (flags: WorkerFlags) => {
       const name = flags.name ?? `${hostname()}-${process.pid}`;
+      check(
+        name.length <= 128,
+        'WEFT_E_CONFIG',
+        `--name is ${name.length} characters long; use at most 128`,
+      );
       const [host] = parseAddress(flags.connect);
       const peerListen = flags.peerListen ?? (isLoopback(host) ? '127.0.0.1:0' : '0.0.0.0:0');
       const reason = await runNetworkWorker({

@@ -25,7 +25,9 @@ export function registerInfo(program: Command): void {
       const flops = trainingFlops(cfg, cfg.batchSize, T);
       console.log(
         `config      ${cfg.name}: nLayer=${cfg.nLayer} nHead=${cfg.nHead} nEmbd=${cfg.nEmbd} blockSize=${cfg.blockSize} vocabSize=${cfg.vocabSize}` +
-          (fromTokenizer ? ` (tokenizer ${cfg.tokenizer}'s)` : ''),
+          (fromTokenizer
+            ? ` (tokenizer ${cfg.tokenizer}'s${cfg.tokenizer.startsWith('bpe:') ? ', at most: a small corpus learns fewer' : ''})`
+            : ''),
       );
       console.log(`parameters  ${n.toLocaleString('en-US')}`);
       console.log(

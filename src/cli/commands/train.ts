@@ -36,7 +36,15 @@ export function registerTrain(program: Command): void {
         run.config,
         run.dataset,
         run.outDir,
-        { workers, threads, backend: run.backend, resume: run.resume, stopAfter: run.stopAfter },
+        {
+          workers,
+          threads,
+          backend: run.backend,
+          resume: run.resume,
+          stopAfter: run.stopAfter,
+          lock: run.lock,
+          replaceRun: run.replaceRun,
+        },
         progressHooks(run),
       );
       summarize(run, await awaitJob(job, run));

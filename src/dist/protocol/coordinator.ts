@@ -1,4 +1,4 @@
-// The coordinator as a pure state machine (DESIGN.md invariant 5):
+// The coordinator as a pure state machine (docs/design.md invariant 5):
 //   coordinatorStep(state, event) -> { state, send, effects }
 // It owns no sockets, timers or files: the shell feeds it events (a worker joined after the
 // handshake, a message, a closed connection, a clock tick) and carries out what it returns
@@ -216,9 +216,12 @@ export function coordinatorStep(state: CoordinatorState, event: CoordinatorEvent
       onTick(st, event.now);
       break;
     case 'stop':
+      if (s.phase === 'rendezvous') {
+        st.fail('WEFT_E_CLUSTER', 'stopped before training started');
+        break;
+      }
       if (!s.stopping) st.log(`stopping after step ${s.step + 1}`);
       s.stopping = true;
-      if (s.phase === 'rendezvous') st.fail('WEFT_E_CLUSTER', 'stopped before training started');
       break;
     default:
       return event satisfies never;

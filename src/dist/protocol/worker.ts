@@ -1,4 +1,4 @@
-// The worker as a pure state machine (DESIGN.md invariant 5):
+// The worker as a pure state machine (docs/design.md invariant 5):
 //   workerStep(state, event) -> { state, send, effects }
 // It sequences a worker's part of each step; the shell does the work the effects name
 // (prepare the model and data, compute a shard, run the all-reduce, apply the update, evaluate,
