@@ -3,10 +3,10 @@
 
 import { createConnection, createServer } from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
-import { Mailbox, exactAllReduce } from '../src/dist/collectives.ts';
-import type { Member } from '../src/dist/messages.ts';
-import { NetworkPeerMesh } from '../src/dist/peers.ts';
-import { WsNetwork } from '../src/dist/transports/ws.ts';
+import { Mailbox, exactAllReduce } from '../src/distributed/collectives.ts';
+import type { Member } from '../src/distributed/messages.ts';
+import { NetworkPeerMesh } from '../src/distributed/peers.ts';
+import { WsNetwork } from '../src/distributed/transports/ws.ts';
 
 type Job =
   | { kind: 'ring'; rank: number; sizes: number[]; repeats: number }

@@ -8,7 +8,7 @@
 
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
-import type { Member } from '../src/dist/messages.ts';
+import type { Member } from '../src/distributed/messages.ts';
 
 const { values } = parseArgs({
   options: {

@@ -14,7 +14,7 @@ import { loadCheckpoint } from '../src/checkpoint/read.ts';
 import { writeCheckpoint } from '../src/checkpoint/write.ts';
 import { loadDataset } from '../src/data/dataset.ts';
 import { prepareDataset } from '../src/data/prepare.ts';
-import { trainWithThreads } from '../src/dist/launch.ts';
+import { trainWithThreads } from '../src/distributed/launch.ts';
 import { GPT2 } from '../src/model/gpt2.ts';
 import { BpeTokenizer } from '../src/tokenizer/bpe.ts';
 import type { RunConfig } from '../src/train/config.ts';

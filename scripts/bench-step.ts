@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadDataset } from '../src/data/dataset.ts';
 import { prepareDataset } from '../src/data/prepare.ts';
-import { trainWithThreads } from '../src/dist/launch.ts';
+import { trainWithThreads } from '../src/distributed/launch.ts';
 import { GPT2 } from '../src/model/gpt2.ts';
 import type { BackendName } from '../src/kernels/backend.ts';
 import { createBackend, defaultBackendName, parseBackendName } from '../src/kernels/select.ts';

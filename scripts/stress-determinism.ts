@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadDataset } from '../src/data/dataset.ts';
 import { prepareDataset } from '../src/data/prepare.ts';
-import { trainWithThreads } from '../src/dist/launch.ts';
+import { trainWithThreads } from '../src/distributed/launch.ts';
 import { resolveCheckpoint } from '../src/checkpoint/read.ts';
 import { DEFAULT_RUN_CONFIG } from '../src/train/config.ts';
 const dir = mkdtempSync(join(tmpdir(), 'stress-'));

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LOCK_FILE, lockRunDir } from '../../src/checkpoint/run-lock.ts';
 import { loadDataset } from '../../src/data/dataset.ts';
-import { trainInProcess } from '../../src/dist/launch.ts';
+import { trainInProcess } from '../../src/distributed/launch.ts';
 import { openFreshRun } from '../../src/train/run-dir.ts';
 import { tinyConfig, tinyDataset } from '../helpers/runs.ts';
 import { tempDir } from '../helpers/tmp.ts';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { loadCheckpoint, resolveCheckpoint } from '../../src/checkpoint/read.ts';
 import { loadDataset } from '../../src/data/dataset.ts';
 import { prepareDataset } from '../../src/data/prepare.ts';
-import { trainWithThreads } from '../../src/dist/launch.ts';
+import { trainWithThreads } from '../../src/distributed/launch.ts';
 import type { RunConfig } from '../../src/train/config.ts';
 import { DEFAULT_RUN_CONFIG } from '../../src/train/config.ts';
 import { ROOT } from './cli.ts';

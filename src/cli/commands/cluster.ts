@@ -4,9 +4,9 @@
 
 import type { Command } from 'commander';
 import { hostname } from 'node:os';
-import type { WorkerListener } from '../../dist/launch.ts';
-import { listenForWorkers, runNetworkWorker, serveCoordinator } from '../../dist/launch.ts';
-import { WsNetwork, parseAddress } from '../../dist/transports/ws.ts';
+import type { WorkerListener } from '../../distributed/launch.ts';
+import { listenForWorkers, runNetworkWorker, serveCoordinator } from '../../distributed/launch.ts';
+import { WsNetwork, parseAddress } from '../../distributed/transports/ws.ts';
 import { WeftError, check } from '../../util/errors.ts';
 import { readUtf8 } from '../../util/files.ts';
 import { numberFlag } from './options.ts';

@@ -4,7 +4,7 @@
 
 import type { Command } from 'commander';
 import { availableParallelism } from 'node:os';
-import { trainWithThreads } from '../../dist/launch.ts';
+import { trainWithThreads } from '../../distributed/launch.ts';
 import { numberFlag } from './options.ts';
 import type { RunFlags } from './run-options.ts';
 import { addRunOptions, awaitJob, prepareRun, progressHooks, summarize } from './run-options.ts';

@@ -4,9 +4,9 @@
 
 import { pack } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { decodeFrame, encodeFrame } from '../../src/dist/codec.ts';
-import type { Message } from '../../src/dist/messages.ts';
-import { DEFAULT_LIMITS, PROTOCOL_VERSION, handshakeLimits, msg } from '../../src/dist/messages.ts';
+import { decodeFrame, encodeFrame } from '../../src/distributed/codec.ts';
+import type { Message } from '../../src/distributed/messages.ts';
+import { DEFAULT_LIMITS, PROTOCOL_VERSION, handshakeLimits, msg } from '../../src/distributed/messages.ts';
 import { WeftError } from '../../src/util/errors.ts';
 import { expectWeftError } from '../helpers/errors.ts';
 

@@ -2,17 +2,17 @@
 // no timers, no threads (docs/design.md invariant 5).
 
 import { describe, expect, it } from 'vitest';
-import type { Message, MessageOf } from '../../src/dist/messages.ts';
-import { msg, statePieces } from '../../src/dist/messages.ts';
+import type { Message, MessageOf } from '../../src/distributed/messages.ts';
+import { msg, statePieces } from '../../src/distributed/messages.ts';
 import type {
   CoordinatorConfig,
   CoordinatorEvent,
   CoordinatorState,
   Output,
-} from '../../src/dist/protocol/coordinator.ts';
-import { coordinatorStep, initialCoordinator } from '../../src/dist/protocol/coordinator.ts';
-import type { WorkerEvent, WorkerOutput, WorkerState } from '../../src/dist/protocol/worker.ts';
-import { initialWorker, workerStep } from '../../src/dist/protocol/worker.ts';
+} from '../../src/distributed/protocol/coordinator.ts';
+import { coordinatorStep, initialCoordinator } from '../../src/distributed/protocol/coordinator.ts';
+import type { WorkerEvent, WorkerOutput, WorkerState } from '../../src/distributed/protocol/worker.ts';
+import { initialWorker, workerStep } from '../../src/distributed/protocol/worker.ts';
 
 const config: CoordinatorConfig = {
   workers: 2,

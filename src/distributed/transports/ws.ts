@@ -48,7 +48,7 @@ function countRefusal(code: string): void {
  * opens and has no public way to change it, so this writes its receiver's private `_maxPayload`,
  * which ws 8.23.0 (pinned in package.json) reads afresh at every frame header (lib/receiver.js,
  * haveLength). Should an upgrade drop the field, this throws rather than leave authenticated
- * peers at the handshake limit, and tests/dist/preauth.test.ts fails.
+ * peers at the handshake limit, and tests/distributed/preauth.test.ts fails.
  */
 export function setMaxPayload(socket: WebSocket, bytes: number): void {
   const receiver = (socket as unknown as { _receiver?: { _maxPayload?: unknown } })._receiver;

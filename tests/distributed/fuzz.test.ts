@@ -9,11 +9,11 @@
 import { join } from 'node:path';
 import { pack } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { decodeFrame, encodeFrame } from '../../src/dist/codec.ts';
-import { serveCoordinator, trainWithThreads } from '../../src/dist/launch.ts';
-import type { Limits, Message } from '../../src/dist/messages.ts';
-import { DEFAULT_LIMITS, handshakeLimits, msg } from '../../src/dist/messages.ts';
-import { connectRaw } from '../../src/dist/transports/ws.ts';
+import { decodeFrame, encodeFrame } from '../../src/distributed/codec.ts';
+import { serveCoordinator, trainWithThreads } from '../../src/distributed/launch.ts';
+import type { Limits, Message } from '../../src/distributed/messages.ts';
+import { DEFAULT_LIMITS, handshakeLimits, msg } from '../../src/distributed/messages.ts';
+import { connectRaw } from '../../src/distributed/transports/ws.ts';
 import { loadDataset } from '../../src/data/dataset.ts';
 import { WeftError } from '../../src/util/errors.ts';
 import { Rng } from '../../src/util/rng.ts';

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadCheckpoint } from '../../src/checkpoint/read.ts';
 import { loadDataset } from '../../src/data/dataset.ts';
-import { trainInProcess } from '../../src/dist/launch.ts';
+import { trainInProcess } from '../../src/distributed/launch.ts';
 import { runCli } from '../helpers/cli.ts';
 import { finalWeights, metricsOf, tinyConfig, tinyDataset } from '../helpers/runs.ts';
 import { tempDir } from '../helpers/tmp.ts';

@@ -3,8 +3,8 @@
 // output again.
 
 import { describe, expect, it } from 'vitest';
-import type { Chunk, RingLinks } from '../../src/dist/collectives.ts';
-import { Mailbox, exactAllReduce } from '../../src/dist/collectives.ts';
+import type { Chunk, RingLinks } from '../../src/distributed/collectives.ts';
+import { Mailbox, exactAllReduce } from '../../src/distributed/collectives.ts';
 import { accumulateExact, fromExact } from '../../src/train/exact-sum.ts';
 import { Rng } from '../../src/util/rng.ts';
 

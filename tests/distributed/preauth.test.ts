@@ -12,19 +12,19 @@ import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadDataset } from '../../src/data/dataset.ts';
-import { encodeFrame } from '../../src/dist/codec.ts';
-import { serveCoordinator } from '../../src/dist/launch.ts';
-import type { Limits, Message } from '../../src/dist/messages.ts';
-import { msg } from '../../src/dist/messages.ts';
-import type { Connection } from '../../src/dist/transport.ts';
-import { clientHandshake, serverHandshake } from '../../src/dist/transport.ts';
+import { encodeFrame } from '../../src/distributed/codec.ts';
+import { serveCoordinator } from '../../src/distributed/launch.ts';
+import type { Limits, Message } from '../../src/distributed/messages.ts';
+import { msg } from '../../src/distributed/messages.ts';
+import type { Connection } from '../../src/distributed/transport.ts';
+import { clientHandshake, serverHandshake } from '../../src/distributed/transport.ts';
 import {
   WsNetwork,
   connectRaw,
   parseAddress,
   refusedFrames,
   setMaxPayload,
-} from '../../src/dist/transports/ws.ts';
+} from '../../src/distributed/transports/ws.ts';
 import { expectWeftError } from '../helpers/errors.ts';
 import { startWorker } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';

@@ -7,8 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { loadModel } from '../../src/checkpoint/read.ts';
 import { loadDataset } from '../../src/data/dataset.ts';
 import type { RunConfig } from '../../src/train/config.ts';
-import { trainInProcess } from '../../src/dist/launch.ts';
-import type { RunHooks } from '../../src/dist/coordinator.ts';
+import { trainInProcess } from '../../src/distributed/launch.ts';
+import type { RunHooks } from '../../src/distributed/coordinator.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { finalWeights, metricsOf, tinyConfig, tinyDataset } from '../helpers/runs.ts';
 
