@@ -7,7 +7,11 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadDataset } from '../../src/data/dataset.ts';
-import { serveCoordinator, trainInProcess, trainWithThreads } from '../../src/distributed/launch.ts';
+import {
+  serveCoordinator,
+  trainInProcess,
+  trainWithThreads,
+} from '../../src/distributed/launch.ts';
 import { getFloat32, readSafetensors } from '../../src/checkpoint/safetensors.ts';
 import { wasmAvailable } from '../../src/kernels/wasm/backend.ts';
 import { runCli, startWorker } from '../helpers/cli.ts';

@@ -6,7 +6,12 @@ import { pack } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { decodeFrame, encodeFrame } from '../../src/distributed/codec.ts';
 import type { Message } from '../../src/distributed/messages.ts';
-import { DEFAULT_LIMITS, PROTOCOL_VERSION, handshakeLimits, msg } from '../../src/distributed/messages.ts';
+import {
+  DEFAULT_LIMITS,
+  PROTOCOL_VERSION,
+  handshakeLimits,
+  msg,
+} from '../../src/distributed/messages.ts';
 import { WeftError } from '../../src/util/errors.ts';
 import { expectWeftError } from '../helpers/errors.ts';
 

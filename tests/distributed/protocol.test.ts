@@ -11,7 +11,11 @@ import type {
   Output,
 } from '../../src/distributed/protocol/coordinator.ts';
 import { coordinatorStep, initialCoordinator } from '../../src/distributed/protocol/coordinator.ts';
-import type { WorkerEvent, WorkerOutput, WorkerState } from '../../src/distributed/protocol/worker.ts';
+import type {
+  WorkerEvent,
+  WorkerOutput,
+  WorkerState,
+} from '../../src/distributed/protocol/worker.ts';
 import { initialWorker, workerStep } from '../../src/distributed/protocol/worker.ts';
 
 const config: CoordinatorConfig = {
