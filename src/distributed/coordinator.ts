@@ -24,18 +24,17 @@ import type { RunConfig } from '../train/config.ts';
 import { resolveForData } from '../train/config.ts';
 import { DEFAULT_EXACT_BITS } from '../train/exact-sum.ts';
 import type { EvalMetrics, StepMetrics } from '../train/metrics.ts';
-import { learningRate } from '../train/schedule.ts';
 import { countTargets } from '../train/shard-step.ts';
 import { WeftError } from '../util/errors.ts';
-import type { TrainingState } from './messages.ts';
+import type { MessageOf, TrainingState } from './messages.ts';
 import type {
   ConnId,
   CoordinatorEffect,
   CoordinatorEvent,
   CoordinatorState,
-  StepPlan,
+  ShardBatch,
 } from './protocol/coordinator.ts';
-import { coordinatorStep, initialCoordinator } from './protocol/coordinator.ts';
+import { coordinatorTransition, initialCoordinator } from './protocol/coordinator.ts';
 import type { Connection } from './transport.ts';
 import { HANDSHAKE_TIMEOUT_MS, serverHandshake } from './transport.ts';
 
@@ -88,8 +87,11 @@ export interface RunResult {
   checkpoint: string;
 }
 
-/** Plans of one step: every shard's batch (built once) and the global target count. */
-function planner(config: RunConfig, dataset: Dataset): (step: number) => StepPlan {
+/** The plan of a step: the global target count, and every shard's batch when they are streamed. */
+function planner(
+  config: RunConfig,
+  dataset: Dataset,
+): (step: number, streamed: boolean) => { targetCount: number; batches: ShardBatch[] | null } {
   const loader = new TokenWindowLoader(
     dataset.train,
     config.seqLen,
@@ -97,21 +99,13 @@ function planner(config: RunConfig, dataset: Dataset): (step: number) => StepPla
     config.seed,
     config.shards,
   );
-  let cached: { step: number; batches: Batch[] } | null = null;
-  return (step) => {
-    if (cached?.step !== step) {
-      cached = {
-        step,
-        batches: Array.from({ length: config.shards }, (_, s) => loader.shardBatch(step, s)),
-      };
-    }
-    const batches = cached.batches;
+  return (step, streamed) => {
+    const batches: Batch[] = Array.from({ length: config.shards }, (_, s) =>
+      loader.shardBatch(step, s),
+    );
     return {
       targetCount: batches.reduce((n, b) => n + countTargets(b), 0),
-      batch: (shard) => ({
-        idx: batches[shard].idx.slice(),
-        targets: batches[shard].targets.slice(),
-      }),
+      batches: streamed ? batches.map(({ idx, targets }) => ({ idx, targets })) : null,
     };
   };
 }
@@ -158,6 +152,12 @@ export class CoordinatorShell {
   /** Checkpoint writes, one after another, on the writer thread. */
   private writes: Promise<unknown> = Promise.resolve();
   private readonly writer = new CheckpointWriter();
+  /** Events fed back by effects, waiting for the transition in progress. */
+  private readonly queue: CoordinatorEvent[] = [];
+  private feeding = false;
+  /** Pieces of the state being fetched (a checkpoint, or the final state). */
+  private incoming: Partial<Record<'params' | 'm' | 'v', Float32Array>> = {};
+  private readonly plan: ReturnType<typeof planner>;
 
   constructor(
     config: RunConfig,
@@ -203,18 +203,13 @@ export class CoordinatorShell {
         exactBits: cluster.exactBits ?? DEFAULT_EXACT_BITS,
         backend: cluster.backend ?? defaultBackendName(),
       },
-      lr: (step) =>
-        learningRate(
-          {
-            lr: config.lr,
-            minLr: config.minLr,
-            warmupSteps: config.warmupSteps,
-            decaySteps: config.steps,
-          },
-          step,
-        ),
-      plan: planner(config, dataset),
-      evalTokens: () => evalTokens.slice(),
+      schedule: {
+        lr: config.lr,
+        minLr: config.minLr,
+        warmupSteps: config.warmupSteps,
+        decaySteps: config.steps,
+      },
+      evalTokens,
       firstStep,
       stopAt: Math.min(
         config.steps,
@@ -226,6 +221,7 @@ export class CoordinatorShell {
         : null,
     });
     this.metricsPath = join(outDir, METRICS_FILE);
+    this.plan = planner(config, dataset);
   }
 
   /**
@@ -307,12 +303,38 @@ export class CoordinatorShell {
     if (this.settle) this.perform({ type: 'failed', code: 'WEFT_E_CLUSTER', message });
   }
 
+  /**
+   * Feeds `event` to the machine, and the events its effects feed back, one at a time: a
+   * transition's messages are sent, then its effects carried out, before the next event.
+   */
   private feed(event: CoordinatorEvent): void {
-    if (!this.settle) return;
-    const out = coordinatorStep(this.state, event);
-    this.state = out.state;
-    for (const { conn, message } of out.send) this.conns.get(conn)?.send(message);
-    for (const effect of out.effects) this.perform(effect);
+    this.queue.push(event);
+    if (this.feeding) return;
+    this.feeding = true;
+    try {
+      for (let next; this.settle && (next = this.queue.shift());) {
+        const out = coordinatorTransition(this.state, next);
+        this.state = out.state;
+        for (const { conn, message } of out.send) this.conns.get(conn)?.send(message);
+        for (const effect of out.effects) this.perform(effect);
+      }
+    } finally {
+      this.feeding = false;
+      this.queue.length = 0;
+    }
+  }
+
+  /** Puts a piece of the state being fetched in place (the machine checked that it fits). */
+  private takePiece({ what, total, offset, data }: MessageOf<'state'>): void {
+    const part = (this.incoming[what] ??= new Float32Array(total));
+    part.set(data, offset);
+  }
+
+  /** The state whose pieces have all arrived (the buffers are handed over, not copied). */
+  private takeState(adamSteps: number): TrainingState {
+    const { params, m, v } = this.incoming as Required<typeof this.incoming>;
+    this.incoming = {};
+    return { params, m, v, adamSteps };
   }
 
   /** The full checkpoint of `state` after `step` steps. */
@@ -403,16 +425,32 @@ export class CoordinatorShell {
       case 'close':
         this.conns.get(effect.conn)?.close(`${effect.reason} [${effect.code}]`);
         return;
-      case 'checkpoint':
-        void this.save(effect.step, effect.state).catch(() => {}); // a failed periodic save is logged; training goes on
+      case 'planStep': {
+        const { targetCount, batches } = this.plan(effect.step, effect.streamed);
+        this.queue.unshift({
+          type: 'stepPlanned',
+          step: effect.step,
+          targetCount,
+          batches,
+          now: Date.now(),
+        });
         return;
+      }
+      case 'statePiece':
+        return this.takePiece(effect.piece);
+      case 'checkpoint': {
+        const state = this.takeState(effect.adamSteps);
+        void this.save(effect.step, state).catch(() => {}); // a failed periodic save is logged; training goes on
+        return;
+      }
       case 'finished': {
+        const state = this.takeState(effect.adamSteps);
         const settle = this.settle;
         this.settle = null;
         this.end();
         // the model keeps a copy (the state's buffers go to the writer thread), for sampling here
         const backend = createBackend(this.cluster.backend ?? defaultBackendName());
-        const model = new GPT2(this.config, { params: effect.state.params, backend });
+        const model = new GPT2(this.config, { params: state.params, backend });
         const interrupted = effect.steps < this.config.steps;
         // a resumed run that trained no step holds its checkpoint's state: nothing to save
         const resume = this.cluster.resume;
@@ -421,7 +459,7 @@ export class CoordinatorShell {
             ? this.writes.then(
                 () => resume.dir ?? join(this.outDir, CHECKPOINTS_DIR, stepDirName(resume.step)),
               )
-            : this.save(effect.steps, effect.state);
+            : this.save(effect.steps, state);
         saved
           .finally(() => this.writer.close())
           .then(

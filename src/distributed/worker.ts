@@ -27,7 +27,7 @@ import type { Member, Message, MessageOf } from './messages.ts';
 import { msg, statePieces } from './messages.ts';
 import type { PeerMesh } from './peers.ts';
 import type { WorkerEffect, WorkerEvent, WorkerState } from './protocol/worker.ts';
-import { initialWorker, workerStep } from './protocol/worker.ts';
+import { initialWorker, workerTransition } from './protocol/worker.ts';
 import type { Connection } from './transport.ts';
 
 export interface WorkerOptions {
@@ -97,7 +97,7 @@ export class WorkerShell {
     this.busy = true;
     try {
       while (this.queue.length > 0) {
-        const out = workerStep(this.state, this.queue.shift() as WorkerEvent);
+        const out = workerTransition(this.state, this.queue.shift() as WorkerEvent);
         this.state = out.state;
         for (const m of out.send) this.coordinator.send(m);
         for (const effect of out.effects) this.perform(effect);

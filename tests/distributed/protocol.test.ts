@@ -1,7 +1,9 @@
 // The coordinator and worker state machines, driven directly with scripted events: no sockets,
-// no timers, no threads (docs/design.md invariant 5).
+// no timers, no threads (docs/design.md invariant 5). Every state handed to a machine is
+// deep-frozen first, Maps included, so a transition that changes its input throws.
 
 import { describe, expect, it } from 'vitest';
+import { deepFreeze } from '../helpers/freeze.ts';
 import type { Message, MessageOf } from '../../src/distributed/messages.ts';
 import { msg, statePieces } from '../../src/distributed/messages.ts';
 import type {
@@ -10,13 +12,16 @@ import type {
   CoordinatorState,
   Output,
 } from '../../src/distributed/protocol/coordinator.ts';
-import { coordinatorStep, initialCoordinator } from '../../src/distributed/protocol/coordinator.ts';
+import {
+  coordinatorTransition,
+  initialCoordinator,
+} from '../../src/distributed/protocol/coordinator.ts';
 import type {
   WorkerEvent,
   WorkerOutput,
   WorkerState,
 } from '../../src/distributed/protocol/worker.ts';
-import { initialWorker, workerStep } from '../../src/distributed/protocol/worker.ts';
+import { initialWorker, workerTransition } from '../../src/distributed/protocol/worker.ts';
 
 const config: CoordinatorConfig = {
   workers: 2,
@@ -41,19 +46,16 @@ const config: CoordinatorConfig = {
     exactBits: 40,
     backend: 'reference',
   },
-  lr: (step) => 0.1 * (step + 1),
-  plan: () => ({
-    targetCount: 64,
-    batch: () => ({ idx: new Int32Array(16), targets: new Int32Array(16) }),
-  }),
-  evalTokens: () => new Int32Array(0),
+  // warming up for 10 steps to 1: step s has lr 0.1 (s + 1)
+  schedule: { lr: 1, minLr: 0, warmupSteps: 10, decaySteps: 10 },
+  evalTokens: new Int32Array(0),
   firstStep: 0,
   stopAt: 2,
   ckptEvery: 0,
   initialState: null,
 };
 
-/** Runs events through the coordinator, collecting everything it sends and does. */
+/** Runs events through the coordinator, as a shell would, collecting everything it sends and does. */
 class Driver {
   state: CoordinatorState;
   out: Output[] = [];
@@ -61,10 +63,32 @@ class Driver {
     this.state = initialCoordinator(c);
   }
   feed(event: CoordinatorEvent): Output {
-    const o = coordinatorStep(this.state, event);
+    const o = coordinatorTransition(deepFreeze(this.state), event);
     this.state = o.state;
     this.out.push(o);
+    // the shell answers planStep at once, as CoordinatorShell does
+    for (const e of o.effects) {
+      if (e.type !== 'planStep') continue;
+      const batches = e.streamed
+        ? Array.from({ length: this.state.config.shards }, () => ({
+            idx: new Int32Array(16),
+            targets: new Int32Array(16),
+          }))
+        : null;
+      this.feed({ type: 'stepPlanned', step: e.step, targetCount: 64, batches, now: 0 });
+    }
     return o;
+  }
+  /** The state put together from the statePiece effects so far. */
+  assembled(): Record<string, number[]> {
+    const parts: Record<string, number[]> = {};
+    for (const e of this.out.flatMap((o) => o.effects)) {
+      if (e.type !== 'statePiece') continue;
+      const { what, total, offset, data } = e.piece;
+      const part = (parts[what] ??= new Array<number>(total).fill(0));
+      part.splice(offset, data.length, ...data);
+    }
+    return parts;
   }
   sent(conn: number, type?: string): Message[] {
     return this.out.flatMap((o) =>
@@ -180,7 +204,8 @@ describe('coordinator state machine', () => {
     };
     for (const piece of statePieces(state))
       d.feed({ type: 'message', conn: 10, message: piece, now: 0 });
-    expect(d.out.at(-1)?.effects).toContainEqual({ type: 'finished', steps: 1, state });
+    expect(d.out.at(-1)?.effects).toContainEqual({ type: 'finished', steps: 1, adamSteps: 1 });
+    expect(d.assembled()).toEqual({ params: [1, 2, 3], m: [4, 5, 6], v: [7, 8, 9] });
     expect(d.sent(11, 'shutdown')).toHaveLength(1);
   });
 
@@ -222,7 +247,8 @@ describe('coordinator state machine', () => {
     };
     for (const piece of statePieces(state))
       d.feed({ type: 'message', conn: 10, message: piece, now: 0 });
-    expect(d.out.at(-1)?.effects).toContainEqual({ type: 'checkpoint', step: 2, state });
+    expect(d.out.at(-1)?.effects).toContainEqual({ type: 'checkpoint', step: 2, adamSteps: 8 });
+    expect(d.assembled()).toEqual({ params: [9, 9], m: [8, 8], v: [7, 7] });
     d.work(10);
     d.work(11);
     // stopAt 3: the final state is fetched instead of a fourth step
@@ -418,7 +444,7 @@ function run(events: WorkerEvent[], from: WorkerState = initialWorker()): Worker
   const outs: WorkerOutput[] = [];
   let state = from;
   for (const e of events) {
-    const o = workerStep(state, e);
+    const o = workerTransition(deepFreeze(state), e);
     outs.push(o);
     state = o.state;
   }

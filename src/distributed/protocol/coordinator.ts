@@ -1,19 +1,27 @@
 // The coordinator as a pure state machine (docs/design.md invariant 5):
-//   coordinatorStep(state, event) -> { state, send, effects }
-// It owns no sockets, timers or files: the shell feeds it events (a worker joined after the
-// handshake, a message, a closed connection, a clock tick) and carries out what it returns
-// (messages to send, lines to log, metrics to record, connections to close, the final weights).
+//   coordinatorTransition(state, event) -> { state, send, effects }
+// It owns no sockets, timers, files, buffers or closures, and never changes the state it is given
+// (the tests pass deep-frozen states): every container it changes is copied first. The shell
+// feeds it events (a worker joined after the handshake, a message, a closed connection, a clock
+// tick, the plan of a step it asked for) and carries out what it returns.
+//
+// The contract for shells: apply `send` (in order), then `effects` (in order), before the next
+// event. Messages of one transition must leave before any effect feeds back an event (planStep is
+// answered at once with stepPlanned, whose start messages must follow this transition's).
 //
 // Life of a run: rendezvous (assign ranks, wait for `workers` ready, or `minWorkers` by the
-// deadline) -> per step: plan (shards round-robin over live members by rank) -> start ->
-// shardDone x S + reduced x members -> commit -> optional evaluate -> optional checkpoint (the
-// state is fetched from the lowest rank while the next step runs) -> next step -> at the end (or
-// on a stop), evaluate, fetch the final state, shut the workers down. A resumed run streams its
-// checkpoint's state to every worker after assign. A member that closes
-// or misses heartbeats is named, dropped, and its shards are reassigned to the others in a new
-// attempt of the same step; exact sums make the result equal to a run without the loss.
+// deadline) -> per step: plan (the shell computes the step's batches: planStep -> stepPlanned;
+// shards round-robin over live members by rank) -> start -> shardDone x S + reduced x members ->
+// commit -> optional evaluate -> optional checkpoint (the state is fetched from the lowest rank
+// while the next step runs; the shell assembles the pieces) -> next step -> at the end (or on a
+// stop), evaluate, fetch the final state, shut the workers down. A resumed run streams its
+// checkpoint's state to every worker after assign. A member that closes or misses heartbeats is
+// named, dropped, and its shards are reassigned to the others in a new attempt of the same step;
+// exact sums make the result equal to a run without the loss.
 
 import type { EvalResult } from '../../train/evaluate.ts';
+import type { LrSchedule } from '../../train/schedule.ts';
+import { learningRate } from '../../train/schedule.ts';
 import type { Member, Message, MessageOf, TrainingState } from '../messages.ts';
 import { msg, statePieces } from '../messages.ts';
 
@@ -22,11 +30,10 @@ export type ConnId = number;
 /** Retries of one step's stalled all-reduce before the run fails. */
 const MAX_STALLS = 3;
 
-export interface StepPlan {
-  /** Targets (not -1) over all shards of the step: every worker normalises by it. */
-  targetCount: number;
-  /** Streamed batch of one shard, for workers that cannot read the data themselves. */
-  batch(shard: number): { idx: Int32Array; targets: Int32Array };
+/** A shard's tokens, streamed to a worker that cannot read the data itself. */
+export interface ShardBatch {
+  idx: Int32Array;
+  targets: Int32Array;
 }
 
 export interface CoordinatorConfig {
@@ -48,10 +55,10 @@ export interface CoordinatorConfig {
   hasValidation: boolean;
   /** The assign message sent to each worker, less its rank. */
   assign: Omit<MessageOf<'assign'>, 'v' | 't' | 'rank' | 'resume'>;
-  lr(step: number): number;
-  plan(step: number): StepPlan;
+  /** The learning rate of each step. */
+  schedule: LrSchedule;
   /** Validation tokens for `evaluate`, sent to a worker that cannot read the data itself. */
-  evalTokens(): Int32Array;
+  evalTokens: Int32Array;
   /** First step to run (0, or where a resumed run continues). */
   firstStep: number;
   /** Step after which this invocation stops (steps, or earlier with --stop-after). */
@@ -92,14 +99,20 @@ export interface CoordinatorState {
   owner: Map<number, number>;
   results: Map<number, { lossSum: number; targets: number; overflow: boolean }>;
   reduced: Map<number, number>;
+  /** The current step's plan, once the shell has answered planStep (null while it is asked). */
+  plan: { step: number; targetCount: number; batches: ShardBatch[] | null } | null;
   /** Rank asked to evaluate, while waiting for it. */
   askedRank: number | null;
-  /** The state of a checkpoint arriving in pieces (final: the end of the run). */
+  /**
+   * A checkpoint's state arriving in pieces (final: the end of the run); the shell keeps the
+   * pieces, the machine counts them and checks that each fits.
+   */
   transfer: {
     rank: number;
     step: number;
     final: boolean;
-    parts: Partial<TrainingState>;
+    /** Elements of params, m and v, from their first piece. */
+    totals: Partial<Record<'params' | 'm' | 'v', number>>;
     received: number;
   } | null;
   /** A stop was requested: finish after the step in progress. */
@@ -112,7 +125,15 @@ export type CoordinatorEvent =
   | { type: 'message'; conn: ConnId; message: Message; now: number }
   | { type: 'closed'; conn: ConnId; reason: string; now: number }
   | { type: 'tick'; now: number }
-  | { type: 'stop'; now: number };
+  | { type: 'stop'; now: number }
+  /** The answer to planStep: the step's global target count, and its batches when asked for. */
+  | {
+      type: 'stepPlanned';
+      step: number;
+      targetCount: number;
+      batches: ShardBatch[] | null;
+      now: number;
+    };
 
 export type CoordinatorEffect =
   | { type: 'log'; line: string }
@@ -128,8 +149,13 @@ export type CoordinatorEffect =
     }
   | { type: 'evalMetrics'; step: number; result: EvalResult }
   | { type: 'close'; conn: ConnId; code: string; reason: string }
-  | { type: 'checkpoint'; step: number; state: TrainingState }
-  | { type: 'finished'; steps: number; state: TrainingState }
+  /** Plan step `step` (its batches when `streamed`: some worker reads no data) and feed stepPlanned. */
+  | { type: 'planStep'; step: number; streamed: boolean }
+  /** One piece of the state being fetched, checked to fit; the shell puts it in place. */
+  | { type: 'statePiece'; piece: MessageOf<'state'> }
+  /** The state fetched (every piece delivered) is the checkpoint after `step` steps. */
+  | { type: 'checkpoint'; step: number; adamSteps: number }
+  | { type: 'finished'; steps: number; adamSteps: number }
   | { type: 'failed'; code: string; message: string };
 
 export interface Output {
@@ -155,14 +181,15 @@ export function initialCoordinator(config: CoordinatorConfig): CoordinatorState 
     owner: new Map(),
     results: new Map(),
     reduced: new Map(),
+    plan: null,
     askedRank: null,
     transfer: null,
     stopping: false,
   };
 }
 
-/** Accumulates the outputs of one event. The state object is copied once per event. */
-class Step {
+/** The outputs of one event, and the state being built (a copy: see coordinatorTransition). */
+class Transition {
   readonly send: Output['send'] = [];
   readonly effects: CoordinatorEffect[] = [];
   constructor(readonly s: CoordinatorState) {}
@@ -187,10 +214,15 @@ class Step {
   }
 }
 
-export function coordinatorStep(state: CoordinatorState, event: CoordinatorEvent): Output {
-  const st = new Step({
+export function coordinatorTransition(state: CoordinatorState, event: CoordinatorEvent): Output {
+  // every container the transition may change is a copy; the rest is shared and never changed
+  const st = new Transition({
     ...state,
     workers: new Map([...state.workers].map(([k, w]) => [k, { ...w }])),
+    owner: new Map(state.owner),
+    results: new Map(state.results),
+    reduced: new Map(state.reduced),
+    transfer: state.transfer && { ...state.transfer, totals: { ...state.transfer.totals } },
   });
   const s = st.s;
   if (s.phase === 'done' || s.phase === 'failed') return { state: s, send: [], effects: [] };
@@ -215,6 +247,11 @@ export function coordinatorStep(state: CoordinatorState, event: CoordinatorEvent
     case 'tick':
       onTick(st, event.now);
       break;
+    case 'stepPlanned':
+      if (s.phase !== 'training' || s.plan !== null || event.step !== s.step) break;
+      s.plan = { step: event.step, targetCount: event.targetCount, batches: event.batches };
+      startAttempt(st, event.now, new Map());
+      break;
     case 'stop':
       if (s.phase === 'rendezvous') {
         st.fail('WEFT_E_CLUSTER', 'stopped before training started');
@@ -229,7 +266,7 @@ export function coordinatorStep(state: CoordinatorState, event: CoordinatorEvent
   return { state: s, send: st.send, effects: st.effects };
 }
 
-function onJoined(st: Step, e: Extract<CoordinatorEvent, { type: 'joined' }>): void {
+function onJoined(st: Transition, e: Extract<CoordinatorEvent, { type: 'joined' }>): void {
   const s = st.s;
   if (s.phase !== 'rendezvous') {
     st.to(
@@ -280,7 +317,7 @@ function onJoined(st: Step, e: Extract<CoordinatorEvent, { type: 'joined' }>): v
   if (initial) for (const piece of statePieces(initial)) st.to(e.conn, piece);
 }
 
-function onMessage(st: Step, w: Worker, m: Message, now: number): void {
+function onMessage(st: Transition, w: Worker, m: Message, now: number): void {
   const s = st.s;
   switch (m.t) {
     case 'ready':
@@ -291,7 +328,7 @@ function onMessage(st: Step, w: Worker, m: Message, now: number): void {
       st.log(
         `worker ${w.name} ready (${m.dataLocal ? 'reads the data itself' : 'data streamed from the coordinator'})`,
       );
-      if (st.live().length === s.config.workers) beginTraining(st, now);
+      if (st.live().length === s.config.workers) beginTraining(st);
       return;
     case 'shardDone':
       // a result is valid from the shard's current owner in any attempt of the step (the same
@@ -314,7 +351,7 @@ function onMessage(st: Step, w: Worker, m: Message, now: number): void {
         result: { loss, ppl, bpb, tokens, bytes },
       });
       s.askedRank = null;
-      return nextStep(st, now);
+      return nextStep(st);
     }
     case 'state':
       return onStatePiece(st, w, m);
@@ -327,14 +364,14 @@ function onMessage(st: Step, w: Worker, m: Message, now: number): void {
   }
 }
 
-function protocolError(st: Step, w: Worker, what: string): void {
+function protocolError(st: Transition, w: Worker, what: string): void {
   const reason = `protocol error from worker ${w.name} during ${st.s.phase}: ${what}`;
   st.to(w.conn, msg('reject', { code: 'WEFT_E_PROTOCOL', message: reason }));
   st.effects.push({ type: 'close', conn: w.conn, code: 'WEFT_E_PROTOCOL', reason });
   lose(st, w.conn, reason, w.lastSeen);
 }
 
-function beginTraining(st: Step, now: number): void {
+function beginTraining(st: Transition): void {
   const s = st.s;
   // workers that joined but never became ready are not part of the run
   for (const w of [...s.workers.values()]) {
@@ -352,11 +389,21 @@ function beginTraining(st: Step, now: number): void {
   s.phase = 'training';
   st.effects.push({ type: 'trainingStarted', workers: s.workers.size });
   if (s.step >= s.config.stopAt) return finish(st);
-  startAttempt(st, now, new Map());
+  startStep(st);
+}
+
+/** A new step: its plan first (the shell answers planStep with stepPlanned, then it starts). */
+function startStep(st: Transition): void {
+  const s = st.s;
+  s.plan = null;
+  s.owner = new Map();
+  s.members = [];
+  const streamed = st.live().some((w) => !w.dataLocal);
+  st.effects.push({ type: 'planStep', step: s.step, streamed });
 }
 
 /** Sends `start` for the current step: shards keep their previous owner if it is still live. */
-function startAttempt(st: Step, now: number, previous: Map<number, number>): void {
+function startAttempt(st: Transition, now: number, previous: Map<number, number>): void {
   const s = st.s;
   const live = st.live();
   if (live.length === 0)
@@ -375,17 +422,23 @@ function startAttempt(st: Step, now: number, previous: Map<number, number>): voi
     if (!s.members.includes(previous.get(shard) ?? -1)) s.results.delete(shard);
   if (s.attempt === 0) s.stepStartedAt = now;
   s.lastProgress = now;
-  const plan = s.config.plan(s.step);
+  const plan = s.plan as NonNullable<CoordinatorState['plan']>;
   const members: Member[] = live.map((w) => ({ rank: w.rank, name: w.name, address: w.address }));
   for (const w of live) {
     const shards = [...owner].filter(([, r]) => r === w.rank).map(([shard]) => shard);
-    const batches = w.dataLocal ? [] : shards.map((shard) => ({ shard, ...plan.batch(shard) }));
+    // copies: a transport may transfer a message's arrays, and the plan stays in the state
+    const batch = (shard: number) => ({
+      shard,
+      idx: (plan.batches as ShardBatch[])[shard].idx.slice(),
+      targets: (plan.batches as ShardBatch[])[shard].targets.slice(),
+    });
+    const batches = w.dataLocal ? [] : shards.map(batch);
     st.to(
       w.conn,
       msg('start', {
         step: s.step,
         attempt: s.attempt,
-        lr: s.config.lr(s.step),
+        lr: learningRate(s.config.schedule, s.step),
         targetCount: plan.targetCount,
         members,
         shards,
@@ -395,7 +448,7 @@ function startAttempt(st: Step, now: number, previous: Map<number, number>): voi
   }
 }
 
-function maybeCommit(st: Step, now: number): void {
+function maybeCommit(st: Transition, now: number): void {
   const s = st.s;
   if (s.results.size < s.config.shards || s.members.some((r) => !s.reduced.has(r))) return;
   let lossSum = 0;
@@ -422,7 +475,7 @@ function maybeCommit(st: Step, now: number): void {
     type: 'stepMetrics',
     step: s.step + 1,
     loss: targets > 0 ? lossSum / targets : NaN,
-    lr: s.config.lr(s.step),
+    lr: learningRate(s.config.schedule, s.step),
     gradNorm,
     tokensPerSec: (s.config.tokensPerStep * 1000) / Math.max(1, now - s.stepStartedAt),
     skipped: skip,
@@ -434,30 +487,30 @@ function maybeCommit(st: Step, now: number): void {
   const { evalEvery, stopAt } = s.config;
   const due = (evalEvery > 0 && s.step % evalEvery === 0) || s.step >= stopAt || s.stopping;
   if (due && s.config.hasValidation) askForEval(st);
-  else nextStep(st, now);
+  else nextStep(st);
 }
 
-function askForEval(st: Step): void {
+function askForEval(st: Transition): void {
   const s = st.s;
   const first = st.live()[0];
   if (!first) return st.fail('WEFT_E_CLUSTER', 'all workers are lost; the run cannot continue');
   s.phase = 'evaluating';
   s.askedRank = first.rank;
-  const tokens = first.dataLocal ? new Int32Array(0) : s.config.evalTokens();
+  const tokens = first.dataLocal ? new Int32Array(0) : s.config.evalTokens.slice();
   st.to(first.conn, msg('evaluate', { step: s.step, maxWindows: s.config.evalWindows, tokens }));
 }
 
-function nextStep(st: Step, now: number): void {
+function nextStep(st: Transition): void {
   const s = st.s;
   s.phase = 'training';
   if (s.step >= s.config.stopAt || s.stopping) return finish(st);
   const { ckptEvery } = s.config;
   if (ckptEvery > 0 && s.step % ckptEvery === 0) requestState(st, false);
-  startAttempt(st, now, new Map());
+  startStep(st);
 }
 
 /** Asks the lowest rank for its state (after this step's update: messages on a link keep their order). */
-function requestState(st: Step, final: boolean): void {
+function requestState(st: Transition, final: boolean): void {
   const s = st.s;
   const first = st.live()[0];
   if (!first) return st.fail('WEFT_E_CLUSTER', 'all workers are lost; the run cannot continue');
@@ -467,41 +520,39 @@ function requestState(st: Step, final: boolean): void {
     );
     return;
   }
-  s.transfer = { rank: first.rank, step: s.step, final, parts: {}, received: 0 };
+  s.transfer = { rank: first.rank, step: s.step, final, totals: {}, received: 0 };
   st.to(first.conn, msg('fetch', { what: 'state' }));
 }
 
-function finish(st: Step): void {
+function finish(st: Transition): void {
   st.s.phase = 'fetching';
   requestState(st, true);
 }
 
-function onStatePiece(st: Step, w: Worker, m: MessageOf<'state'>): void {
+function onStatePiece(st: Transition, w: Worker, m: MessageOf<'state'>): void {
   const s = st.s;
   const t = s.transfer;
   if (!t || t.rank !== w.rank) return;
-  const part = (t.parts[m.what] ??= new Float32Array(m.total));
-  if (part.length !== m.total || m.offset < 0 || m.offset + m.data.length > m.total) {
+  const total = (t.totals[m.what] ??= m.total);
+  if (total !== m.total || m.offset < 0 || m.offset + m.data.length > m.total) {
     return protocolError(st, w, `state piece ${m.what}[${m.offset}..] out of range`);
   }
-  part.set(m.data, m.offset);
-  t.parts.adamSteps = m.adamSteps;
+  st.effects.push({ type: 'statePiece', piece: m });
   t.received += m.data.length;
   if (t.received < 3 * m.total) return;
-  const state = t.parts as TrainingState;
   s.transfer = null;
   if (!t.final) {
-    st.effects.push({ type: 'checkpoint', step: t.step, state });
+    st.effects.push({ type: 'checkpoint', step: t.step, adamSteps: m.adamSteps });
     return;
   }
   s.phase = 'done';
-  st.effects.push({ type: 'finished', steps: s.step, state });
+  st.effects.push({ type: 'finished', steps: s.step, adamSteps: m.adamSteps });
   for (const other of s.workers.values())
     st.to(other.conn, msg('shutdown', { reason: 'training finished' }));
 }
 
 /** Drops a worker; if it was part of the current step, the step restarts without it. */
-function lose(st: Step, conn: ConnId, reason: string, now: number): void {
+function lose(st: Transition, conn: ConnId, reason: string, now: number): void {
   const s = st.s;
   const w = s.workers.get(conn) as Worker;
   s.workers.delete(conn);
@@ -510,7 +561,8 @@ function lose(st: Step, conn: ConnId, reason: string, now: number): void {
     return;
   }
   st.log(`worker ${w.name} (rank ${w.rank}) lost: ${reason}`);
-  if (s.phase === 'training' && s.members.includes(w.rank)) {
+  // (while a plan is awaited no attempt has started: the plan's start goes to the live workers)
+  if (s.phase === 'training' && s.plan !== null && s.members.includes(w.rank)) {
     const previous = s.owner;
     for (const other of st.live()) {
       st.to(
@@ -534,7 +586,7 @@ function lose(st: Step, conn: ConnId, reason: string, now: number): void {
   }
 }
 
-function onTick(st: Step, now: number): void {
+function onTick(st: Transition, now: number): void {
   const s = st.s;
   const { heartbeatMs, heartbeatTimeoutMs, rendezvousMs, minWorkers, workers } = s.config;
   for (const w of [...s.workers.values()]) {
@@ -579,7 +631,7 @@ function onTick(st: Step, now: number): void {
     const ready = st.live().length;
     if (ready >= minWorkers && ready > 0) {
       st.log(`rendezvous timeout: starting with ${ready} of ${workers} workers`);
-      beginTraining(st, now);
+      beginTraining(st);
     } else {
       st.fail(
         'WEFT_E_CLUSTER',

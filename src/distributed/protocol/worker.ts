@@ -1,5 +1,5 @@
 // The worker as a pure state machine (docs/design.md invariant 5):
-//   workerStep(state, event) -> { state, send, effects }
+//   workerTransition(state, event) -> { state, send, effects }
 // It sequences a worker's part of each step; the shell does the work the effects name
 // (prepare the model and data, compute a shard, run the all-reduce, apply the update, evaluate,
 // send the weights) and reports back with events.
@@ -90,7 +90,7 @@ export function initialWorker(): WorkerState {
   };
 }
 
-export function workerStep(state: WorkerState, event: WorkerEvent): WorkerOutput {
+export function workerTransition(state: WorkerState, event: WorkerEvent): WorkerOutput {
   const s: WorkerState = { ...state };
   const send: Message[] = [];
   const effects: WorkerEffect[] = [];
