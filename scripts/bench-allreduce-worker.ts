@@ -4,6 +4,7 @@
 import { createConnection, createServer } from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Mailbox, exactAllReduce } from '../src/distributed/collectives.ts';
+import { fromExact } from '../src/kernels/optim.ts';
 import type { Member } from '../src/distributed/messages.ts';
 import { NetworkPeerMesh } from '../src/distributed/peers.ts';
 import { WsNetwork } from '../src/distributed/transports/ws.ts';
@@ -85,7 +86,16 @@ if (job.kind === 'tcp-server') {
         port.postMessage({ ready: true });
       });
       const start = performance.now();
-      await exactAllReduce(ring, mailbox, sums, out, 40, step++, 0, () => false);
+      await exactAllReduce({
+        ring,
+        mailbox,
+        sums,
+        out,
+        toFp32: (o, a, begin, end) => fromExact(o, a, 40, begin, end),
+        step: step++,
+        attempt: 0,
+        cancelled: () => false,
+      });
       if (r > 0) times.push((performance.now() - start) / 1000); // the first run warms up
     }
     results.push({

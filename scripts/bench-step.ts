@@ -27,7 +27,7 @@ import { actGradLayout, actLayout, trainingFlops } from '../src/model/layout.ts'
 import { AdamW } from '../src/train/adamw.ts';
 import type { RunConfig } from '../src/train/config.ts';
 import { loadRunConfig, sequenceLength } from '../src/train/config.ts';
-import { trainStep } from '../src/train/step.ts';
+import { DEFAULT_EXACT_BITS, TrainingStep, runStep } from '../src/train/step.ts';
 import { Rng } from '../src/util/rng.ts';
 
 const root = join(dirname(new URL(import.meta.url).pathname), '..');
@@ -64,20 +64,26 @@ interface Row {
   theoryMiB?: number;
 }
 
-function benchWeft(cfg: RunConfig, backendName: BackendName, threads: number): Row {
+async function benchWeft(cfg: RunConfig, backendName: BackendName, threads: number): Promise<Row> {
   const B = cfg.batchSize;
   const T = sequenceLength(cfg);
   const backend = createBackend(backendName, { threads });
   const model = GPT2.init(cfg, cfg.seed, { backend });
   const optimizer = new AdamW(model.layout, cfg, backend);
+  // the production step (train/step.ts) on one worker: the whole batch as one shard
+  const step = new TrainingStep(model, optimizer, {
+    bits: DEFAULT_EXACT_BITS,
+    shards: 1,
+    gradClip: cfg.gradClip,
+  });
   const rng = new Rng(cfg.seed, 1);
   const tokens = () => Int32Array.from({ length: B * T }, () => rng.int(cfg.vocabSize));
   const batch = { idx: tokens(), targets: tokens(), B, T };
   let peak = process.memoryUsage().rss;
-  for (let i = 0; i < warmup; i++) trainStep(model, optimizer, batch, 1e-4, cfg.gradClip);
+  for (let i = 0; i < warmup; i++) await runStep(step, [batch], 1e-4);
   const start = performance.now();
   for (let i = 0; i < steps; i++) {
-    trainStep(model, optimizer, batch, 1e-4, cfg.gradClip);
+    await runStep(step, [batch], 1e-4);
     peak = Math.max(peak, process.memoryUsage().rss);
   }
   const ms = (performance.now() - start) / steps;
@@ -90,7 +96,8 @@ function benchWeft(cfg: RunConfig, backendName: BackendName, threads: number): R
     tokensPerSec: (B * T * 1000) / ms,
     gflops: trainingFlops(cfg, B, T) / ms / 1e6,
     peakRssMiB: peak / 2 ** 20,
-    theoryMiB: (4 * (4 * model.paramCount + acts)) / 2 ** 20,
+    // params, grads, m, v (fp32), the exact accumulator (fp64), activations
+    theoryMiB: (4 * (6 * model.paramCount + acts)) / 2 ** 20,
   };
 }
 
@@ -111,7 +118,7 @@ function benchWeftApart(path: string, backendName: BackendName, threads: number)
 if (values.row) {
   const [path, name, threads] = values.row.split('|');
   console.log(
-    JSON.stringify(benchWeft(loadRunConfig(path), parseBackendName(name), Number(threads))),
+    JSON.stringify(await benchWeft(loadRunConfig(path), parseBackendName(name), Number(threads))),
   );
   process.exit(0);
 }

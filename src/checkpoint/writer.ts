@@ -2,7 +2,8 @@
 // publishes each checkpoint; the caller only hands over its buffers (transferred, not copied),
 // one checkpoint at a time, in order.
 
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startThread } from '../util/threads.ts';
 import { WeftError } from '../util/errors.ts';
 import type { CheckpointState } from './format.ts';
 import type { SaveLog } from './write.ts';
@@ -35,7 +36,7 @@ export class CheckpointWriter {
     });
   }
 
-  /** Stops the thread once every pending write has finished. */
+  /** Ends the thread at once; call it when every write has settled (a pending one is lost). */
   async close(): Promise<void> {
     const thread = this.thread;
     this.thread = null;
@@ -44,7 +45,7 @@ export class CheckpointWriter {
 
   private start(): Worker {
     if (this.thread) return this.thread;
-    const thread = new Worker(new URL('./writer-thread.mjs', import.meta.url));
+    const thread = startThread(new URL('./writer-main.ts', import.meta.url));
     thread.on('message', (reply: { id: number; dir?: string; error?: string; log?: string }) => {
       const waiter = this.pending.get(reply.id);
       if (reply.log !== undefined) return waiter?.log(reply.log);

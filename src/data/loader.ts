@@ -1,7 +1,8 @@
-// Batch loaders. The global batch of step t is S virtual shards of B/S sequences; shard s of step
-// t holds global sequences g = t*B + s*(B/S) + j, and sequence g reads item sampler.item(g)
-// (sampler.ts: epoch-by-epoch permutations). So a shard depends only on (seed, step, shard),
-// never on which worker reads it or in what order. Subclasses say how an item fills one row:
+// Batch loaders, stateless: the global batch of step t is S virtual shards of B/S sequences;
+// shard s of step t holds global sequences g = t*B + s*(B/S) + j, and sequence g reads item
+// sampler.item(g) (sampler.ts: epoch-by-epoch permutations). So a shard depends only on (seed,
+// step, shard), never on which worker reads it or in what order, and resuming at step t needs
+// nothing but t. Subclasses say how an item fills one row:
 //   TokenWindowLoader  pre-training: non-overlapping windows of T+1 tokens of a token stream
 //   SftLoader          (sft.ts) one chat example per row, targets only on assistant tokens
 
@@ -18,21 +19,11 @@ export interface Batch {
   T: number;
 }
 
-/** Where a loader stands: enough to resume exactly, and to notice the data changed. */
-export interface LoaderCursor {
-  step: number;
-  seed: number;
-  seqLen: number;
-  items: number;
-}
-
 export abstract class BatchLoader {
   readonly seqLen: number;
   readonly batchSize: number;
   readonly shards: number;
   readonly sampler: EpochSampler;
-  /** Next step next() produces. */
-  step = 0;
 
   constructor(items: number, seqLen: number, batchSize: number, seed: number, shards: number) {
     check(
@@ -59,33 +50,14 @@ export abstract class BatchLoader {
     return { idx, targets, B, T };
   }
 
-  /** The whole global batch of the next step (every shard, in order), then advances. */
-  next(): Batch {
-    const parts = Array.from({ length: this.shards }, (_, s) => this.shardBatch(this.step, s));
-    this.step++;
-    return concatBatches(parts);
+  /** The whole global batch of step `step`: every shard, in order. */
+  batch(step: number): Batch {
+    return concatBatches(Array.from({ length: this.shards }, (_, s) => this.shardBatch(step, s)));
   }
 
-  /** Epoch the next step starts in. */
-  get epoch(): number {
-    return this.sampler.epochOf(this.step * this.batchSize);
-  }
-
-  cursor(): LoaderCursor {
-    return { step: this.step, seed: this.sampler.seed, seqLen: this.seqLen, items: this.sampler.itemCount };
-  }
-
-  /** Continues from a saved cursor; refuses one taken over different data or settings. */
-  resume(cursor: LoaderCursor): void {
-    const mine = this.cursor();
-    for (const key of ['seed', 'seqLen', 'items'] as const) {
-      check(
-        cursor[key] === mine[key],
-        'WEFT_E_STATE',
-        `loader cursor has ${key}=${cursor[key]} but this data and config give ${key}=${mine[key]}; resume with the same data and config`,
-      );
-    }
-    this.step = cursor.step;
+  /** Epoch that step `step` starts in. */
+  epochOf(step: number): number {
+    return this.sampler.epochOf(step * this.batchSize);
   }
 }
 

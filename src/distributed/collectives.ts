@@ -9,7 +9,7 @@
 //   after it, position p holds the full sum of chunk (p + 1) mod n
 //   all-gather round r = 0..n-2: send chunk (p + 1 - r) mod n, store chunk (p - r) mod n from p-1
 
-import { fromExact } from '../train/exact-sum.ts';
+import type { Reducer } from '../train/step.ts';
 import { WeftError } from '../util/errors.ts';
 import type { MessageOf } from './messages.ts';
 import { msg } from './messages.ts';
@@ -102,22 +102,27 @@ function addInto(dst: Float64Array, src: Float64Array, at: number): void {
   for (let i = 0; i < src.length; i++) dst[at + i] += src[i];
 }
 
-/**
- * Sums `sums` (integer-valued Float64, on the 2^-bits grid) across the ring and writes the fp32
- * result into `out` on every member. `sums` is used as the work buffer and is overwritten.
- * Once `cancelled()` turns true the call throws at its next receive and writes nothing more.
- */
-export async function exactAllReduce(
-  ring: RingLinks,
-  mailbox: Mailbox,
-  sums: Float64Array,
-  out: Float32Array,
-  bits: number,
-  step: number,
-  attempt: number,
-  cancelled: () => boolean,
-  bucketElems = DEFAULT_BUCKET_ELEMS,
-): Promise<void> {
+export interface AllReduceOptions {
+  ring: RingLinks;
+  mailbox: Mailbox;
+  /** Integer-valued Float64 partial sums on the exact grid; the work buffer, overwritten. */
+  sums: Float64Array;
+  /** Where every member gets the fp32 result. */
+  out: Float32Array;
+  /** out[begin..end) = fp32 of sums[begin..end) (the backend's fromExact, with the grid's bits). */
+  toFp32: (out: Float32Array, sums: Float64Array, begin: number, end: number) => void;
+  step: number;
+  attempt: number;
+  /** Once true, the call throws at its next receive and writes nothing more. */
+  cancelled: () => boolean;
+  /** Elements per bucket (default DEFAULT_BUCKET_ELEMS). */
+  bucketElems?: number;
+}
+
+/** Sums every member's `sums` across the ring and writes the fp32 result into `out` on every member. */
+export async function exactAllReduce(options: AllReduceOptions): Promise<void> {
+  const { ring, mailbox, sums, out, toFp32, step, attempt, cancelled } = options;
+  const bucketElems = options.bucketElems ?? DEFAULT_BUCKET_ELEMS;
   const receive = async (fromRank: number, tag: Parameters<Mailbox['receive']>[1]) => {
     const data = await mailbox.receive(fromRank, tag);
     // an aborted attempt must not touch the buffers again, even if its data had arrived
@@ -148,7 +153,7 @@ export async function exactAllReduce(
       addInto(sums, incoming, r0);
     }
     const [o0, o1] = chunkRange(begin, end, mod(p + 1, n), n);
-    fromExact(out, sums, bits, o0, o1);
+    toFp32(out, sums, o0, o1);
     for (let round = 0; round < n - 1; round++) {
       const tag = { step, attempt, bucket, phase: 'ag' as const, round };
       const [s0, s1] = chunkRange(begin, end, mod(p + 1 - round, n), n);
@@ -164,4 +169,19 @@ export async function exactAllReduce(
       out.set(incoming, r0);
     }
   }
+}
+
+/**
+ * The training step's Reducer over the ring (train/step.ts): copies the accumulator into `work`
+ * (the accumulator stays as it was, for a retried attempt) and all-reduces that.
+ */
+export function ringReducer(
+  options: Omit<AllReduceOptions, 'sums' | 'out'> & { work: Float64Array },
+): Reducer {
+  return {
+    reduce: (acc, grads) => {
+      options.work.set(acc);
+      return exactAllReduce({ ...options, sums: options.work, out: grads });
+    },
+  };
 }

@@ -22,9 +22,8 @@ import { createBackend, defaultBackendName } from '../kernels/select.ts';
 import { GPT2 } from '../model/gpt2.ts';
 import type { RunConfig } from '../train/config.ts';
 import { resolveForData } from '../train/config.ts';
-import { DEFAULT_EXACT_BITS } from '../train/exact-sum.ts';
+import { DEFAULT_EXACT_BITS, countTargets } from '../train/step.ts';
 import type { EvalMetrics, StepMetrics } from '../train/metrics.ts';
-import { countTargets } from '../train/shard-step.ts';
 import { WeftError } from '../util/errors.ts';
 import type { MessageOf, TrainingState } from './messages.ts';
 import type {

@@ -5,8 +5,12 @@
 //                      (simulation tests, library use; the network can be scripted to fail)
 //   serveCoordinator   coordinator listening on WebSocket for workers on other processes/machines
 //   runNetworkWorker   a worker process connecting to a coordinator (weft worker)
+// and stopOnSignals, which stops a job after its step on Ctrl-C as the CLI does. Open the run
+// directory first with train/run-dir.ts and pass its lock (ClusterOptions.lock).
 
-import { MessageChannel, Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { MessageChannel } from 'node:worker_threads';
+import { startThread } from '../util/threads.ts';
 import type { Dataset } from '../data/dataset.ts';
 import type { RunConfig } from '../train/config.ts';
 import type { ClusterOptions, RunHooks, RunResult } from './coordinator.ts';
@@ -18,13 +22,38 @@ import type { Connection, Network } from './transport.ts';
 import { clientHandshake } from './transport.ts';
 import { MemoryNetwork } from './transports/memory.ts';
 import { PortConnection } from './transports/thread.ts';
-import { WsNetwork } from './transports/ws.ts';
+import { WsNetwork, parseAddress } from './transports/ws.ts';
+import { WeftError } from '../util/errors.ts';
 import { WorkerShell } from './worker.ts';
 
 /** Handle on a running job: stop it after the current step. */
 export interface Job {
   result: Promise<RunResult>;
   stop(): void;
+}
+
+/**
+ * Stops `job` after its current step (saving a checkpoint) on SIGINT or SIGTERM, as torchrun and
+ * the CLI do; a second signal calls `onSecond` (the CLI quits without saving). Returns the
+ * function that removes the handlers; call it when the job is over.
+ */
+export function stopOnSignals(
+  job: Job,
+  hooks: { onStop?: () => void; onSecond?: () => void } = {},
+): () => void {
+  let stopping = false;
+  const onSignal = () => {
+    if (stopping) return hooks.onSecond?.();
+    stopping = true;
+    hooks.onStop?.();
+    job.stop();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
 }
 
 export function trainWithThreads(
@@ -75,8 +104,7 @@ export function trainWithThreads(
       peers: peerPorts[i],
       threads: cluster.threads ?? 1,
     };
-    const thread = new Worker(new URL('./worker-thread.mjs', import.meta.url), {
-      workerData: data,
+    const thread = startThread(new URL('./thread-main.ts', import.meta.url), data, {
       transferList: [port2, ...peerPorts[i].map((p) => p.port)],
     });
     thread.on('error', (err) => hooks.log?.(`worker thread ${i} crashed: ${err.message}`));
@@ -153,6 +181,7 @@ export interface NetworkWorkerOptions {
 /** Connects a worker to the coordinator and runs it until shut down. */
 export async function runNetworkWorker(options: NetworkWorkerOptions): Promise<string> {
   const { network, address, secret, name } = options;
+  if (network instanceof WsNetwork) requireSecretBeyondLoopback(options.peerListen, secret);
   let shell: WorkerShell | null = null;
   const mesh = await NetworkPeerMesh.start(
     network,
@@ -190,7 +219,10 @@ export async function serveCoordinator(
   options: ServeOptions,
   hooks: RunHooks = {},
 ): Promise<Job> {
-  const listener = options.listener ?? (await listenForWorkers(options.listen, options.limits));
+  const secret = options.secret ?? null;
+  const listener =
+    options.listener ??
+    (await listenForWorkers(options.listen, { secret, limits: options.limits }));
   const coordinator = new CoordinatorShell(config, dataset, outDir, options, hooks);
   let result: Promise<RunResult>;
   try {
@@ -214,11 +246,33 @@ export interface WorkerListener {
   close(): Promise<void>;
 }
 
+/** Whether `host` is this machine's loopback (nothing else can connect to it). */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/** Refuses to listen on `address` (HOST:PORT) beyond loopback without a shared secret. */
+export function requireSecretBeyondLoopback(address: string, secret: string | null): void {
+  const [host] = parseAddress(address);
+  if (!secret && !isLoopback(host)) {
+    throw new WeftError(
+      'WEFT_E_AUTH',
+      `listening on ${host} needs a shared secret: pass --token-file FILE or set WEFT_TOKEN`,
+    );
+  }
+}
+
 /**
  * Binds `listen` (HOST:PORT) now: an address in use fails here, with one line, before anything
  * else is done (weft coordinator binds before it prepares data or touches the run directory).
+ * Beyond loopback a secret is required (workers authenticate with it).
  */
-export async function listenForWorkers(listen: string, limits?: Limits): Promise<WorkerListener> {
+export async function listenForWorkers(
+  listen: string,
+  options: { secret: string | null; limits?: Limits },
+): Promise<WorkerListener> {
+  requireSecretBeyondLoopback(listen, options.secret);
+  const limits = options.limits;
   let target: ((connection: Connection) => void) | null = null;
   const early: Connection[] = [];
   const listener = await new WsNetwork(limits).listen(listen, (conn) =>

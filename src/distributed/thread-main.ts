@@ -1,12 +1,12 @@
-// Body of a worker thread started by launch.ts: wraps the ports it was given (one to the
-// coordinator, one per peer thread) and runs a worker on them.
+// Body of a worker thread started by launch.ts (startThread): wraps the ports it was given (one
+// to the coordinator, one per peer thread) and runs a worker on them.
 
-import { workerData } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
 import { PrewiredPeerMesh } from './peers.ts';
 import { clientHandshake } from './transport.ts';
 import { PortConnection } from './transports/thread.ts';
 import { WorkerShell } from './worker.ts';
+import { threadData } from '../util/threads.ts';
 
 export interface ThreadWorkerData {
   name: string;
@@ -24,7 +24,7 @@ if (fault === 'thread:start') throw new Error('WEFT_FAULT=thread:start');
 if (fault.startsWith('thread:slow-start@'))
   await new Promise((resolve) => setTimeout(resolve, Number(fault.split('@')[1])));
 
-const data = workerData as ThreadWorkerData;
+const data = threadData<ThreadWorkerData>();
 const coordinator = new PortConnection(data.coordinator, 'coordinator');
 const peerLinks = new Map(
   data.peers.map((p) => [p.address, new PortConnection(p.port, p.address)]),

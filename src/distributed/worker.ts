@@ -1,8 +1,9 @@
 // The worker shell: drives the worker state machine (protocol/worker.ts) and does the work its
-// effects name: builds the model and optimizer, reads the data (or takes streamed batches),
-// computes shard gradients into the exact accumulator, runs the all-reduce with its peers,
-// applies the update, evaluates, and sends the weights. Heavy work runs after yielding to the
-// event loop, so heartbeats and aborts are read between shards.
+// effects name: builds the model, optimizer and training step (train/step.ts), reads the data
+// (or takes streamed batches), runs the step's parts (each shard into the exact accumulator, the
+// all-reduce with its peers as the step's reducer, the update), evaluates, and sends the
+// weights. Heavy work runs after yielding to the event loop, so heartbeats and aborts are read
+// between shards.
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,14 +16,13 @@ import { GPT2 } from '../model/gpt2.ts';
 import { tokenizerFromJSON } from '../tokenizer/index.ts';
 import type { Tokenizer } from '../tokenizer/index.ts';
 import { AdamW } from '../train/adamw.ts';
-import { gradNorm } from '../train/clip.ts';
 import type { RunConfig } from '../train/config.ts';
 import { DEFAULT_RUN_CONFIG, mergeConfig, validateRunConfig } from '../train/config.ts';
 import { evaluate } from '../train/evaluate.ts';
-import { applyUpdate, shardGradient } from '../train/shard-step.ts';
+import { TrainingStep } from '../train/step.ts';
 import { WeftError } from '../util/errors.ts';
 import { readBytes, sha256 } from '../util/files.ts';
-import { Mailbox, exactAllReduce } from './collectives.ts';
+import { Mailbox, ringReducer } from './collectives.ts';
 import type { Member, Message, MessageOf } from './messages.ts';
 import { msg, statePieces } from './messages.ts';
 import type { PeerMesh } from './peers.ts';
@@ -45,7 +45,9 @@ interface Prepared {
   tokenizer: Tokenizer;
   model: GPT2;
   optimizer: AdamW;
-  acc: Float64Array;
+  step: TrainingStep;
+  /** The all-reduce's work buffer (the accumulator is copied there). */
+  work: Float64Array;
   bits: number;
   dataset: Dataset | null;
   loader: TokenWindowLoader | null;
@@ -131,7 +133,7 @@ export class WorkerShell {
       case 'loadState':
         return this.loadState(effect.piece);
       case 'newStep':
-        (this.prepared as Prepared).acc.fill(0);
+        (this.prepared as Prepared).step.begin();
         return;
       case 'compute':
         return this.later(() => this.compute(effect));
@@ -141,11 +143,9 @@ export class WorkerShell {
         this.reduceGeneration++;
         this.mailbox.abort(effect.reason, effect.step, effect.attempt + 1);
         return;
-      case 'apply': {
-        const p = this.prepared as Prepared;
-        if (!effect.skip) applyUpdate(p.model, p.optimizer, effect.lr, p.config.gradClip);
+      case 'apply':
+        (this.prepared as Prepared).step.apply(effect.lr, effect.skip);
         return;
-      }
       case 'evaluate':
         return this.later(() => this.evaluate(effect.step, effect.maxWindows, effect.tokens));
       case 'sendState':
@@ -170,14 +170,21 @@ export class WorkerShell {
     const model = assign.resume
       ? new GPT2(config, { backend })
       : GPT2.init(config, config.seed, { backend });
+    const optimizer = new AdamW(model.layout, config, backend);
+    const bits = assign.exactBits;
     this.prepared = {
       config,
       backend,
       tokenizer,
       model,
-      optimizer: new AdamW(model.layout, config, backend),
-      acc: backend.allocF64(model.paramCount),
-      bits: assign.exactBits,
+      optimizer,
+      step: new TrainingStep(model, optimizer, {
+        bits,
+        shards: config.shards,
+        gradClip: config.gradClip,
+      }),
+      work: backend.allocF64(model.paramCount),
+      bits,
       dataset,
       loader: dataset
         ? new TokenWindowLoader(
@@ -217,14 +224,7 @@ export class WorkerShell {
           T: p.config.seqLen,
         }
       : (p.loader as TokenWindowLoader).shardBatch(effect.step, effect.shard);
-    const result = shardGradient(
-      p.model,
-      batch,
-      effect.targetCount,
-      p.acc,
-      p.bits,
-      p.config.shards,
-    );
+    const result = p.step.addShard(batch, effect.targetCount);
     return { type: 'computed', step: effect.step, shard: effect.shard, ...result };
   }
 
@@ -246,18 +246,17 @@ export class WorkerShell {
         ranks,
         send: (_: number, chunk: Message) => links[0].send(chunk),
       };
-      await exactAllReduce(
+      const reducer = ringReducer({
         ring,
-        this.mailbox,
-        p.acc.slice(),
-        p.model.grads,
-        p.bits,
+        mailbox: this.mailbox,
+        work: p.work,
+        toFp32: (out, sums, begin, end) => p.backend.fromExact(out, sums, p.bits, begin, end),
         step,
         attempt,
         cancelled,
-        this.options.bucketElems,
-      );
-      return gradNorm(p.model.grads);
+        bucketElems: this.options.bucketElems,
+      });
+      return p.step.reduce(reducer);
     };
     run().then(
       (norm) => {

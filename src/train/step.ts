@@ -1,28 +1,126 @@
-// One local training step on one batch: zero grads, forward, backward, clip, AdamW.
+// The training step (docs/design.md invariant 9): one function for every worker count, every
+// pipeline layout and every objective, in four parts a worker runs as its protocol says:
+//   begin()                  the step's exact accumulator to zero
+//   addShard(batch, targets) forward and backward of one micro-batch (the loss summed over its
+//                            targets, divided by the step's global target count), rounded onto
+//                            the exact grid and added into the accumulator
+//   reduce(reducer)          the accumulators of all workers summed into the model's fp32
+//                            gradients (one worker: the backend's fromExact; several: the exact
+//                            ring all-reduce), and the global gradient norm taken once
+//   apply(lr, skip)          clip to that norm, AdamW (skip: an overflowed step on every worker)
+// runStep does all four for a caller that holds every shard of the step (one worker: the fixture
+// tests against PyTorch, the step benchmark). Exact sums make the result independent of how the
+// shards are split between workers; the norm is partition-independent too (norm.ts).
 
 import type { Batch } from '../data/loader.ts';
 import type { GPT2 } from '../model/gpt2.ts';
 import type { AdamW } from './adamw.ts';
-import { clipGradNorm } from './clip.ts';
+import { clipToNorm, normBlocks, sumOfSquares } from './norm.ts';
 
-export interface StepResult {
-  /** Mean loss before the update. */
-  loss: number;
-  /** Global gradient norm before clipping. */
-  gradNorm: number;
+/** Exact sums on the grid 2^-G (invariant 4): G = 40 unless a run says otherwise. */
+export const DEFAULT_EXACT_BITS = 40;
+
+/** Sums the workers' exact accumulators into fp32 gradients. */
+export interface Reducer {
+  /** Sums `acc` (may be overwritten) across the workers into `grads`, the same bits on every one. */
+  reduce(acc: Float64Array, grads: Float32Array): Promise<void>;
 }
 
-export function trainStep(
-  model: GPT2,
-  optimizer: AdamW,
-  batch: Batch,
+/** The reducer of a worker alone: its accumulator is the sum. */
+export function localReducer(model: GPT2, bits: number): Reducer {
+  return {
+    reduce: (acc, grads) => Promise.resolve(model.backend.fromExact(grads, acc, bits)),
+  };
+}
+
+export interface ShardResult {
+  /** Sum of the shard's per-target losses (nats) and how many targets it has. */
+  lossSum: number;
+  targets: number;
+  /** A gradient value too large for the exact grid: the step must be skipped everywhere. */
+  overflow: boolean;
+}
+
+export interface StepOptions {
+  /** Exact-grid bits G. */
+  bits: number;
+  /** Micro-batches (virtual shards) per step, across all workers. */
+  shards: number;
+  /** Global gradient-norm clip; 0 disables it. */
+  gradClip: number;
+}
+
+/** Count of targets (not -1) in a batch. */
+export function countTargets(batch: Batch): number {
+  let n = 0;
+  for (const t of batch.targets) if (t !== -1) n++;
+  return n;
+}
+
+export class TrainingStep {
+  /** The exact accumulator: integers on the grid 2^-bits, in the backend's memory. */
+  readonly acc: Float64Array;
+  private readonly blocks: { begin: number; end: number }[];
+  private norm = NaN;
+
+  constructor(
+    readonly model: GPT2,
+    readonly optimizer: AdamW,
+    readonly options: StepOptions,
+  ) {
+    this.acc = model.backend.allocF64(model.paramCount);
+    this.blocks = normBlocks(model.config);
+  }
+
+  begin(): void {
+    this.acc.fill(0);
+    this.norm = NaN;
+  }
+
+  /** Forward and backward of one micro-batch, added exactly into the accumulator. */
+  addShard(batch: Batch, globalTargets: number): ShardResult {
+    const { model } = this;
+    model.zeroGrad();
+    const { lossSum, targetCount } = model.forward(batch.idx, batch.B, batch.T, batch.targets);
+    if (targetCount === 0) return { lossSum: 0, targets: 0, overflow: false };
+    model.backward(globalTargets);
+    const { bits, shards } = this.options;
+    const overflow = model.backend.accumulateExact(this.acc, model.grads, bits, shards);
+    return { lossSum, targets: targetCount, overflow };
+  }
+
+  /** The summed gradient into model.grads; returns the global norm (before clipping). */
+  async reduce(reducer: Reducer): Promise<number> {
+    await reducer.reduce(this.acc, this.model.grads);
+    this.norm = Math.sqrt(sumOfSquares(this.model.grads, this.blocks));
+    return this.norm;
+  }
+
+  /** Clips to the norm reduce found and takes the AdamW step (nothing when `skip`). */
+  apply(lr: number, skip = false): void {
+    if (skip) return;
+    const { model, optimizer } = this;
+    clipToNorm(model.grads, this.norm, this.options.gradClip);
+    optimizer.step(model.params, model.grads, lr);
+  }
+}
+
+/** One whole step over `batches` (every shard of the step) on one worker; loss and norm. */
+export async function runStep(
+  step: TrainingStep,
+  batches: Batch[],
   lr: number,
-  gradClip: number,
-): StepResult {
-  model.zeroGrad();
-  const { loss } = model.forward(batch.idx, batch.B, batch.T, batch.targets);
-  model.backward();
-  const gradNorm = clipGradNorm(model.grads, gradClip);
-  optimizer.step(model.params, model.grads, lr);
-  return { loss, gradNorm };
+): Promise<{ loss: number; gradNorm: number; overflow: boolean }> {
+  const globalTargets = batches.reduce((n, b) => n + countTargets(b), 0);
+  step.begin();
+  let lossSum = 0;
+  let overflow = false;
+  for (const batch of batches) {
+    const r = step.addShard(batch, globalTargets);
+    lossSum += r.lossSum;
+    overflow ||= r.overflow;
+  }
+  const gradNorm = await step.reduce(localReducer(step.model, step.options.bits));
+  step.apply(lr, overflow || globalTargets === 0);
+  return { loss: lossSum / globalTargets, gradNorm, overflow };
 }

@@ -86,3 +86,10 @@ export function readJson(path: string, what = 'JSON file'): unknown {
     );
   }
 }
+
+/** A shared secret kept in a file (a token, an API key): its text, trimmed; empty is refused. */
+export function readSecretFile(path: string, what: string): string {
+  const secret = readUtf8(path, what).trim();
+  if (secret.length === 0) throw new WeftError('WEFT_E_AUTH', `${what} ${path} is empty`);
+  return secret;
+}

@@ -141,7 +141,7 @@ describe('weft serve', () => {
 
   it('refuses a missing or empty key file, or a bad timeout, with one line', () => {
     const missing = runCli(['serve', '--checkpoint', run, '--api-key-file', join(dir, 'no-key')]);
-    expectCliError(missing, /cannot read --api-key-file .*no-key/);
+    expectCliError(missing, /--api-key-file .*no-key does not exist/);
     const empty = join(dir, 'empty-key');
     writeFileSync(empty, '\n');
     expectCliError(runCli(['serve', '--checkpoint', run, '--api-key-file', empty]), /is empty/);

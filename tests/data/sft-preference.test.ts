@@ -61,7 +61,7 @@ describe('SFT sets', () => {
   it('trains only on assistant tokens; pads and truncates to T', () => {
     const { examples } = loadSft(data('self-instruct-seed-tasks.jsonl'), tok);
     const loader = new SftLoader(examples, tok.specials.endOfText, 64, 4, 1);
-    const { idx, targets } = loader.next();
+    const { idx, targets } = loader.batch(0);
     for (let i = 0; i < idx.length; i++) {
       if (targets[i] === -1) continue;
       expect(targets[i]).toBe(i % 64 === 63 ? targets[i] : idx[i + 1]);
@@ -73,7 +73,7 @@ describe('SFT sets', () => {
       1,
       1,
     );
-    const b = short.next();
+    const b = short.batch(0);
     expect(Array.from(b.idx)).toEqual([1, 2, 3, 256, 256]);
     expect(Array.from(b.targets)).toEqual([2, 3, -1, -1, -1]);
   });

@@ -8,10 +8,12 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadDataset } from '../../src/data/dataset.ts';
 import {
+  runNetworkWorker,
   serveCoordinator,
   trainInProcess,
   trainWithThreads,
 } from '../../src/distributed/launch.ts';
+import { WsNetwork } from '../../src/distributed/transports/ws.ts';
 import { getFloat32, readSafetensors } from '../../src/checkpoint/safetensors.ts';
 import { wasmAvailable } from '../../src/kernels/wasm/backend.ts';
 import { runCli, startWorker } from '../helpers/cli.ts';
@@ -179,6 +181,19 @@ describe('threads and processes', () => {
 });
 
 describe('authentication', () => {
+  it('the library refuses to listen beyond loopback without a secret, before writing anything', async () => {
+    const out = join(dir, 'open-to-all');
+    const listen = { listen: '0.0.0.0:0', workers: 1 };
+    await expect(serveCoordinator(config, dataset, out, listen)).rejects.toThrow(
+      /^listening on 0\.0\.0\.0 needs a shared secret/,
+    );
+    expect(existsSync(out)).toBe(false);
+    const worker = { network: new WsNetwork(), address: '127.0.0.1:9', secret: null, name: 'w' };
+    await expect(runNetworkWorker({ ...worker, peerListen: '0.0.0.0:0' })).rejects.toThrow(
+      /^listening on 0\.0\.0\.0 needs a shared secret/,
+    );
+  });
+
   it('refuses a worker with a wrong token, and one with none, on both sides', async () => {
     let address = '';
     const refusals: string[] = [];

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Chunk, RingLinks } from '../../src/distributed/collectives.ts';
 import { Mailbox, exactAllReduce } from '../../src/distributed/collectives.ts';
-import { accumulateExact, fromExact } from '../../src/train/exact-sum.ts';
+import { accumulateExact, fromExact } from '../../src/kernels/optim.ts';
 import { Rng } from '../../src/util/rng.ts';
 
 const BITS = 40;
@@ -41,6 +41,9 @@ function ring(
   return { links, mailboxes, flush };
 }
 
+const toFp32 = (out: Float32Array, sums: Float64Array, begin: number, end: number) =>
+  fromExact(out, sums, BITS, begin, end);
+
 function shardGrads(rng: Rng, shards: number, size: number): Float32Array[] {
   return Array.from({ length: shards }, () =>
     Float32Array.from({ length: size }, () => rng.normal() * 10 ** rng.int(4) * 1e-3),
@@ -66,7 +69,17 @@ describe('exact all-reduce', () => {
     const outs = links.map(() => new Float32Array(size));
     const done = Promise.all(
       links.map((l, p) =>
-        exactAllReduce(l, mailboxes[p], sums[p], outs[p], BITS, 0, 0, () => false, 128),
+        exactAllReduce({
+          ring: l,
+          mailbox: mailboxes[p],
+          sums: sums[p],
+          out: outs[p],
+          toFp32,
+          step: 0,
+          attempt: 0,
+          cancelled: () => false,
+          bucketElems: 128,
+        }),
       ),
     );
     await flush();
@@ -79,17 +92,17 @@ describe('exact all-reduce', () => {
     const { links, mailboxes } = ring(2, 1);
     const out = new Float32Array(size).fill(7);
     let cancelled = false;
-    const pending = exactAllReduce(
-      links[0],
-      mailboxes[0],
-      new Float64Array(size),
+    const pending = exactAllReduce({
+      ring: links[0],
+      mailbox: mailboxes[0],
+      sums: new Float64Array(size),
       out,
-      BITS,
-      0,
-      0,
-      () => cancelled,
-      128,
-    );
+      toFp32,
+      step: 0,
+      attempt: 0,
+      cancelled: () => cancelled,
+      bucketElems: 128,
+    });
     cancelled = true;
     mailboxes[0].abort('peer lost', 0, 1);
     await expect(pending).rejects.toThrow(/aborted: peer lost|cancelled/);

@@ -1,7 +1,11 @@
-// The model against PyTorch: logits, loss, every gradient and ten AdamW steps of each reference
-// fixture in tests/fixtures/, on every backend (select one with `vitest -t <fixture name>`).
+// The model against PyTorch: logits, loss, every gradient, and the fixture's AdamW steps through
+// the production training step (src/train/step.ts: shards into the exact accumulator, a reducer,
+// the norm, clip, AdamW) on 1 worker and on 2 worker threads over the exact ring all-reduce, for
+// each reference fixture in tests/fixtures/, on every backend (`vitest -t <fixture name>`).
 
-import { describe, expect, it } from 'vitest';
+import { MessageChannel } from 'node:worker_threads';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Batch } from '../../src/data/loader.ts';
 import { getFloat32, getInt32 } from '../../src/checkpoint/safetensors.ts';
 import { loadWeights } from '../../src/checkpoint/weights.ts';
 import type { Backend } from '../../src/kernels/backend.ts';
@@ -9,7 +13,10 @@ import { allBackends } from '../helpers/backends.ts';
 import { GPT2 } from '../../src/model/gpt2.ts';
 import { namedTensors } from '../../src/model/layout.ts';
 import { AdamW } from '../../src/train/adamw.ts';
-import { trainStep } from '../../src/train/step.ts';
+import { DEFAULT_EXACT_BITS, TrainingStep, countTargets, runStep } from '../../src/train/step.ts';
+import { startThread } from '../../src/util/threads.ts';
+import type { FixtureWorkerJob, FixtureWorkerResult } from '../helpers/fixture-worker.ts';
+import { fixtureRows } from '../helpers/fixture-rows.ts';
 import type { Fixture } from '../helpers/fixtures.ts';
 import { fixtureNames, loadFixture, maxAbsDiff } from '../helpers/fixtures.ts';
 
@@ -20,6 +27,74 @@ it('finds at least one reference fixture', () => {
 });
 
 const BACKENDS = allBackends();
+
+const bytesOf = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+interface StepsResult {
+  losses: number[];
+  norms: number[];
+  params: Float32Array;
+}
+
+/** The fixture's steps on one worker: its rows as the step's shards, the local reducer. */
+async function stepsOnOneWorker(fx: Fixture, backend: Backend): Promise<StepsResult> {
+  const model = modelFrom(fx, backend);
+  const { lr, beta1, beta2, eps, weight_decay: weightDecay, grad_clip: gradClip } = fx.optimizer;
+  const optimizer = new AdamW(model.layout, { beta1, beta2, eps, weightDecay }, backend);
+  const rows = fixtureRows(
+    getInt32(fx.tensors, 'idx'),
+    getInt32(fx.tensors, 'targets'),
+    fx.B,
+    fx.T,
+  );
+  const step = new TrainingStep(model, optimizer, {
+    bits: DEFAULT_EXACT_BITS,
+    shards: rows.length,
+    gradClip,
+  });
+  const result: StepsResult = { losses: [], norms: [], params: model.params };
+  for (let s = 0; s < fx.optimizer.steps; s++) {
+    const { loss, gradNorm } = await runStep(step, rows, lr);
+    result.losses.push(loss);
+    result.norms.push(gradNorm);
+  }
+  return result;
+}
+
+/** The fixture's steps on `n` worker threads in a ring, each with its share of the rows. */
+async function stepsOnThreads(fx: Fixture, backend: Backend, n: number): Promise<StepsResult> {
+  const channels = Array.from({ length: n }, () => new MessageChannel()); // i sends to i + 1 on channel i
+  const results = await Promise.all(
+    Array.from({ length: n }, (_, rank) => {
+      const next = channels[rank].port1;
+      const prev = channels[(rank - 1 + n) % n].port2;
+      const job: FixtureWorkerJob = {
+        fixture: fx.name,
+        backend: backend.name,
+        threads: backend.threads,
+        rank,
+        size: n,
+        next,
+        prev,
+      };
+      const thread = startThread(new URL('../helpers/fixture-worker.ts', import.meta.url), job, {
+        transferList: [next, prev],
+      });
+      return new Promise<FixtureWorkerResult>((resolve, reject) => {
+        thread.once('message', resolve);
+        thread.once('error', reject);
+      });
+    }),
+  );
+  const targets = countTargets({ targets: getInt32(fx.tensors, 'targets') } as Batch);
+  return {
+    losses: results[0].lossSums.map(
+      (_, s) => results.reduce((sum, r) => sum + r.lossSums[s], 0) / targets,
+    ),
+    norms: results[0].norms,
+    params: results[0].params,
+  };
+}
 
 function modelFrom(fx: Fixture, backend: Backend): GPT2 {
   const model = new GPT2(fx.config, { backend });
@@ -33,7 +108,6 @@ describe.each(names.flatMap((name) => BACKENDS.map(([b, backend]) => [name, b, b
     const fx = loadFixture(name);
     const idx = getInt32(fx.tensors, 'idx');
     const targets = getInt32(fx.tensors, 'targets');
-    const batch = { idx, targets, B: fx.B, T: fx.T };
 
     it('logits and loss match PyTorch', () => {
       const model = modelFrom(fx, backend);
@@ -55,35 +129,35 @@ describe.each(names.flatMap((name) => BACKENDS.map(([b, backend]) => [name, b, b
       });
     });
 
-    describe(`${fx.optimizer.steps} AdamW steps match PyTorch`, () => {
-      const model = modelFrom(fx, backend);
-      const {
-        lr,
-        beta1,
-        beta2,
-        eps,
-        weight_decay: weightDecay,
-        grad_clip: gradClip,
-      } = fx.optimizer;
-      const optimizer = new AdamW(model.layout, { beta1, beta2, eps, weightDecay }, backend);
-      const losses: number[] = [];
-      const norms: number[] = [];
-      for (let step = 0; step < fx.optimizer.steps; step++) {
-        const result = trainStep(model, optimizer, batch, lr, gradClip);
-        losses.push(result.loss);
-        norms.push(result.gradNorm);
-      }
+    /** The fixture's steps through the production training step, `ourNorms` and all. */
+    const expectSteps = (run: () => Promise<StepsResult>) => {
+      let result: StepsResult;
+      beforeAll(async () => {
+        result = await run();
+      }, 60_000);
       it('losses before each step', () => {
-        expect(maxAbsDiff(losses, fx.stepLosses)).toBeLessThanOrEqual(1e-5);
+        expect(maxAbsDiff(result.losses, fx.stepLosses)).toBeLessThanOrEqual(1e-5);
       });
       it('grad norms before clipping', () => {
-        expect(maxAbsDiff(norms, fx.stepGradNormsBeforeClip)).toBeLessThanOrEqual(1e-5);
+        expect(maxAbsDiff(result.norms, fx.stepGradNormsBeforeClip)).toBeLessThanOrEqual(1e-5);
       });
       it.each(namedTensors(fx.config).map((t) => [t.name, t] as const))('final %s', (_, t) => {
-        const ours = model.params.subarray(t.offset, t.offset + t.size);
+        const ours = result.params.subarray(t.offset, t.offset + t.size);
         expect(maxAbsDiff(ours, getFloat32(fx.tensors, `final/${t.name}`))).toBeLessThanOrEqual(
           5e-5,
         );
+      });
+      return () => result;
+    };
+
+    describe(`${fx.optimizer.steps} AdamW steps match PyTorch: the training step on 1 worker`, () => {
+      const one = expectSteps(() => stepsOnOneWorker(fx, backend));
+      describe('and on 2 worker threads over the exact ring all-reduce', () => {
+        const two = expectSteps(() => stepsOnThreads(fx, backend, 2));
+        it('with the same bits as 1 worker', () => {
+          expect(two().norms).toEqual(one().norms);
+          expect(bytesOf(two().params).equals(bytesOf(one().params))).toBe(true);
+        });
       });
     });
   },

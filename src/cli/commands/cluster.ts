@@ -5,27 +5,23 @@
 import type { Command } from 'commander';
 import { hostname } from 'node:os';
 import type { WorkerListener } from '../../distributed/launch.ts';
-import { listenForWorkers, runNetworkWorker, serveCoordinator } from '../../distributed/launch.ts';
+import {
+  isLoopback,
+  listenForWorkers,
+  runNetworkWorker,
+  serveCoordinator,
+} from '../../distributed/launch.ts';
 import { WsNetwork, parseAddress } from '../../distributed/transports/ws.ts';
-import { WeftError, check } from '../../util/errors.ts';
-import { readUtf8 } from '../../util/files.ts';
+import { check } from '../../util/errors.ts';
+import { readSecretFile } from '../../util/files.ts';
 import { numberFlag } from './options.ts';
 import type { RunFlags } from './run-options.ts';
 import { addRunOptions, awaitJob, prepareRun, progressHooks, summarize } from './run-options.ts';
 
 /** The shared secret from --token-file, else WEFT_TOKEN, else null. */
 function readSecret(tokenFile: string | undefined): string | null {
-  if (tokenFile) {
-    const token = readUtf8(tokenFile, 'token file').trim();
-    check(token.length > 0, 'WEFT_E_AUTH', `token file ${tokenFile} is empty`);
-    return token;
-  }
-  const env = process.env.WEFT_TOKEN?.trim();
-  return env ? env : null;
-}
-
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+  if (tokenFile) return readSecretFile(tokenFile, 'token file');
+  return process.env.WEFT_TOKEN?.trim() || null;
 }
 
 interface CoordinatorFlags extends RunFlags {
@@ -73,14 +69,7 @@ export function registerCluster(program: Command): void {
       'send workers their batches even when they could read the dataset themselves',
     )
     .action(async (flags: CoordinatorFlags) => {
-      const [host] = parseAddress(flags.listen);
       const secret = readSecret(flags.tokenFile);
-      if (!secret && !isLoopback(host)) {
-        throw new WeftError(
-          'WEFT_E_AUTH',
-          `listening on ${host} needs a shared secret: pass --token-file FILE or set WEFT_TOKEN`,
-        );
-      }
       // every flag and the port are checked before the run directory is touched
       const workers = numberFlag('--workers', flags.workers, { min: 1, integer: true });
       const minWorkers =
@@ -99,7 +88,7 @@ export function registerCluster(program: Command): void {
       // bound before the run directory is touched: an address in use changes nothing
       let listener: WorkerListener | undefined;
       const run = await prepareRun(flags, async () => {
-        listener = await listenForWorkers(flags.listen);
+        listener = await listenForWorkers(flags.listen, { secret });
       });
       const job = await serveCoordinator(
         run.config,

@@ -8,6 +8,7 @@ import type { BackendName } from '../../kernels/backend.ts';
 import { BACKEND_NAMES } from '../../kernels/backend.ts';
 import { defaultBackendName, parseBackendName } from '../../kernels/select.ts';
 import type { Job } from '../../distributed/launch.ts';
+import { stopOnSignals } from '../../distributed/launch.ts';
 import type { RunHooks, RunResult } from '../../distributed/coordinator.ts';
 import { generate } from '../../model/generate.ts';
 import { paramCount } from '../../model/layout.ts';
@@ -149,21 +150,15 @@ export function progressHooks(run: PreparedRun): RunHooks {
  * The run directory's lock is let go when the job ends.
  */
 export async function awaitJob(job: Job, run: PreparedRun): Promise<RunResult> {
-  const { progress } = run;
-  let stopping = false;
-  const onSignal = () => {
-    if (stopping) process.exit(130);
-    stopping = true;
-    progress.line('stopping after this step (Ctrl-C again to quit without saving)');
-    job.stop();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const release = stopOnSignals(job, {
+    onStop: () =>
+      run.progress.line('stopping after this step (Ctrl-C again to quit without saving)'),
+    onSecond: () => process.exit(130),
+  });
   try {
     return await job.result;
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    release();
     run.lock.release();
   }
 }

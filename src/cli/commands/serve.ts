@@ -2,7 +2,6 @@
 // following a training run to switch to each checkpoint it publishes. The startup line names the
 // model id and the aliases it also answers to.
 
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { ModelHost, names } from '../../serve/models.ts';
 import {
@@ -13,6 +12,7 @@ import {
 import { WeftError, check } from '../../util/errors.ts';
 import type { ComputeFlags } from './compute-options.ts';
 import { addComputeOptions, backendOf } from './compute-options.ts';
+import { readSecretFile } from '../../util/files.ts';
 import { numberFlag } from './options.ts';
 
 interface ServeFlags extends ComputeFlags {
@@ -26,21 +26,6 @@ interface ServeFlags extends ComputeFlags {
   concurrency: string;
   headerTimeout: string;
   bodyTimeout: string;
-}
-
-function readKey(path: string): string {
-  let key = '';
-  try {
-    key = readFileSync(path, 'utf8').trim();
-  } catch (error) {
-    check(
-      false,
-      'WEFT_E_CONFIG',
-      `cannot read --api-key-file ${path}: ${(error as Error).message}`,
-    );
-  }
-  check(key.length > 0, 'WEFT_E_CONFIG', `--api-key-file ${path} is empty`);
-  return key;
 }
 
 /** A duration flag in seconds (more than 0), as milliseconds. */
@@ -76,7 +61,10 @@ export function registerServe(program: Command): void {
     )
     .action(async (flags: ServeFlags) => {
       const port = numberFlag('--port', flags.port, { min: 0, integer: true });
-      const apiKey = flags.apiKeyFile === undefined ? undefined : readKey(flags.apiKeyFile);
+      const apiKey =
+        flags.apiKeyFile === undefined
+          ? undefined
+          : readSecretFile(flags.apiKeyFile, '--api-key-file');
       const maxTokens = numberFlag('--max-tokens-limit', flags.maxTokensLimit, {
         min: 1,
         integer: true,
