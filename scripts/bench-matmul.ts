@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { GpuBackend } from '../src/kernels/gpu/backend.ts';
+import { createGpuBackend } from '../src/kernels/gpu/backend.ts';
 import { WasmBackend } from '../src/kernels/wasm/backend.ts';
 import { loadRunConfig, sequenceLength } from '../src/train/config.ts';
 
@@ -69,7 +69,7 @@ function benchProducts(shapes: Shape[], backend: WasmBackend): number {
   });
   const run = () => {
     for (const { kind, M, K, J, A, B, C } of buffers)
-      backend.product(kind, C, A, B, M, K, J, kind === 'tn');
+      backend.matmul({ kind, c: C, a: A, b: B, M, K, J, acc: kind === 'tn' });
   };
   run();
   const start = performance.now();
@@ -79,7 +79,7 @@ function benchProducts(shapes: Shape[], backend: WasmBackend): number {
 }
 
 function benchWasm(shapes: Shape[], threads: number): number {
-  const backend = new WasmBackend(threads);
+  const backend = new WasmBackend({ threads });
   const gflops = benchProducts(shapes, backend);
   void backend.dispose();
   return gflops;
@@ -87,7 +87,7 @@ function benchWasm(shapes: Shape[], threads: number): number {
 
 /** [label, GFLOP/s] of the gpu backend's products. */
 function benchGpu(shapes: Shape[]): [string, number] {
-  const backend = new GpuBackend({ threads: cores });
+  const backend = createGpuBackend({ threads: cores });
   const gflops = benchProducts(shapes, backend);
   void backend.dispose();
   return [`gpu (${backend.device})`, gflops];

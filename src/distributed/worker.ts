@@ -312,6 +312,7 @@ export class WorkerShell {
       );
     }
     target.set(piece.data, piece.offset);
+    model.backend.weightsChanged?.();
     optimizer.stepCount = piece.adamSteps;
   }
 

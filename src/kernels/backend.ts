@@ -9,116 +9,102 @@ import * as reference from './reference.ts';
 export type BackendName = 'reference' | 'wasm' | 'gpu';
 export const BACKEND_NAMES: readonly BackendName[] = ['reference', 'wasm', 'gpu'];
 
-type F32 = Float32Array;
-
-export interface Kernels {
-  encoderForward(
-    out: F32,
-    idx: Int32Array,
-    wte: F32,
-    wpe: F32,
-    B: number,
-    T: number,
-    C: number,
-  ): void;
+/**
+ * Every kernel's signature, declared here once: implementations are typed as Kernels[name]
+ * (reference.ts and optim.ts over F = Float32Array | Float64Array, for float64 gradient checks).
+ */
+export interface Kernels<F extends Float32Array | Float64Array = Float32Array> {
+  encoderForward(out: F, idx: Int32Array, wte: F, wpe: F, B: number, T: number, C: number): void;
   encoderBackward(
-    dwte: F32,
-    dwpe: F32,
-    dout: F32,
+    dwte: F,
+    dwpe: F,
+    dout: F,
     idx: Int32Array,
     B: number,
     T: number,
     C: number,
   ): void;
   layernormForward(
-    out: F32,
-    mean: F32,
-    rstd: F32,
-    inp: F32,
-    weight: F32,
-    bias: F32,
+    out: F,
+    mean: F,
+    rstd: F,
+    inp: F,
+    weight: F,
+    bias: F,
     N: number,
     C: number,
   ): void;
   layernormBackward(
-    dinp: F32,
-    dweight: F32,
-    dbias: F32,
-    dout: F32,
-    inp: F32,
-    weight: F32,
-    mean: F32,
-    rstd: F32,
+    dinp: F,
+    dweight: F,
+    dbias: F,
+    dout: F,
+    inp: F,
+    weight: F,
+    mean: F,
+    rstd: F,
     N: number,
     C: number,
   ): void;
-  matmulForward(
-    out: F32,
-    inp: F32,
-    weight: F32,
-    bias: F32 | null,
-    N: number,
-    C: number,
-    OC: number,
-  ): void;
+  matmulForward(out: F, inp: F, weight: F, bias: F | null, N: number, C: number, OC: number): void;
   matmulBackward(
-    dinp: F32,
-    dweight: F32,
-    dbias: F32 | null,
-    dout: F32,
-    inp: F32,
-    weight: F32,
+    dinp: F,
+    dweight: F,
+    dbias: F | null,
+    dout: F,
+    inp: F,
+    weight: F,
     N: number,
     C: number,
     OC: number,
   ): void;
-  lmHeadForward(logits: F32, inp: F32, wte: F32, N: number, C: number, V: number): void;
+  lmHeadForward(logits: F, inp: F, wte: F, N: number, C: number, V: number): void;
   lmHeadBackward(
-    dinp: F32,
-    dwte: F32,
-    dlogits: F32,
-    inp: F32,
-    wte: F32,
+    dinp: F,
+    dwte: F,
+    dlogits: F,
+    inp: F,
+    wte: F,
     N: number,
     C: number,
     V: number,
   ): void;
-  attentionForward(out: F32, att: F32, qkv: F32, B: number, T: number, C: number, NH: number): void;
+  attentionForward(out: F, att: F, qkv: F, B: number, T: number, C: number, NH: number): void;
   attentionBackward(
-    dqkv: F32,
-    dout: F32,
-    qkv: F32,
-    att: F32,
+    dqkv: F,
+    dout: F,
+    qkv: F,
+    att: F,
     B: number,
     T: number,
     C: number,
     NH: number,
   ): void;
-  geluForward(out: F32, inp: F32, N: number): void;
-  geluBackward(dinp: F32, inp: F32, dout: F32, N: number): void;
-  residualForward(out: F32, inp1: F32, inp2: F32, N: number): void;
-  residualBackward(dinp1: F32, dinp2: F32, dout: F32, N: number): void;
+  geluForward(out: F, inp: F, N: number): void;
+  geluBackward(dinp: F, inp: F, dout: F, N: number): void;
+  residualForward(out: F, inp1: F, inp2: F, N: number): void;
+  residualBackward(dinp1: F, dinp2: F, dout: F, N: number): void;
   crossEntropyForward(
-    losses: F32,
-    probs: F32,
-    logits: F32,
+    losses: F,
+    probs: F,
+    logits: F,
     targets: Int32Array,
     N: number,
     V: number,
   ): number;
   crossEntropyBackward(
-    dlogits: F32,
-    probs: F32,
+    dlogits: F,
+    probs: F,
     targets: Int32Array,
     dloss: number,
     N: number,
     V: number,
   ): void;
   adamwUpdate(
-    params: F32,
-    grads: F32,
-    m: F32,
-    v: F32,
+    params: F,
+    grads: F,
+    m: F,
+    v: F,
     begin: number,
     end: number,
     keep: number,
@@ -128,8 +114,8 @@ export interface Kernels {
     bc2Sqrt: number,
     eps: number,
   ): void;
-  accumulateExact(acc: Float64Array, grads: F32, bits: number, shards: number): boolean;
-  fromExact(out: F32, acc: Float64Array, bits: number, begin?: number, end?: number): void;
+  accumulateExact(acc: Float64Array, grads: F, bits: number, shards: number): boolean;
+  fromExact(out: F, acc: Float64Array, bits: number, begin?: number, end?: number): void;
 }
 
 export interface Backend extends Kernels {
@@ -147,6 +133,11 @@ export interface Backend extends Kernels {
    * them on the device). Optional.
    */
   markParameters?(params: Float32Array, live: boolean): void;
+  /**
+   * Says that parameter values were written (an optimizer step, a load into a model that has run):
+   * copies a backend keeps of them are stale. Optional.
+   */
+  weightsChanged?(): void;
   /** Returns a buffer from allocF32/allocF64 (a no-op where the garbage collector does it). */
   free(buffer: Float32Array | Float64Array): void;
   /** Releases what the backend holds beyond memory (helper threads); optional. */

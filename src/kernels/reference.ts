@@ -4,6 +4,7 @@
 // rounded once when stored. Shapes are row-major; N = B*T rows where a kernel works per position.
 // Arrays may be Float32Array (training) or Float64Array (finite-difference gradient checks).
 
+import type { Kernels } from './backend.ts';
 import { checkTokenIds, countTargets, need } from './checks.ts';
 
 export type Floats = Float32Array | Float64Array;
@@ -14,15 +15,7 @@ export const LAYERNORM_EPS = 1e-5;
 // ---------------------------------------------------------------- embedding
 
 /** out (B,T,C) = wte[idx[b,t]] (V,C) + wpe[t] (maxT,C). Token ids are checked against V. */
-export function encoderForward(
-  out: Floats,
-  idx: Int32Array,
-  wte: Floats,
-  wpe: Floats,
-  B: number,
-  T: number,
-  C: number,
-): void {
+export const encoderForward: Kernels<Floats>['encoderForward'] = (out, idx, wte, wpe, B, T, C) => {
   const V = wte.length / C;
   need(idx, B * T, 'idx');
   need(wpe, T * C, 'wpe');
@@ -36,18 +29,11 @@ export function encoderForward(
     const p = t * C;
     for (let c = 0; c < C; c++) out[o + c] = wte[w + c] + wpe[p + c];
   }
-}
+};
 
 /** dwte (V,C) += scatter of dout (B,T,C) by token; dwpe (maxT,C) += sum over b of dout. */
-export function encoderBackward(
-  dwte: Floats,
-  dwpe: Floats,
-  dout: Floats,
-  idx: Int32Array,
-  B: number,
-  T: number,
-  C: number,
-): void {
+export const encoderBackward: Kernels<Floats>['encoderBackward'] = (...args) => {
+  const [dwte, dwpe, dout, idx, B, T, C] = args;
   need(dout, B * T * C, 'dout');
   for (let bt = 0; bt < B * T; bt++) {
     const o = bt * C;
@@ -58,7 +44,7 @@ export function encoderBackward(
       dwpe[p + c] += dout[o + c];
     }
   }
-}
+};
 
 // ---------------------------------------------------------------- layernorm
 
@@ -66,16 +52,8 @@ export function encoderBackward(
  * out (N,C) = (inp - mean) * rstd * weight (C) + bias (C); saves mean (N) and rstd (N) for the
  * backward. Variance is biased (divides by C), eps = 1e-5, as torch.nn.LayerNorm.
  */
-export function layernormForward(
-  out: Floats,
-  mean: Floats,
-  rstd: Floats,
-  inp: Floats,
-  weight: Floats,
-  bias: Floats,
-  N: number,
-  C: number,
-): void {
+export const layernormForward: Kernels<Floats>['layernormForward'] = (...args) => {
+  const [out, mean, rstd, inp, weight, bias, N, C] = args;
   need(inp, N * C, 'inp');
   need(out, N * C, 'out');
   need(weight, C, 'weight');
@@ -94,21 +72,11 @@ export function layernormForward(
     mean[n] = m;
     rstd[n] = s;
   }
-}
+};
 
 /** Accumulates dinp (N,C), dweight (C), dbias (C) from dout (N,C) and the saved statistics. */
-export function layernormBackward(
-  dinp: Floats,
-  dweight: Floats,
-  dbias: Floats,
-  dout: Floats,
-  inp: Floats,
-  weight: Floats,
-  mean: Floats,
-  rstd: Floats,
-  N: number,
-  C: number,
-): void {
+export const layernormBackward: Kernels<Floats>['layernormBackward'] = (...args) => {
+  const [dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C] = args;
   need(dout, N * C, 'dout');
   const dw = new Float64Array(C);
   const db = new Float64Array(C);
@@ -139,7 +107,7 @@ export function layernormBackward(
     dweight[c] += dw[c];
     dbias[c] += db[c];
   }
-}
+};
 
 // ---------------------------------------------------------------- matmul (Conv1D layout)
 
@@ -147,15 +115,8 @@ export function layernormBackward(
  * out (N,OC) = inp (N,C) @ weight (C,OC) + bias (OC). The weight is stored [in, out] as
  * Hugging Face GPT-2's Conv1D; `bias` may be null.
  */
-export function matmulForward(
-  out: Floats,
-  inp: Floats,
-  weight: Floats,
-  bias: Floats | null,
-  N: number,
-  C: number,
-  OC: number,
-): void {
+export const matmulForward: Kernels<Floats>['matmulForward'] = (...args) => {
+  const [out, inp, weight, bias, N, C, OC] = args;
   need(inp, N * C, 'inp');
   need(weight, C * OC, 'weight');
   need(out, N * OC, 'out');
@@ -171,23 +132,14 @@ export function matmulForward(
     const row = n * OC;
     for (let o = 0; o < OC; o++) out[row + o] = acc[o];
   }
-}
+};
 
 /**
  * The three products of the backward: dinp (N,C) += dout @ weight^T; dweight (C,OC) += inp^T @
  * dout; dbias (OC) += column sums of dout (skipped when dbias is null).
  */
-export function matmulBackward(
-  dinp: Floats,
-  dweight: Floats,
-  dbias: Floats | null,
-  dout: Floats,
-  inp: Floats,
-  weight: Floats,
-  N: number,
-  C: number,
-  OC: number,
-): void {
+export const matmulBackward: Kernels<Floats>['matmulBackward'] = (...args) => {
+  const [dinp, dweight, dbias, dout, inp, weight, N, C, OC] = args;
   need(dout, N * OC, 'dout');
   need(dinp, N * C, 'dinp');
   need(dweight, C * OC, 'dweight');
@@ -218,19 +170,12 @@ export function matmulBackward(
     for (let n = 0; n < N; n++) for (let o = 0; o < OC; o++) acc[o] += dout[n * OC + o];
     for (let o = 0; o < OC; o++) dbias[o] += acc[o];
   }
-}
+};
 
 // ---------------------------------------------------------------- tied LM head
 
 /** logits (N,V) = inp (N,C) @ wte^T, with wte (V,C) the token embedding (the tied head). */
-export function lmHeadForward(
-  logits: Floats,
-  inp: Floats,
-  wte: Floats,
-  N: number,
-  C: number,
-  V: number,
-): void {
+export const lmHeadForward: Kernels<Floats>['lmHeadForward'] = (logits, inp, wte, N, C, V) => {
   need(inp, N * C, 'inp');
   need(wte, V * C, 'wte');
   need(logits, N * V, 'logits');
@@ -243,19 +188,11 @@ export function lmHeadForward(
       logits[n * V + v] = sum;
     }
   }
-}
+};
 
 /** dinp (N,C) += dlogits @ wte; dwte (V,C) += dlogits^T @ inp. */
-export function lmHeadBackward(
-  dinp: Floats,
-  dwte: Floats,
-  dlogits: Floats,
-  inp: Floats,
-  wte: Floats,
-  N: number,
-  C: number,
-  V: number,
-): void {
+export const lmHeadBackward: Kernels<Floats>['lmHeadBackward'] = (...args) => {
+  const [dinp, dwte, dlogits, inp, wte, N, C, V] = args;
   need(dlogits, N * V, 'dlogits');
   const acc = new Float64Array(C);
   for (let n = 0; n < N; n++) {
@@ -277,7 +214,7 @@ export function lmHeadBackward(
     const w = v * C;
     for (let c = 0; c < C; c++) dwte[w + c] += acc[c];
   }
-}
+};
 
 // ---------------------------------------------------------------- causal self-attention
 
@@ -286,15 +223,8 @@ export function lmHeadBackward(
  * split into NH heads of hs = C/NH channels. Writes out (B,T,C) and the softmax weights
  * att (B,NH,T,T) (entries above the diagonal are 0), scores scaled by 1/sqrt(hs).
  */
-export function attentionForward(
-  out: Floats,
-  att: Floats,
-  qkv: Floats,
-  B: number,
-  T: number,
-  C: number,
-  NH: number,
-): void {
+export const attentionForward: Kernels<Floats>['attentionForward'] = (...args) => {
+  const [out, att, qkv, B, T, C, NH] = args;
   need(qkv, B * T * 3 * C, 'qkv');
   need(att, B * NH * T * T, 'att');
   need(out, B * T * C, 'out');
@@ -330,19 +260,11 @@ export function attentionForward(
       }
     }
   }
-}
+};
 
 /** Accumulates dqkv (B,T,3C) from dout (B,T,C), using qkv and the saved att (B,NH,T,T). */
-export function attentionBackward(
-  dqkv: Floats,
-  dout: Floats,
-  qkv: Floats,
-  att: Floats,
-  B: number,
-  T: number,
-  C: number,
-  NH: number,
-): void {
+export const attentionBackward: Kernels<Floats>['attentionBackward'] = (...args) => {
+  const [dqkv, dout, qkv, att, B, T, C, NH] = args;
   need(dout, B * T * C, 'dout');
   need(dqkv, B * T * 3 * C, 'dqkv');
   const hs = C / NH;
@@ -378,22 +300,22 @@ export function attentionBackward(
       }
     }
   }
-}
+};
 
 // ---------------------------------------------------------------- GELU (tanh form)
 
 /** out (N) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as GPT-2's gelu_new. */
-export function geluForward(out: Floats, inp: Floats, N: number): void {
+export const geluForward: Kernels<Floats>['geluForward'] = (out, inp, N) => {
   need(inp, N, 'inp');
   need(out, N, 'out');
   for (let i = 0; i < N; i++) {
     const x = inp[i];
     out[i] = 0.5 * x * (1 + Math.tanh(GELU_SCALE * (x + 0.044715 * x * x * x)));
   }
-}
+};
 
 /** dinp (N) += gelu'(inp) * dout. */
-export function geluBackward(dinp: Floats, inp: Floats, dout: Floats, N: number): void {
+export const geluBackward: Kernels<Floats>['geluBackward'] = (dinp, inp, dout, N) => {
   need(dout, N, 'dout');
   for (let i = 0; i < N; i++) {
     const x = inp[i];
@@ -402,25 +324,25 @@ export function geluBackward(dinp: Floats, inp: Floats, dout: Floats, N: number)
     const dudx = GELU_SCALE * (1 + 3 * 0.044715 * x * x);
     dinp[i] += (0.5 * (1 + th) + 0.5 * x * (1 - th * th) * dudx) * dout[i];
   }
-}
+};
 
 // ---------------------------------------------------------------- residual
 
 /** out (N) = inp1 + inp2. */
-export function residualForward(out: Floats, inp1: Floats, inp2: Floats, N: number): void {
+export const residualForward: Kernels<Floats>['residualForward'] = (out, inp1, inp2, N) => {
   need(inp1, N, 'inp1');
   need(inp2, N, 'inp2');
   for (let i = 0; i < N; i++) out[i] = inp1[i] + inp2[i];
-}
+};
 
 /** dinp1 (N) += dout; dinp2 (N) += dout. */
-export function residualBackward(dinp1: Floats, dinp2: Floats, dout: Floats, N: number): void {
+export const residualBackward: Kernels<Floats>['residualBackward'] = (dinp1, dinp2, dout, N) => {
   need(dout, N, 'dout');
   for (let i = 0; i < N; i++) {
     dinp1[i] += dout[i];
     dinp2[i] += dout[i];
   }
-}
+};
 
 // ---------------------------------------------------------------- softmax + cross-entropy
 
@@ -428,14 +350,8 @@ export function residualBackward(dinp1: Floats, dinp2: Floats, dout: Floats, N: 
  * probs (N,V) = softmax(logits (N,V)); losses (N) = -log probs[target] (computed as logsumexp -
  * logit, in double precision), 0 where the target is -1. Returns the number of counted targets.
  */
-export function crossEntropyForward(
-  losses: Floats,
-  probs: Floats,
-  logits: Floats,
-  targets: Int32Array,
-  N: number,
-  V: number,
-): number {
+export const crossEntropyForward: Kernels<Floats>['crossEntropyForward'] = (...args) => {
+  const [losses, probs, logits, targets, N, V] = args;
   need(logits, N * V, 'logits');
   need(targets, N, 'targets');
   const counted = countTargets(targets, N, V);
@@ -450,20 +366,14 @@ export function crossEntropyForward(
     losses[n] = target === -1 ? 0 : Math.log(sum) + max - logits[row + target];
   }
   return counted;
-}
+};
 
 /**
  * dlogits (N,V) += dloss * (probs - onehot(target)) for every counted position; dloss is the
  * gradient of the total loss with respect to each position's loss (1 / target count for a mean).
  */
-export function crossEntropyBackward(
-  dlogits: Floats,
-  probs: Floats,
-  targets: Int32Array,
-  dloss: number,
-  N: number,
-  V: number,
-): void {
+export const crossEntropyBackward: Kernels<Floats>['crossEntropyBackward'] = (...args) => {
+  const [dlogits, probs, targets, dloss, N, V] = args;
   need(dlogits, N * V, 'dlogits');
   for (let n = 0; n < N; n++) {
     const target = targets[n];
@@ -472,4 +382,4 @@ export function crossEntropyBackward(
     for (let v = 0; v < V; v++) dlogits[row + v] += dloss * probs[row + v];
     dlogits[row + target] -= dloss;
   }
-}
+};

@@ -3,7 +3,7 @@
 import { WeftError } from '../util/errors.ts';
 import type { Backend, BackendName } from './backend.ts';
 import { BACKEND_NAMES, referenceBackend } from './backend.ts';
-import { GpuBackend } from './gpu/backend.ts';
+import { createGpuBackend } from './gpu/backend.ts';
 import { WasmBackend, wasmAvailable } from './wasm/backend.ts';
 
 export interface BackendOptions {
@@ -35,9 +35,9 @@ export function createBackend(
     case 'reference':
       return referenceBackend;
     case 'wasm':
-      return new WasmBackend(options.threads ?? 1);
+      return new WasmBackend({ threads: options.threads ?? 1 });
     case 'gpu':
-      return new GpuBackend({ threads: options.threads });
+      return createGpuBackend({ threads: options.threads });
     default:
       return name satisfies never;
   }

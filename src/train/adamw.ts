@@ -78,5 +78,6 @@ export class AdamW {
         eps,
       );
     }
+    this.backend.weightsChanged?.();
   }
 }

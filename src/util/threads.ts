@@ -4,15 +4,20 @@
 import type { WorkerOptions } from 'node:worker_threads';
 import { Worker, workerData } from 'node:worker_threads';
 
-/** Starts a thread running module `entry` (a .ts file's URL) with `data` as its threadData(). */
+/**
+ * Starts a thread running module `entry` (a .ts file's URL) with `data` as its threadData().
+ * `onFailure`: a plain-JavaScript module whose startFailed(error, data) reports a thread that
+ * could not load `entry` (for a starter that blocks in Atomics.wait and sees no error events).
+ */
 export function startThread(
   entry: URL,
   data: unknown = null,
-  options: Omit<WorkerOptions, 'workerData'> = {},
+  options: Omit<WorkerOptions, 'workerData'> & { onFailure?: URL } = {},
 ): Worker {
+  const { onFailure, ...workerOptions } = options;
   return new Worker(new URL('./thread-entry.mjs', import.meta.url), {
-    ...options,
-    workerData: { entry: entry.href, data },
+    ...workerOptions,
+    workerData: { entry: entry.href, data, onFailure: onFailure?.href },
   });
 }
 

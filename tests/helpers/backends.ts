@@ -7,19 +7,19 @@
 import { afterAll } from 'vitest';
 import type { Backend } from '../../src/kernels/backend.ts';
 import { referenceBackend } from '../../src/kernels/backend.ts';
-import { GpuBackend } from '../../src/kernels/gpu/backend.ts';
+import { createGpuBackend, whyNotWebGpu } from '../../src/kernels/gpu/backend.ts';
 import { WasmBackend } from '../../src/kernels/wasm/backend.ts';
 
 export function allBackends(wasmThreads: number[] = [2]): [string, Backend][] {
   const wasm = wasmThreads.map((n): [string, Backend] => [
     wasmThreads.length > 1 ? `wasm (${n} thread${n > 1 ? 's' : ''})` : 'wasm',
-    new WasmBackend(n),
+    new WasmBackend({ threads: n }),
   ]);
-  const gpu = new GpuBackend({ threads: 2 });
-  const why = gpu.whyNotWebGpu ? ` (${gpu.whyNotWebGpu})` : '';
+  const gpu = createGpuBackend({ threads: 2 });
+  const why = whyNotWebGpu(gpu) ? ` (${whyNotWebGpu(gpu)})` : '';
   console.log(`gpu backend products run on ${gpu.device}${why}`);
   if (process.env.WEFT_REQUIRE_WEBGPU === '1' && gpu.device !== 'webgpu')
-    throw new Error(`WEFT_REQUIRE_WEBGPU=1 but WebGPU is not in use: ${gpu.whyNotWebGpu}`);
+    throw new Error(`WEFT_REQUIRE_WEBGPU=1 but WebGPU is not in use: ${whyNotWebGpu(gpu)}`);
   const backends: [string, Backend][] = [
     ['reference', referenceBackend],
     ...wasm,

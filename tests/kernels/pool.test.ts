@@ -42,7 +42,7 @@ function layer(k: WasmBackend, N: number, C: number, OC: number) {
 describe.runIf(wasmAvailable())('wasm pool', () => {
   const backends: WasmBackend[] = [];
   const backend = (threads: number) => {
-    const k = new WasmBackend(threads);
+    const k = new WasmBackend({ threads });
     backends.push(k);
     return k;
   };

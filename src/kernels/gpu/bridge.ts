@@ -3,15 +3,14 @@
 // (thread.ts): the backend posts a request naming byte ranges of the shared wasm memory, then
 // blocks in Atomics.wait until the thread has written the output there and answered.
 //
-// control block (Int32, in a SharedArrayBuffer): [0] number of the last answered request (-1 until
-// the device is open), [1] 0 ok / 1 error, [2] length of the text that follows, from byte 16: the
-// text (the device mode when opening, else the error message), at most TEXT_BYTES.
+// The control block's layout and its readers and writers are in control.mjs.
 
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { WeftError } from '../../util/errors.ts';
+import { startThread } from '../../util/threads.ts';
+import { newControl, readReply } from './control.mjs';
 import type { GemmShape } from './device.ts';
 
-const TEXT_BYTES = 4096;
 /** Longest wait for one answer: opening a device or a slow CPU-mode product. */
 const ANSWER_TIMEOUT_MS = 10 * 60_000;
 
@@ -37,19 +36,6 @@ export interface GemmRequest {
   bKey: string | null;
 }
 
-/** Device thread side: answers request `seq` with an error or a text. */
-export function replyTo(control: SharedArrayBuffer, seq: number, error: unknown, text = ''): void {
-  const c = new Int32Array(control);
-  const message =
-    error === null ? text : error instanceof Error ? error.message : JSON.stringify(error);
-  const bytes = new TextEncoder().encode(message).subarray(0, TEXT_BYTES);
-  new Uint8Array(control, 16, TEXT_BYTES).set(bytes);
-  Atomics.store(c, 1, error === null ? 0 : 1);
-  Atomics.store(c, 2, bytes.length);
-  Atomics.store(c, 0, seq);
-  Atomics.notify(c, 0);
-}
-
 export class DeviceBridge {
   /** 'webgpu', or the gpu.js mode used without one ('webasm', 'cpu', ...). */
   readonly mode: string;
@@ -60,12 +46,11 @@ export class DeviceBridge {
   private seq = 0;
 
   constructor(memory: WebAssembly.Memory, fallback: boolean) {
-    const buffer = new SharedArrayBuffer(16 + TEXT_BYTES);
+    const buffer = newControl();
     this.control = new Int32Array(buffer);
-    this.control[0] = -1;
     const shared: BridgeShared = { memory, control: buffer, fallback };
-    this.thread = new Worker(new URL('./device-thread.mjs', import.meta.url), {
-      workerData: shared,
+    this.thread = startThread(new URL('./thread.ts', import.meta.url), shared, {
+      onFailure: new URL('./control.mjs', import.meta.url),
     });
     this.thread.unref();
     this.thread.on('error', () => {}); // reported through the control block
@@ -98,11 +83,8 @@ export class DeviceBridge {
       }
       Atomics.wait(this.control, 0, done, Math.min(left, 1000));
     }
-    const length = Atomics.load(this.control, 2);
-    const text = new TextDecoder().decode(new Uint8Array(this.control.buffer, 16, length).slice());
-    if (Atomics.load(this.control, 1) !== 0) {
-      throw new WeftError('WEFT_E_STATE', `${what} failed on the gpu device: ${text}`);
-    }
+    const { ok, text } = readReply(this.control.buffer as SharedArrayBuffer);
+    if (!ok) throw new WeftError('WEFT_E_STATE', `${what} failed on the gpu device: ${text}`);
     return text;
   }
 }

@@ -1,14 +1,15 @@
 // The gpu backend's device thread: owns the GpuDevice (gpu.js, WebGPU where there is an adapter)
 // and runs the requests the backend posts, reading inputs from and writing outputs to the wasm
-// backend's shared memory. The backend waits on the control block (bridge.ts has its layout), so
-// its kernels stay synchronous while WebGPU's results arrive as promises here.
+// backend's shared memory. The backend waits on the control block (control.mjs has its layout),
+// so its kernels stay synchronous while WebGPU's results arrive as promises here.
 
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
+import { threadData } from '../../util/threads.ts';
 import type { BridgeShared, GemmRequest } from './bridge.ts';
-import { replyTo } from './bridge.ts';
+import { replyTo } from './control.mjs';
 import { GpuDevice } from './device.ts';
 
-const { memory, control, fallback } = workerData as BridgeShared;
+const { memory, control, fallback } = threadData<BridgeShared>();
 const port = parentPort;
 if (!port) throw new Error('thread.ts runs as a worker thread');
 

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { WeftError } from '../../util/errors.ts';
-import type { Backend, BackendName } from '../backend.ts';
+import type { Backend, BackendName, Kernels } from '../backend.ts';
 import { checkTokenIds, countTargets, need } from '../checks.ts';
 import { WasmHeap } from './heap.ts';
 import type { ParallelKernel } from './pool.ts';
@@ -15,129 +15,78 @@ import { Pool } from './pool.ts';
 
 const WASM_PATH = fileURLToPath(new URL('./build/kernels.wasm', import.meta.url));
 
-/** Exports of the kernels module (pointers and sizes are numbers; see assembly/). */
-interface Exports {
-  gemm: (
-    c: number,
-    ldc: number,
-    a: number,
-    ai: number,
-    ak: number,
-    b: number,
-    ldb: number,
-    bT: number,
-    bias: number,
-    i0: number,
-    i1: number,
-    K: number,
-    J: number,
-    acc: number,
-    scratch: number,
-  ) => void;
-  gemv: (
-    c: number,
-    ldc: number,
-    a: number,
-    ai: number,
-    ak: number,
-    b: number,
-    ldb: number,
-    bT: number,
-    bias: number,
-    M: number,
-    K: number,
-    J: number,
-    acc: number,
-    scratch: number,
-  ) => void;
-  colSumAdd: (out: number, x: number, N: number, J: number) => void;
-  encoderForward: (
-    out: number,
-    idx: number,
-    wte: number,
-    wpe: number,
-    BT: number,
-    T: number,
-    C: number,
-  ) => void;
-  encoderBackward: (
-    dwte: number,
-    dwpe: number,
-    dout: number,
-    idx: number,
-    BT: number,
-    T: number,
-    C: number,
-  ) => void;
-  layernormForward: (
-    out: number,
-    mean: number,
-    rstd: number,
-    inp: number,
-    w: number,
-    b: number,
-    N: number,
-    C: number,
-  ) => void;
-  layernormBackward: (
-    dinp: number,
-    dw: number,
-    db: number,
-    dout: number,
-    inp: number,
-    w: number,
-    mean: number,
-    rstd: number,
-    N: number,
-    C: number,
-  ) => void;
-  causalSoftmax: (att: number, r0: number, r1: number, T: number, scale: number) => void;
-  causalSoftmaxBackward: (
-    datt: number,
-    att: number,
-    r0: number,
-    r1: number,
-    T: number,
-    scale: number,
-  ) => void;
-  geluForward: (out: number, inp: number, N: number) => void;
-  geluBackward: (dinp: number, inp: number, dout: number, N: number) => void;
-  residualForward: (out: number, a: number, b: number, N: number) => void;
-  residualBackward: (d1: number, d2: number, dout: number, N: number) => void;
-  crossEntropyForward: (
-    losses: number,
-    probs: number,
-    logits: number,
-    targets: number,
-    n0: number,
-    n1: number,
-    V: number,
-  ) => void;
-  crossEntropyBackward: (
-    dlogits: number,
-    probs: number,
-    targets: number,
-    dloss: number,
-    n0: number,
-    n1: number,
-    V: number,
-  ) => void;
-  adamwUpdate: (
-    p: number,
-    g: number,
-    m: number,
-    v: number,
-    begin: number,
-    end: number,
-    keep: number,
-    b1: number,
-    b2: number,
-    stepSize: number,
-    bc2: number,
-    eps: number,
-  ) => number;
-  accumulateExact: (acc: number, grads: number, n: number, scale: number, limit: number) => number;
-  fromExact: (out: number, acc: number, begin: number, end: number, scale: number) => void;
+/**
+ * The kernels module's exports (assembly/index.ts). Each takes numbers only (pointers in bytes,
+ * sizes, scalars); its parameter list is in assembly/ and at its one call below.
+ */
+type Exports = Record<
+  | 'gemm'
+  | 'gemv'
+  | 'colSumAdd'
+  | 'encoderForward'
+  | 'encoderBackward'
+  | 'layernormForward'
+  | 'layernormBackward'
+  | 'causalSoftmax'
+  | 'causalSoftmaxBackward'
+  | 'geluForward'
+  | 'geluBackward'
+  | 'residualForward'
+  | 'residualBackward'
+  | 'crossEntropyForward'
+  | 'crossEntropyBackward'
+  | 'adamwUpdate'
+  | 'accumulateExact'
+  | 'fromExact',
+  (...args: number[]) => number
+>;
+
+/** Where gemm's row range [i0, i1) and its scratch pointer sit in its arguments (assembly/gemm.ts). */
+const GEMM_ROWS_ARG = 9;
+const GEMM_SCRATCH_ARG = 14;
+
+/**
+ * A matrix product on wasm memory: C (M x J, rows `ldc` apart, default J) (+)= [bias +] A B, with
+ * A(i,k) = a[i*ai + k*ak] and B(k,j) = b[k*ldb + j], or b[j*ldb + k] when bT. Pointers in bytes,
+ * strides in elements; `acc` adds into C.
+ */
+export interface Matmul {
+  c: number;
+  ldc?: number;
+  a: number;
+  ai: number;
+  ak: number;
+  b: number;
+  ldb: number;
+  bT?: boolean;
+  bias?: number;
+  M: number;
+  K: number;
+  J: number;
+  acc?: boolean;
+}
+
+/**
+ * Somewhere else to run the linear layers' and the tied head's products (most of a step's
+ * flops): the gpu backend's device. It shares the wasm memory; the rest stays on the wasm kernels.
+ */
+export interface MatmulDevice {
+  /** 'webgpu', or the gpu.js mode it fell back to. */
+  readonly name: string;
+  matmul(p: Matmul): void;
+  /** Views into `params` are weights: the device may keep them until weightsChanged. */
+  markParameters(params: Float32Array, live: boolean): void;
+  weightsChanged(): void;
+  close(): Promise<void>;
+}
+
+export interface WasmOptions {
+  /** Kernel threads (this one and pool helpers). */
+  threads?: number;
+  /** The backend's name: 'wasm', or 'gpu' with a device. */
+  name?: BackendName;
+  /** Runs the layers' products; made once the memory exists. */
+  device?: (memory: WebAssembly.Memory, owns: (a: Float32Array) => boolean) => MatmulDevice;
 }
 
 type Arg = Float32Array | Float64Array | Int32Array | null;
@@ -168,22 +117,25 @@ export function wasmAvailable(): boolean {
 }
 
 export class WasmBackend implements Backend {
-  readonly name: BackendName = 'wasm';
+  readonly name: BackendName;
   readonly threads: number;
   readonly heap: WasmHeap;
-  protected readonly k: Exports;
+  /** The layers' products run here when set (the gpu backend). */
+  readonly matmulDevice: MatmulDevice | null;
+  private readonly k: Exports;
   private readonly pool: Pool | null;
   /** Per-thread scratch: offset and size in bytes (index 0 is this thread's). */
   private scratch: { offset: number; bytes: number }[] = [];
 
-  constructor(threads = 1) {
+  constructor(options: WasmOptions = {}) {
     if (!wasmAvailable()) {
       throw new WeftError(
         'WEFT_E_STATE',
         `the wasm kernels are not built (${WASM_PATH} is missing); run npm run build:wasm`,
       );
     }
-    this.threads = Math.max(1, Math.floor(threads));
+    this.name = options.name ?? 'wasm';
+    this.threads = Math.max(1, Math.floor(options.threads ?? 1));
     this.heap = new WasmHeap();
     const module = new WebAssembly.Module(readFileSync(WASM_PATH));
     const instance = new WebAssembly.Instance(module, {
@@ -196,6 +148,20 @@ export class WasmBackend implements Backend {
     });
     this.k = instance.exports as unknown as Exports;
     this.pool = this.threads > 1 ? new Pool(this.threads - 1, this.heap.memory, module) : null;
+    this.matmulDevice = options.device?.(this.heap.memory, (a) => this.heap.owns(a)) ?? null;
+  }
+
+  /** What the layers' products run on, where the name does not say it. */
+  get device(): string | undefined {
+    return this.matmulDevice?.name;
+  }
+
+  markParameters(params: Float32Array, live: boolean): void {
+    this.matmulDevice?.markParameters(params, live);
+  }
+
+  weightsChanged(): void {
+    this.matmulDevice?.weightsChanged();
   }
 
   allocF32(n: number): Float32Array {
@@ -210,8 +176,9 @@ export class WasmBackend implements Backend {
     this.heap.free(buffer);
   }
 
-  /** Stops the helper threads. */
+  /** Stops the helper threads (and the device's). */
   async dispose(): Promise<void> {
+    await this.matmulDevice?.close();
     await this.pool?.terminate();
   }
 
@@ -219,7 +186,7 @@ export class WasmBackend implements Backend {
    * Runs `run` with each array's byte offset in wasm memory; arrays elsewhere are copied into
    * temporary wasm buffers and, after the call, back out (outputs and accumulators included).
    */
-  protected with<R>(arrays: Arg[], run: (ptrs: number[]) => R): R {
+  private with<R>(arrays: Arg[], run: (ptrs: number[]) => R): R {
     const staged: { view: Exclude<Arg, null>; temp: Exclude<Arg, null> }[] = [];
     const ptrs = arrays.map((a) => {
       if (a === null) return 0;
@@ -294,111 +261,62 @@ export class WasmBackend implements Backend {
   }
 
   /**
-   * C (M x J, rows ldc apart) (+)= A B (+ bias), A(i,k) = A[i*ai + k*ak], B(k,j) = B[k*ldb + j]
-   * or B[j*ldb + k] when bT. Strides in elements, pointers in bytes.
+   * A matrix product on wasm memory, on this thread or split over the pool by rows (a few rows,
+   * as in decoding, take the gemv kernel without packing: the choice depends on M only).
    */
-  private gemm(
-    c: number,
-    a: number,
-    ai: number,
-    ak: number,
-    b: number,
-    ldb: number,
-    bT: boolean,
-    bias: number,
-    M: number,
-    K: number,
-    J: number,
-    accumulate: boolean,
-    ldc = J,
-  ): void {
+  private matmulAt(p: Matmul): void {
+    const { c, ldc = p.J, a, ai, ak, b, ldb, bT = false, bias = 0, M, K, J, acc = false } = p;
     if (M < 4 && (!bT || ak === 1)) {
-      // a few rows (decoding one token): no packing, on this thread (the choice depends on M only)
       const [scratch] = this.scratchFor(4 * J, 1);
-      this.k.gemv(
+      this.k.gemv(c, ldc, a, ai, ak, b, ldb, bT ? 1 : 0, bias, M, K, J, acc ? 1 : 0, scratch);
+      return;
+    }
+    const args = [c, ldc, a, ai, ak, b, ldb, bT ? 1 : 0, bias, 0, 0, K, J, acc ? 1 : 0, 0];
+    const scratch = (rows: number) => 32 * K + 128 + 16 * K * Math.ceil(rows / 4);
+    this.parallel('gemm', args, GEMM_ROWS_ARG, GEMM_SCRATCH_ARG, M, 4, scratch, M * K * J);
+  }
+
+  /** The linear layers' and the tied head's products: the device's where there is one. */
+  private layerMatmulAt(p: Matmul): void {
+    if (this.matmulDevice) this.matmulDevice.matmul(p);
+    else this.matmulAt(p);
+  }
+
+  /**
+   * C (M x J) (+)= op(A) op(B) on arrays, all row-major: 'nn' A is (M,K) and B (K,J); 'nt' B is
+   * stored (J,K) and used transposed; 'tn' A is stored (K,M) and used transposed. (The products
+   * of the layers take this path; the benchmarks time it.)
+   */
+  matmul(o: {
+    kind: 'nn' | 'nt' | 'tn';
+    c: Float32Array;
+    a: Float32Array;
+    b: Float32Array;
+    M: number;
+    K: number;
+    J: number;
+    acc?: boolean;
+  }): void {
+    const { kind, M, K, J, acc } = o;
+    this.with([o.c, o.a, o.b], ([c, a, b]) => {
+      const A = kind === 'tn' ? { a, ai: 1, ak: M } : { a, ai: K, ak: 1 };
+      this.layerMatmulAt({
         c,
-        ldc,
-        a,
-        ai,
-        ak,
+        ...A,
         b,
-        ldb,
-        bT ? 1 : 0,
-        bias,
+        ldb: kind === 'nt' ? K : J,
+        bT: kind === 'nt',
         M,
         K,
         J,
-        accumulate ? 1 : 0,
-        scratch,
-      );
-      return;
-    }
-    const args = [c, ldc, a, ai, ak, b, ldb, bT ? 1 : 0, bias, 0, 0, K, J, accumulate ? 1 : 0, 0];
-    this.parallel(
-      'gemm',
-      args,
-      9,
-      14,
-      M,
-      4,
-      (rows) => 32 * K + 128 + 16 * K * Math.ceil(rows / 4),
-      M * K * J,
-    );
-  }
-
-  /**
-   * A product of the linear layers or the tied head, C (M x J, rows J apart) = [C +] [bias +] A B,
-   * arguments as gemm's. The gpu backend overrides this one method to run them on its device.
-   */
-  protected linear(
-    c: number,
-    a: number,
-    ai: number,
-    ak: number,
-    b: number,
-    ldb: number,
-    bT: boolean,
-    bias: number,
-    M: number,
-    K: number,
-    J: number,
-    accumulate: boolean,
-  ): void {
-    this.gemm(c, a, ai, ak, b, ldb, bT, bias, M, K, J, accumulate);
-  }
-
-  /**
-   * C (M x J) (+)= op(A) op(B), all row-major: 'nn' A is (M,K) and B (K,J); 'nt' B is stored
-   * (J,K) and used transposed; 'tn' A is stored (K,M) and used transposed.
-   */
-  product(
-    kind: 'nn' | 'nt' | 'tn',
-    c: Float32Array,
-    a: Float32Array,
-    b: Float32Array,
-    M: number,
-    K: number,
-    J: number,
-    accumulate = false,
-  ): void {
-    this.with([c, a, b], ([pc, pa, pb]) => {
-      if (kind === 'nn') this.linear(pc, pa, K, 1, pb, J, false, 0, M, K, J, accumulate);
-      else if (kind === 'nt') this.linear(pc, pa, K, 1, pb, K, true, 0, M, K, J, accumulate);
-      else this.linear(pc, pa, 1, M, pb, J, false, 0, M, K, J, accumulate);
+        acc,
+      });
     });
   }
 
   // ---------------------------------------------------------------- Kernels
 
-  encoderForward(
-    out: Float32Array,
-    idx: Int32Array,
-    wte: Float32Array,
-    wpe: Float32Array,
-    B: number,
-    T: number,
-    C: number,
-  ): void {
+  encoderForward: Kernels['encoderForward'] = (out, idx, wte, wpe, B, T, C) => {
     need(idx, B * T, 'idx');
     need(wpe, T * C, 'wpe');
     need(out, B * T * C, 'out');
@@ -406,129 +324,94 @@ export class WasmBackend implements Backend {
     this.with([out, idx, wte, wpe], ([o, i, w, p]) =>
       this.k.encoderForward(o, i, w, p, B * T, T, C),
     );
-  }
+  };
 
-  encoderBackward(
-    dwte: Float32Array,
-    dwpe: Float32Array,
-    dout: Float32Array,
-    idx: Int32Array,
-    B: number,
-    T: number,
-    C: number,
-  ): void {
+  encoderBackward: Kernels['encoderBackward'] = (dwte, dwpe, dout, idx, B, T, C) => {
     need(dout, B * T * C, 'dout');
     this.with([dwte, dwpe, dout, idx], ([w, p, d, i]) =>
       this.k.encoderBackward(w, p, d, i, B * T, T, C),
     );
-  }
+  };
 
-  layernormForward(
-    out: Float32Array,
-    mean: Float32Array,
-    rstd: Float32Array,
-    inp: Float32Array,
-    weight: Float32Array,
-    bias: Float32Array,
-    N: number,
-    C: number,
-  ): void {
+  layernormForward: Kernels['layernormForward'] = (out, mean, rstd, inp, weight, bias, N, C) => {
     need(inp, N * C, 'inp');
     need(out, N * C, 'out');
     need(weight, C, 'weight');
     this.with([out, mean, rstd, inp, weight, bias], (p) =>
       this.k.layernormForward(p[0], p[1], p[2], p[3], p[4], p[5], N, C),
     );
-  }
+  };
 
-  layernormBackward(
-    dinp: Float32Array,
-    dweight: Float32Array,
-    dbias: Float32Array,
-    dout: Float32Array,
-    inp: Float32Array,
-    weight: Float32Array,
-    mean: Float32Array,
-    rstd: Float32Array,
-    N: number,
-    C: number,
-  ): void {
+  layernormBackward: Kernels['layernormBackward'] = (...args) => {
+    const [dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C] = args;
     need(dout, N * C, 'dout');
     this.with([dinp, dweight, dbias, dout, inp, weight, mean, rstd], (p) =>
       this.k.layernormBackward(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], N, C),
     );
-  }
+  };
 
-  matmulForward(
-    out: Float32Array,
-    inp: Float32Array,
-    weight: Float32Array,
-    bias: Float32Array | null,
-    N: number,
-    C: number,
-    OC: number,
-  ): void {
+  matmulForward: Kernels['matmulForward'] = (out, inp, weight, bias, N, C, OC) => {
     need(inp, N * C, 'inp');
     need(weight, C * OC, 'weight');
     need(out, N * OC, 'out');
     this.with([out, inp, weight, bias], ([o, i, w, b]) =>
-      this.linear(o, i, C, 1, w, OC, false, b, N, C, OC, false),
+      this.layerMatmulAt({ c: o, a: i, ai: C, ak: 1, b: w, ldb: OC, bias: b, M: N, K: C, J: OC }),
     );
-  }
+  };
 
-  matmulBackward(
-    dinp: Float32Array,
-    dweight: Float32Array,
-    dbias: Float32Array | null,
-    dout: Float32Array,
-    inp: Float32Array,
-    weight: Float32Array,
-    N: number,
-    C: number,
-    OC: number,
-  ): void {
+  matmulBackward: Kernels['matmulBackward'] = (...args) => {
+    const [dinp, dweight, dbias, dout, inp, weight, N, C, OC] = args;
     need(dout, N * OC, 'dout');
     need(dinp, N * C, 'dinp');
     need(dweight, C * OC, 'dweight');
     this.with([dinp, dweight, dbias, dout, inp, weight], ([di, dw, db, d, i, w]) => {
-      this.linear(di, d, OC, 1, w, OC, true, 0, N, OC, C, true); // dinp (N,C) += dout (N,OC) W^T
-      this.linear(dw, i, 1, C, d, OC, false, 0, C, N, OC, true); // dW (C,OC) += inp^T (C,N) dout
+      // dinp (N,C) += dout (N,OC) W^T;  dW (C,OC) += inp^T (C,N) dout
+      this.layerMatmulAt({
+        c: di,
+        a: d,
+        ai: OC,
+        ak: 1,
+        b: w,
+        ldb: OC,
+        bT: true,
+        M: N,
+        K: OC,
+        J: C,
+        acc: true,
+      });
+      this.layerMatmulAt({
+        c: dw,
+        a: i,
+        ai: 1,
+        ak: C,
+        b: d,
+        ldb: OC,
+        M: C,
+        K: N,
+        J: OC,
+        acc: true,
+      });
       if (db) this.k.colSumAdd(db, d, N, OC);
     });
-  }
+  };
 
-  lmHeadForward(
-    logits: Float32Array,
-    inp: Float32Array,
-    wte: Float32Array,
-    N: number,
-    C: number,
-    V: number,
-  ): void {
+  lmHeadForward: Kernels['lmHeadForward'] = (logits, inp, wte, N, C, V) => {
     need(inp, N * C, 'inp');
     need(wte, V * C, 'wte');
     need(logits, N * V, 'logits');
     this.with([logits, inp, wte], ([l, i, w]) =>
-      this.linear(l, i, C, 1, w, C, true, 0, N, C, V, false),
+      this.layerMatmulAt({ c: l, a: i, ai: C, ak: 1, b: w, ldb: C, bT: true, M: N, K: C, J: V }),
     );
-  }
+  };
 
-  lmHeadBackward(
-    dinp: Float32Array,
-    dwte: Float32Array,
-    dlogits: Float32Array,
-    inp: Float32Array,
-    wte: Float32Array,
-    N: number,
-    C: number,
-    V: number,
-  ): void {
+  lmHeadBackward: Kernels['lmHeadBackward'] = (dinp, dwte, dlogits, inp, wte, N, C, V) => {
     need(dlogits, N * V, 'dlogits');
     this.with([dinp, dwte, dlogits, inp, wte], ([di, dw, dl, i, w]) => {
-      this.linear(di, dl, V, 1, w, C, false, 0, N, V, C, true); // dinp (N,C) += dlogits (N,V) wte (V,C)
-      this.linear(dw, dl, 1, V, i, C, false, 0, V, N, C, true); // dwte (V,C) += dlogits^T (V,N) inp (N,C)
+      // dinp (N,C) += dlogits (N,V) wte (V,C);  dwte (V,C) += dlogits^T (V,N) inp (N,C)
+      this.layerMatmulAt({ c: di, a: dl, ai: V, ak: 1, b: w, ldb: C, M: N, K: V, J: C, acc: true });
+      this.layerMatmulAt({ c: dw, a: dl, ai: 1, ak: V, b: i, ldb: C, M: V, K: N, J: C, acc: true });
     });
-  }
+  };
 
   // Attention per head (b, h) as matrix products over strided views of qkv (B, T, 3C): the
   // head's q, k and v are (T, hs) with rows 3C apart; its att is (T, T). The causal softmax
@@ -536,15 +419,7 @@ export class WasmBackend implements Backend {
   // above the diagonal: the terms they drop are exact zeros at the ends of each sum, so results
   // are the same bits as the full-width products.
 
-  attentionForward(
-    out: Float32Array,
-    att: Float32Array,
-    qkv: Float32Array,
-    B: number,
-    T: number,
-    C: number,
-    NH: number,
-  ): void {
+  attentionForward: Kernels['attentionForward'] = (out, att, qkv, B, T, C, NH) => {
     need(qkv, B * T * 3 * C, 'qkv');
     need(att, B * NH * T * T, 'att');
     need(out, B * T * C, 'out');
@@ -562,7 +437,7 @@ export class WasmBackend implements Backend {
           // att rows r0..r1 = q k^T, columns up to r1 (the rest are masked)
           const ab = ah + 4 * r0 * T;
           const qb = qh + 4 * r0 * ld;
-          this.mm({
+          this.matmulAt({
             M,
             c: ab,
             ldc: T,
@@ -578,7 +453,7 @@ export class WasmBackend implements Backend {
           // softmax of those rows (head bh's rows of the stacked (B*NH*T, T) scores)
           this.k.causalSoftmax(a, bh * T + r0, bh * T + r1, T, scale);
           // out rows r0..r1 = att rows (nonzero up to column r1) times v rows 0..r1
-          this.mm({
+          this.matmulAt({
             M,
             c: outh + 4 * r0 * C,
             ldc: C,
@@ -593,18 +468,9 @@ export class WasmBackend implements Backend {
         }
       }
     });
-  }
+  };
 
-  attentionBackward(
-    dqkv: Float32Array,
-    dout: Float32Array,
-    qkv: Float32Array,
-    att: Float32Array,
-    B: number,
-    T: number,
-    C: number,
-    NH: number,
-  ): void {
+  attentionBackward: Kernels['attentionBackward'] = (dqkv, dout, qkv, att, B, T, C, NH) => {
     need(dout, B * T * C, 'dout');
     need(dqkv, B * T * 3 * C, 'dqkv');
     need(att, B * NH * T * T, 'att');
@@ -625,10 +491,10 @@ export class WasmBackend implements Backend {
             // dv rows r0..r1 += att^T dout over positions t >= r0 (att[t, t2] is 0 for t < t2)
             const atT = { a: ah + 4 * (r0 * T + r0), ai: 1, ak: T, K: T - r0 };
             const dvRows = { M, c: dvh + 4 * r0 * ld, ldc: ld, acc: true };
-            this.mm({ ...dvRows, ...atT, b: dh + 4 * r0 * C, ldb: C, J: hs });
+            this.matmulAt({ ...dvRows, ...atT, b: dh + 4 * r0 * C, ldb: C, J: hs });
             // datt rows r0..r1 = dout v^T, columns up to r1
             const dattRows = { M, c: ds + 4 * r0 * T, ldc: T };
-            this.mm({
+            this.matmulAt({
               ...dattRows,
               a: dh + 4 * r0 * C,
               ai: C,
@@ -645,81 +511,51 @@ export class WasmBackend implements Backend {
             const M = r1 - r0;
             // dq rows r0..r1 += ds k over columns up to r1
             const dqRows = { M, c: dqh + 4 * r0 * ld, ldc: ld, acc: true };
-            this.mm({ ...dqRows, a: ds + 4 * r0 * T, ai: T, ak: 1, b: kh, ldb: ld, K: r1, J: hs });
+            this.matmulAt({
+              ...dqRows,
+              a: ds + 4 * r0 * T,
+              ai: T,
+              ak: 1,
+              b: kh,
+              ldb: ld,
+              K: r1,
+              J: hs,
+            });
             // dk rows r0..r1 += ds^T q over positions t >= r0
             const dsT = { a: ds + 4 * (r0 * T + r0), ai: 1, ak: T, K: T - r0 };
             const dkRows = { M, c: dkh + 4 * r0 * ld, ldc: ld, acc: true };
-            this.mm({ ...dkRows, ...dsT, b: qh + 4 * r0 * ld, ldb: ld, J: hs });
+            this.matmulAt({ ...dkRows, ...dsT, b: qh + 4 * r0 * ld, ldb: ld, J: hs });
           }
         }
       });
     } finally {
       this.heap.free(dscores);
     }
-  }
+  };
 
-  /** gemm with named arguments (pointers in bytes, strides in elements; no bias). */
-  private mm(o: {
-    c: number;
-    ldc: number;
-    a: number;
-    ai: number;
-    ak: number;
-    b: number;
-    ldb: number;
-    bT?: boolean;
-    M: number;
-    K: number;
-    J: number;
-    acc?: boolean;
-  }): void {
-    this.gemm(
-      o.c,
-      o.a,
-      o.ai,
-      o.ak,
-      o.b,
-      o.ldb,
-      o.bT ?? false,
-      0,
-      o.M,
-      o.K,
-      o.J,
-      o.acc ?? false,
-      o.ldc,
-    );
-  }
-
-  geluForward(out: Float32Array, inp: Float32Array, N: number): void {
+  geluForward: Kernels['geluForward'] = (out, inp, N) => {
     need(inp, N, 'inp');
     need(out, N, 'out');
     this.with([out, inp], ([o, i]) => this.k.geluForward(o, i, N));
-  }
+  };
 
-  geluBackward(dinp: Float32Array, inp: Float32Array, dout: Float32Array, N: number): void {
+  geluBackward: Kernels['geluBackward'] = (dinp, inp, dout, N) => {
     need(dout, N, 'dout');
     this.with([dinp, inp, dout], ([di, i, d]) => this.k.geluBackward(di, i, d, N));
-  }
+  };
 
-  residualForward(out: Float32Array, inp1: Float32Array, inp2: Float32Array, N: number): void {
+  residualForward: Kernels['residualForward'] = (out, inp1, inp2, N) => {
     need(inp1, N, 'inp1');
     need(inp2, N, 'inp2');
     this.with([out, inp1, inp2], ([o, a, b]) => this.k.residualForward(o, a, b, N));
-  }
+  };
 
-  residualBackward(dinp1: Float32Array, dinp2: Float32Array, dout: Float32Array, N: number): void {
+  residualBackward: Kernels['residualBackward'] = (dinp1, dinp2, dout, N) => {
     need(dout, N, 'dout');
     this.with([dinp1, dinp2, dout], ([a, b, d]) => this.k.residualBackward(a, b, d, N));
-  }
+  };
 
-  crossEntropyForward(
-    losses: Float32Array,
-    probs: Float32Array,
-    logits: Float32Array,
-    targets: Int32Array,
-    N: number,
-    V: number,
-  ): number {
+  crossEntropyForward: Kernels['crossEntropyForward'] = (losses, probs, logits, targets, N, V) => {
     need(logits, N * V, 'logits');
     need(targets, N, 'targets');
     const counted = countTargets(targets, N, V);
@@ -736,16 +572,10 @@ export class WasmBackend implements Backend {
       ),
     );
     return counted;
-  }
+  };
 
-  crossEntropyBackward(
-    dlogits: Float32Array,
-    probs: Float32Array,
-    targets: Int32Array,
-    dloss: number,
-    N: number,
-    V: number,
-  ): void {
+  crossEntropyBackward: Kernels['crossEntropyBackward'] = (...args) => {
+    const [dlogits, probs, targets, dloss, N, V] = args;
     need(dlogits, N * V, 'dlogits');
     this.with([dlogits, probs, targets], ([d, p, t]) =>
       this.parallel(
@@ -759,36 +589,24 @@ export class WasmBackend implements Backend {
         N * V,
       ),
     );
-  }
+  };
 
-  adamwUpdate(
-    params: Float32Array,
-    grads: Float32Array,
-    m: Float32Array,
-    v: Float32Array,
-    begin: number,
-    end: number,
-    keep: number,
-    beta1: number,
-    beta2: number,
-    stepSize: number,
-    bc2Sqrt: number,
-    eps: number,
-  ): void {
+  adamwUpdate: Kernels['adamwUpdate'] = (...args) => {
+    const [params, grads, m, v, begin, end, keep, beta1, beta2, stepSize, bc2Sqrt, eps] = args;
     this.with([params, grads, m, v], ([p, g, mm, vv]) =>
       this.k.adamwUpdate(p, g, mm, vv, begin, end, keep, beta1, beta2, stepSize, bc2Sqrt, eps),
     );
-  }
+  };
 
-  accumulateExact(acc: Float64Array, grads: Float32Array, bits: number, shards: number): boolean {
+  accumulateExact: Kernels['accumulateExact'] = (acc, grads, bits, shards) => {
     return (
       this.with([acc, grads], ([a, g]) =>
         this.k.accumulateExact(a, g, grads.length, 2 ** bits, 2 ** (52 - bits) / shards),
       ) === 1
     );
-  }
+  };
 
-  fromExact(out: Float32Array, acc: Float64Array, bits: number, begin = 0, end = acc.length): void {
+  fromExact: Kernels['fromExact'] = (out, acc, bits, begin = 0, end = acc.length) => {
     this.with([out, acc], ([o, a]) => this.k.fromExact(o, a, begin, end, 2 ** -bits));
-  }
+  };
 }
