@@ -7,20 +7,28 @@
 // Every helper answers every generation, also one without a slice: the caller waits for all of
 // them, so no helper can still be reading one call's control block when the next is written.
 //
-// control block (Int32): [0] generation, [1] helpers still working, [2] kernel id, [3] arg count,
-// [4] index of the range-begin argument (range-end is the next), [5] index of the scratch argument,
-// [6] helpers with a slice, [7] helpers started, [8] helpers whose slice of the last call threw
-// (the caller's join then throws: a wasm trap on a helper cannot reach it as an event while it
-// blocks). Arguments (Float64): args[0..count), then from MAX_ARGS begin/end/scratch per helper.
+// The control block's layout is in pool-control.mjs, shared with the helpers.
 
 import { Worker } from 'node:worker_threads';
 import { WeftError } from '../../util/errors.ts';
+import {
+  ARG_COUNT,
+  CONTROL_INTS,
+  FAILED,
+  GENERATION,
+  KERNEL,
+  MAX_ARGS,
+  PENDING,
+  RANGE_ARG,
+  SCRATCH_ARG,
+  SLICES,
+  STARTED,
+  helperArgs,
+} from './pool-control.mjs';
 
 export const KERNEL_NAMES = ['gemm', 'crossEntropyForward', 'crossEntropyBackward'] as const;
 export type ParallelKernel = (typeof KERNEL_NAMES)[number];
 
-const MAX_ARGS = 32;
-export const CONTROL_INTS = 9;
 /** How long helpers may take to start (instantiate the module) before the first call fails. */
 const START_TIMEOUT_MS = 60_000;
 /** How long join polls for the helpers before it sleeps in Atomics.wait. */
@@ -32,9 +40,8 @@ export interface PoolShared {
   control: SharedArrayBuffer;
   args: SharedArrayBuffer;
   index: number;
-  /** KERNEL_NAMES (kernel ids index it) and MAX_ARGS, so the helper does not repeat them. */
+  /** KERNEL_NAMES (kernel ids index it), so the helper does not repeat them. */
   names: readonly string[];
-  maxArgs: number;
 }
 
 export class Pool {
@@ -59,7 +66,6 @@ export class Pool {
         args: argsBuffer,
         index,
         names: KERNEL_NAMES,
-        maxArgs: MAX_ARGS,
       };
       const thread = new Worker(new URL('./pool-thread.mjs', import.meta.url), {
         workerData: shared,
@@ -86,34 +92,38 @@ export class Pool {
     this.waitReady();
     this.args.set(args);
     for (let h = 0; h < slices.length; h++) {
-      const at = MAX_ARGS + 3 * h;
+      const at = helperArgs(h);
       this.args[at] = slices[h][0];
       this.args[at + 1] = slices[h][1];
       this.args[at + 2] = scratch[h];
     }
-    Atomics.store(c, 2, KERNEL_NAMES.indexOf(name));
-    Atomics.store(c, 3, args.length);
-    Atomics.store(c, 4, rangeArg);
-    Atomics.store(c, 5, scratchArg);
-    Atomics.store(c, 6, slices.length);
-    Atomics.store(c, 1, this.helpers);
-    Atomics.add(c, 0, 1);
-    Atomics.notify(c, 0);
+    Atomics.store(c, KERNEL, KERNEL_NAMES.indexOf(name));
+    Atomics.store(c, ARG_COUNT, args.length);
+    Atomics.store(c, RANGE_ARG, rangeArg);
+    Atomics.store(c, SCRATCH_ARG, scratchArg);
+    Atomics.store(c, SLICES, slices.length);
+    Atomics.store(c, PENDING, this.helpers);
+    Atomics.add(c, GENERATION, 1);
+    Atomics.notify(c, GENERATION);
   }
 
   /** Blocks until every helper has instantiated the module (once, before the first dispatch). */
   private waitReady(): void {
     const c = this.control;
-    if (Atomics.load(c, 7) === this.helpers) return;
+    if (Atomics.load(c, STARTED) === this.helpers) return;
     const deadline = Date.now() + START_TIMEOUT_MS;
-    for (let ready = Atomics.load(c, 7); ready < this.helpers; ready = Atomics.load(c, 7)) {
+    for (
+      let ready = Atomics.load(c, STARTED);
+      ready < this.helpers;
+      ready = Atomics.load(c, STARTED)
+    ) {
       if (Date.now() > deadline) {
         throw new WeftError(
           'WEFT_E_STATE',
           `only ${ready} of ${this.helpers} wasm kernel helper threads started within ${START_TIMEOUT_MS / 1000} s`,
         );
       }
-      Atomics.wait(c, 7, ready, 1000);
+      Atomics.wait(c, STARTED, ready, 1000);
     }
   }
 
@@ -122,16 +132,16 @@ export class Pool {
     const c = this.control;
     // the helpers usually finish within microseconds of this thread: poll before sleeping
     for (const until = performance.now() + JOIN_SPIN_MS; performance.now() < until;)
-      if (Atomics.load(c, 1) === 0) break;
+      if (Atomics.load(c, PENDING) === 0) break;
     for (;;) {
-      const pending = Atomics.load(c, 1);
+      const pending = Atomics.load(c, PENDING);
       if (pending === 0) break;
-      Atomics.wait(c, 1, pending, 1000);
+      Atomics.wait(c, PENDING, pending, 1000);
     }
-    if (Atomics.exchange(c, 8, 0) > 0) {
+    if (Atomics.exchange(c, FAILED, 0) > 0) {
       throw new WeftError(
         'WEFT_E_STATE',
-        `the wasm kernel ${KERNEL_NAMES[Atomics.load(c, 2)]} failed on a helper thread (its error is printed above)`,
+        `the wasm kernel ${KERNEL_NAMES[Atomics.load(c, KERNEL)]} failed on a helper thread (its error is printed above)`,
       );
     }
   }
