@@ -1,4 +1,4 @@
-// A prepared dataset directory: dataset.json (the manifest), tokenizer.json and token shards.
+// A prepared dataset directory: dataset.json (the manifest), tokenizer.json and token files.
 // Loading verifies every file's size and sha256 against the manifest before use.
 
 import { join } from 'node:path';
@@ -6,13 +6,14 @@ import { tokenizerFromJSON } from '../tokenizer/index.ts';
 import type { Tokenizer } from '../tokenizer/index.ts';
 import { WeftError, check } from '../util/errors.ts';
 import { readBytes, readJson, sha256 } from '../util/files.ts';
-import type { TokenArray } from './shard.ts';
-import { decodeShard } from './shard.ts';
+import type { TokenArray } from './token-file.ts';
+import { decodeTokenFile } from './token-file.ts';
 
 export const DATASET_FORMAT = 'weft-dataset';
 
 export interface DatasetSplit {
-  shards: string[];
+  /** Its token files, in order (manifests written before version 2 call them `shards`). */
+  tokenFiles: string[];
   tokens: number;
   /** UTF-8 bytes of the text the split was made from. */
   textBytes: number;
@@ -20,7 +21,8 @@ export interface DatasetSplit {
 
 export interface DatasetManifest {
   format: typeof DATASET_FORMAT;
-  version: 1;
+  /** 2: splits list `tokenFiles` (version 1 called them `shards`; both are read). */
+  version: 1 | 2;
   /** Tokenizer name (e.g. bpe:4096) and the spec it was asked for (which prepare caches on). */
   tokenizer: string;
   tokenizerSpec: string;
@@ -61,7 +63,11 @@ export function loadDataset(dir: string): Dataset {
     'WEFT_E_FORMAT',
     `${path} is not a weft dataset manifest; run weft prepare to make one`,
   );
-  check(manifest.version === 1, 'WEFT_E_FORMAT', `${path} has version ${manifest.version}; this weft reads version 1`);
+  check(
+    manifest.version === 1 || manifest.version === 2,
+    'WEFT_E_FORMAT',
+    `${path} has version ${manifest.version}; this weft reads versions 1 and 2`,
+  );
   const verified = new Map<string, Buffer>();
   for (const file of manifest.files) {
     const bytes = readBytes(join(dir, file.name), 'dataset file');
@@ -80,6 +86,7 @@ export function loadDataset(dir: string): Dataset {
     return bytes;
   };
   const tokenizer = tokenizerFromJSON(JSON.parse(take('tokenizer.json').toString('utf8')), join(dir, 'tokenizer.json'));
-  const split = (s: DatasetSplit) => concat(s.shards.map((name) => decodeShard(take(name), join(dir, name))));
+  const split = (s: DatasetSplit & { shards?: string[] }) =>
+    concat((s.tokenFiles ?? s.shards ?? []).map((name) => decodeTokenFile(take(name), join(dir, name))));
   return { dir, manifest, tokenizer, train: split(manifest.splits.train), val: split(manifest.splits.val) };
 }

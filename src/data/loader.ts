@@ -8,7 +8,7 @@
 
 import { check } from '../util/errors.ts';
 import { EpochSampler } from './sampler.ts';
-import type { TokenArray } from './shard.ts';
+import type { TokenArray } from './token-file.ts';
 
 export interface Batch {
   /** Token ids (B, T). */

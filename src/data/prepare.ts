@@ -1,4 +1,4 @@
-// `weft prepare`: text file(s) -> token shards, tokenizer.json and a dataset.json manifest with
+// `weft prepare`: text file(s) -> token files, tokenizer.json and a dataset.json manifest with
 // the sha256 of every file. Each document is split at (1 - valFraction) of its characters (moved
 // to the next line break) into a train and a val part; a bpe:N tokenizer learns from the train
 // parts only; every part ends with <|endoftext|>.
@@ -11,7 +11,7 @@ import { WeftError, check } from '../util/errors.ts';
 import { readUtf8, sha256, writeFileAtomic } from '../util/files.ts';
 import type { DatasetManifest, DatasetSplit } from './dataset.ts';
 import { DATASET_FORMAT } from './dataset.ts';
-import { encodeShard } from './shard.ts';
+import { encodeTokenFile } from './token-file.ts';
 
 export interface PrepareOptions {
   /** 'gpt2', 'byte' or 'bpe:N'. */
@@ -21,8 +21,8 @@ export interface PrepareOptions {
   log?: (line: string) => void;
 }
 
-/** Tokens per shard file (uint16 shards of 2^27 tokens are 256 MiB). */
-export const TOKENS_PER_SHARD = 2 ** 27;
+/** Tokens per token file (uint16 files of 2^27 tokens are 256 MiB). */
+export const TOKENS_PER_FILE = 2 ** 27;
 
 interface Document {
   name: string;
@@ -102,20 +102,20 @@ export function prepareDataset(input: string, outDir: string, options: PrepareOp
     ['val', valParts],
   ] as const) {
     const ids = encodeParts(tokenizer, texts);
-    const shardNames: string[] = [];
-    for (let i = 0; i === 0 || i * TOKENS_PER_SHARD < ids.length; i++) {
+    const fileNames: string[] = [];
+    for (let i = 0; i === 0 || i * TOKENS_PER_FILE < ids.length; i++) {
       const name = `${split}-${String(i).padStart(5, '0')}.bin`;
-      save(name, encodeShard(ids.slice(i * TOKENS_PER_SHARD, (i + 1) * TOKENS_PER_SHARD), tokenizer.vocabSize));
-      shardNames.push(name);
+      save(name, encodeTokenFile(ids.slice(i * TOKENS_PER_FILE, (i + 1) * TOKENS_PER_FILE), tokenizer.vocabSize));
+      fileNames.push(name);
     }
     const textBytes = texts.reduce((n, t) => n + Buffer.byteLength(t), 0);
-    splits[split] = { shards: shardNames, tokens: ids.length, textBytes };
+    splits[split] = { tokenFiles: fileNames, tokens: ids.length, textBytes };
     log(`${split}: ${ids.length.toLocaleString('en-US')} tokens from ${textBytes.toLocaleString('en-US')} bytes of text`);
   }
 
   const manifest: DatasetManifest = {
     format: DATASET_FORMAT,
-    version: 1,
+    version: 2,
     tokenizer: tokenizer.name,
     tokenizerSpec: options.tokenizer,
     vocabSize: tokenizer.vocabSize,

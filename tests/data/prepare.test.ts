@@ -12,7 +12,7 @@ import { tempDir } from '../helpers/tmp.ts';
 const text = readFileSync(join(ROOT, 'data/tinyshakespeare.txt'), 'utf8').slice(0, 50_000);
 
 describe('prepareDataset', () => {
-  it('writes shards, tokenizer and a manifest that loads back', () => {
+  it('writes token files, tokenizer and a manifest that loads back', () => {
     const dir = tempDir();
     const input = join(dir, 'in.txt');
     writeFileSync(input, text);
@@ -29,6 +29,22 @@ describe('prepareDataset', () => {
     const decoded = ds.tokenizer.decode(ds.train.subarray(0, -1)) + ds.tokenizer.decode(ds.val.subarray(0, -1));
     expect(decoded).toBe(text);
     expect(manifest.splits.val.textBytes / Buffer.byteLength(text)).toBeCloseTo(0.1, 2);
+  });
+
+  it('still reads a version-1 manifest, whose splits call their token files shards', () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'in.txt'), text);
+    const out = join(dir, 'ds');
+    const manifest = prepareDataset(join(dir, 'in.txt'), out, { tokenizer: 'byte', valFraction: 0.1 });
+    const v1 = {
+      ...manifest,
+      version: 1,
+      splits: Object.fromEntries(
+        Object.entries(manifest.splits).map(([k, { tokenFiles, ...rest }]) => [k, { ...rest, shards: tokenFiles }]),
+      ),
+    };
+    writeFileSync(join(out, 'dataset.json'), JSON.stringify(v1));
+    expect(loadDataset(out).train.length).toBe(manifest.splits.train.tokens);
   });
 
   it('reads every file of a directory as a document', () => {

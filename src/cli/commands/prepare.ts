@@ -1,4 +1,4 @@
-// `weft prepare`: text -> token shards, tokenizer.json and dataset.json. `--config NAME` takes the
+// `weft prepare`: text -> token files, tokenizer.json and dataset.json. `--config NAME` takes the
 // tokenizer and validation fraction from a run config, so the dataset fits that config's model.
 
 import type { Command } from 'commander';
