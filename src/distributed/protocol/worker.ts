@@ -2,7 +2,10 @@
 //   workerTransition(state, event) -> { state, send, effects }
 // It sequences a worker's part of each step; the shell does the work the effects name
 // (prepare the model and data, compute a shard, run the all-reduce, apply the update, evaluate,
-// send the weights) and reports back with events.
+// send the weights) and reports back with events. It never changes the state it is given (every
+// field it sets is on a copy; arrays are replaced, not pushed to) and holds no closures. The
+// contract for shells: send `send` to the coordinator, then carry out `effects`, in order, before
+// the next event; an effect whose work finishes later feeds its event back then.
 //
 //   assign -> prepare [-> load the streamed state of a resumed run] -> ready;
 //   start(step, attempt) -> compute each new shard -> reduce ->
