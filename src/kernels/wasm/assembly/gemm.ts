@@ -5,7 +5,9 @@
 // into contiguous panels first (A: 4 rows x K, B: K x 8), then a 4x8 register-blocked kernel
 // runs over every panel pair. Each C element is a single sequential sum over k, so the result
 // does not depend on how rows are split between threads.
-// Pointers are byte offsets into the shared memory; sizes are elements.
+// Pointers are byte offsets into the shared memory; sizes are elements. gemm and gemv take the
+// same operands first (C, A, B and the bias, as the backend's Matmul describes them), written
+// compactly below; then gemm's row range or gemv's row count.
 
 /**
  * 4x8 tile: c (+)= packed-A panel (K x 4) times packed-B panel (K x 8). A's four values of each k
@@ -145,21 +147,8 @@ function packB(dst: usize, b: usize, ldb: usize, bT: bool, j: i32, J: i32, K: i3
  * 0 for none. `scratch` must hold 32*K + 16*K*ceil((i1-i0)/4) + 128 bytes.
  */
 export function gemm(
-  c: usize,
-  ldcE: i32,
-  a: usize,
-  aiE: i32,
-  akE: i32,
-  b: usize,
-  ldbE: i32,
-  bT: bool,
-  bias: usize,
-  i0: i32,
-  i1: i32,
-  K: i32,
-  J: i32,
-  accumulate: bool,
-  scratch: usize,
+  c: usize, ldcE: i32, a: usize, aiE: i32, akE: i32, b: usize, ldbE: i32, bT: bool, bias: usize,
+  i0: i32, i1: i32, K: i32, J: i32, accumulate: bool, scratch: usize,
 ): void {
   if (i1 <= i0) return;
   const ai = <usize>aiE << 2;
@@ -240,20 +229,8 @@ export function colSumAdd(out: usize, x: usize, N: i32, J: i32): void {
  * (then A's rows must be contiguous: ak = 1). Same contract as gemm; `scratch` holds J floats.
  */
 export function gemv(
-  c: usize,
-  ldcE: i32,
-  a: usize,
-  aiE: i32,
-  akE: i32,
-  b: usize,
-  ldbE: i32,
-  bT: bool,
-  bias: usize,
-  M: i32,
-  K: i32,
-  J: i32,
-  accumulate: bool,
-  scratch: usize,
+  c: usize, ldcE: i32, a: usize, aiE: i32, akE: i32, b: usize, ldbE: i32, bT: bool, bias: usize,
+  M: i32, K: i32, J: i32, accumulate: bool, scratch: usize,
 ): void {
   const ai = <usize>aiE << 2;
   const ak = <usize>akE << 2;
