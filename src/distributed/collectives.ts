@@ -9,6 +9,7 @@
 //   after it, position p holds the full sum of chunk (p + 1) mod n
 //   all-gather round r = 0..n-2: send chunk (p + 1 - r) mod n, store chunk (p - r) mod n from p-1
 
+import type { Kernels } from '../kernels/backend.ts';
 import type { Reducer } from '../train/step.ts';
 import { WeftError } from '../util/errors.ts';
 import type { MessageOf } from './messages.ts';
@@ -173,15 +174,26 @@ export async function exactAllReduce(options: AllReduceOptions): Promise<void> {
 
 /**
  * The training step's Reducer over the ring (train/step.ts): copies the accumulator into `work`
- * (the accumulator stays as it was, for a retried attempt) and all-reduces that.
+ * (the accumulator stays as it was, for a retried attempt) and all-reduces that, converting each
+ * owned chunk with the backend's fromExact. `work` is an ordinary JavaScript buffer: only the
+ * chunk being converted is staged in a backend's memory.
  */
 export function ringReducer(
-  options: Omit<AllReduceOptions, 'sums' | 'out'> & { work: Float64Array },
+  options: Omit<AllReduceOptions, 'sums' | 'out' | 'toFp32'> & {
+    work: Float64Array;
+    backend: Pick<Kernels, 'fromExact'>;
+    bits: number;
+  },
 ): Reducer {
+  const { backend, bits, work, cancelled } = options;
+  const toFp32 = (out: Float32Array, sums: Float64Array, begin: number, end: number) =>
+    backend.fromExact(out.subarray(begin, end), sums.subarray(begin, end), bits);
   return {
     reduce: (acc, grads) => {
-      options.work.set(acc);
-      return exactAllReduce({ ...options, sums: options.work, out: grads });
+      if (cancelled())
+        return Promise.reject(new WeftError('WEFT_E_PROTOCOL', 'all-reduce cancelled'));
+      work.set(acc);
+      return exactAllReduce({ ...options, sums: work, out: grads, toFp32 });
     },
   };
 }

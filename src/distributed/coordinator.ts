@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import type { CheckpointState } from '../checkpoint/format.ts';
 import { CHECKPOINTS_DIR, stepDirName } from '../checkpoint/format.ts';
 import type { RunLock } from '../checkpoint/run-lock.ts';
-import { lockRunDir } from '../checkpoint/run-lock.ts';
+import { LOCK_FILE, lockRunDir } from '../checkpoint/run-lock.ts';
 import { cleanCheckpointTemps } from '../checkpoint/write.ts';
 import { CheckpointWriter } from '../checkpoint/writer.ts';
 import type { Dataset } from '../data/dataset.ts';
@@ -229,7 +229,10 @@ export class CoordinatorShell {
    * never trains a step leaves the directory as it was.
    */
   run(): Promise<RunResult> {
-    const ownLock = this.cluster.lock ? null : lockRunDir(this.outDir, (l) => this.hooks.log?.(l));
+    const given = this.cluster.lock;
+    if (given && resolve(given.path) !== resolve(join(this.outDir, LOCK_FILE)))
+      throw new WeftError('WEFT_E_STATE', `the lock ${given.path} is not ${this.outDir}'s`);
+    const ownLock = given ? null : lockRunDir(this.outDir, (l) => this.hooks.log?.(l));
     const leftovers = cleanCheckpointTemps(this.outDir, (line) => this.hooks.log?.(line));
     if (leftovers.length > 0)
       this.hooks.log?.(`removed ${leftovers.join(', ')} left by an interrupted save`);
@@ -315,7 +318,13 @@ export class CoordinatorShell {
         const out = coordinatorTransition(this.state, next);
         this.state = out.state;
         for (const { conn, message } of out.send) this.conns.get(conn)?.send(message);
-        for (const effect of out.effects) this.perform(effect);
+        try {
+          for (const effect of out.effects) this.perform(effect);
+        } catch (err) {
+          // an effect that cannot be carried out (the disk, the planner) ends the run, named
+          const message = `the coordinator could not go on: ${(err as Error).message}`;
+          this.perform({ type: 'failed', code: 'WEFT_E_CLUSTER', message });
+        }
       }
     } finally {
       this.feeding = false;
@@ -435,6 +444,9 @@ export class CoordinatorShell {
         });
         return;
       }
+      case 'fetchState':
+        this.incoming = {};
+        return;
       case 'statePiece':
         return this.takePiece(effect.piece);
       case 'checkpoint': {

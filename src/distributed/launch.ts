@@ -9,6 +9,7 @@
 // directory first with train/run-dir.ts and pass its lock (ClusterOptions.lock).
 
 import type { Worker } from 'node:worker_threads';
+import { isIP } from 'node:net';
 import { MessageChannel } from 'node:worker_threads';
 import { startThread } from '../util/threads.ts';
 import type { Dataset } from '../data/dataset.ts';
@@ -34,26 +35,32 @@ export interface Job {
 
 /**
  * Stops `job` after its current step (saving a checkpoint) on SIGINT or SIGTERM, as torchrun and
- * the CLI do; a second signal calls `onSecond` (the CLI quits without saving). Returns the
- * function that removes the handlers; call it when the job is over.
+ * the CLI do; a second signal calls `onSecond` (the CLI quits without saving), or, without one,
+ * gets the signal's default action (the process ends). Returns the function that removes the
+ * handlers; call it when the job is over.
  */
 export function stopOnSignals(
   job: Job,
   hooks: { onStop?: () => void; onSecond?: () => void } = {},
 ): () => void {
   let stopping = false;
-  const onSignal = () => {
-    if (stopping) return hooks.onSecond?.();
+  const remove = () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      if (hooks.onSecond) return hooks.onSecond();
+      remove();
+      return void process.kill(process.pid, signal);
+    }
     stopping = true;
     hooks.onStop?.();
     job.stop();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  return () => {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  };
+  return remove;
 }
 
 export function trainWithThreads(
@@ -248,7 +255,7 @@ export interface WorkerListener {
 
 /** Whether `host` is this machine's loopback (nothing else can connect to it). */
 export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 }
 
 /** Refuses to listen on `address` (HOST:PORT) beyond loopback without a shared secret. */

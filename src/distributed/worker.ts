@@ -19,7 +19,7 @@ import { AdamW } from '../train/adamw.ts';
 import type { RunConfig } from '../train/config.ts';
 import { DEFAULT_RUN_CONFIG, mergeConfig, validateRunConfig } from '../train/config.ts';
 import { evaluate } from '../train/evaluate.ts';
-import { TrainingStep } from '../train/step.ts';
+import { TrainingStep, localReducer } from '../train/step.ts';
 import { WeftError } from '../util/errors.ts';
 import { readBytes, sha256 } from '../util/files.ts';
 import { Mailbox, ringReducer } from './collectives.ts';
@@ -46,9 +46,8 @@ interface Prepared {
   model: GPT2;
   optimizer: AdamW;
   step: TrainingStep;
-  /** The all-reduce's work buffer (the accumulator is copied there). */
-  work: Float64Array;
-  bits: number;
+  /** The all-reduce's work buffer (the accumulator is copied there), made when a ring first needs it. */
+  work: Float64Array | null;
   dataset: Dataset | null;
   loader: TokenWindowLoader | null;
 }
@@ -171,7 +170,6 @@ export class WorkerShell {
       ? new GPT2(config, { backend })
       : GPT2.init(config, config.seed, { backend });
     const optimizer = new AdamW(model.layout, config, backend);
-    const bits = assign.exactBits;
     this.prepared = {
       config,
       backend,
@@ -179,12 +177,11 @@ export class WorkerShell {
       model,
       optimizer,
       step: new TrainingStep(model, optimizer, {
-        bits,
+        bits: assign.exactBits,
         shards: config.shards,
         gradClip: config.gradClip,
       }),
-      work: backend.allocF64(model.paramCount),
-      bits,
+      work: null,
       dataset,
       loader: dataset
         ? new TokenWindowLoader(
@@ -237,9 +234,11 @@ export class WorkerShell {
     const position = ranks.indexOf(this.state.rank);
     const n = members.length;
     const run = async () => {
+      // alone: the accumulator is the sum (no copy, no work buffer)
+      if (n === 1) return p.step.reduce(localReducer(p.model, p.step.options.bits));
       const next = members[(position + 1) % n];
       const prev = members[(position - 1 + n) % n];
-      const links = n > 1 ? await Promise.all([this.peers.link(next), this.peers.link(prev)]) : [];
+      const links = await Promise.all([this.peers.link(next), this.peers.link(prev)]);
       const ring = {
         position,
         size: n,
@@ -249,8 +248,9 @@ export class WorkerShell {
       const reducer = ringReducer({
         ring,
         mailbox: this.mailbox,
-        work: p.work,
-        toFp32: (out, sums, begin, end) => p.backend.fromExact(out, sums, p.bits, begin, end),
+        work: (p.work ??= new Float64Array(p.model.paramCount)),
+        backend: p.backend,
+        bits: p.step.options.bits,
         step,
         attempt,
         cancelled,

@@ -15,6 +15,7 @@
 import type { Batch } from '../data/loader.ts';
 import type { GPT2 } from '../model/gpt2.ts';
 import type { AdamW } from './adamw.ts';
+import { WeftError } from '../util/errors.ts';
 import { clipToNorm, normBlocks, sumOfSquares } from './norm.ts';
 
 /** Exact sums on the grid 2^-G (invariant 4): G = 40 unless a run says otherwise. */
@@ -22,7 +23,10 @@ export const DEFAULT_EXACT_BITS = 40;
 
 /** Sums the workers' exact accumulators into fp32 gradients. */
 export interface Reducer {
-  /** Sums `acc` (may be overwritten) across the workers into `grads`, the same bits on every one. */
+  /**
+   * Sums `acc` across the workers into `grads`, the same bits on every one. `acc` must stay as it
+   * is: a retried attempt of the step keeps the shards it already holds.
+   */
   reduce(acc: Float64Array, grads: Float32Array): Promise<void>;
 }
 
@@ -99,19 +103,28 @@ export class TrainingStep {
   /** Clips to the norm reduce found and takes the AdamW step (nothing when `skip`). */
   apply(lr: number, skip = false): void {
     if (skip) return;
+    if (Number.isNaN(this.norm))
+      throw new WeftError('WEFT_E_STATE', 'apply() before reduce(): the step has no gradient yet');
     const { model, optimizer } = this;
     clipToNorm(model.grads, this.norm, this.options.gradClip);
     optimizer.step(model.params, model.grads, lr);
+    model.backend.weightsChanged?.(); // whatever backend the optimizer was given
   }
 }
 
-/** One whole step over `batches` (every shard of the step) on one worker; loss and norm. */
+/**
+ * One whole step over `batches` (this worker's shards, in order): begin, every shard, reduce
+ * (alone unless a `reducer` is given: then `globalTargets` counts every worker's targets), apply.
+ * Returns this worker's loss sum, the loss over `globalTargets`, and the norm. An overflow must
+ * be agreed by every worker; alone, it skips the update.
+ */
 export async function runStep(
   step: TrainingStep,
   batches: Batch[],
   lr: number,
-): Promise<{ loss: number; gradNorm: number; overflow: boolean }> {
-  const globalTargets = batches.reduce((n, b) => n + countTargets(b), 0);
+  ring: { reducer: Reducer; globalTargets: number } | null = null,
+): Promise<{ lossSum: number; loss: number; gradNorm: number; overflow: boolean }> {
+  const globalTargets = ring?.globalTargets ?? batches.reduce((n, b) => n + countTargets(b), 0);
   step.begin();
   let lossSum = 0;
   let overflow = false;
@@ -120,7 +133,8 @@ export async function runStep(
     lossSum += r.lossSum;
     overflow ||= r.overflow;
   }
-  const gradNorm = await step.reduce(localReducer(step.model, step.options.bits));
+  const reducer = ring?.reducer ?? localReducer(step.model, step.options.bits);
+  const gradNorm = await step.reduce(reducer);
   step.apply(lr, overflow || globalTargets === 0);
-  return { loss: lossSum / globalTargets, gradNorm, overflow };
+  return { lossSum, loss: lossSum / globalTargets, gradNorm, overflow };
 }

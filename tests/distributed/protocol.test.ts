@@ -59,6 +59,8 @@ const config: CoordinatorConfig = {
 class Driver {
   state: CoordinatorState;
   out: Output[] = [];
+  /** Answer planStep at once (as the shell does); false leaves plans pending for a test. */
+  answerPlans = true;
   constructor(c: CoordinatorConfig = config) {
     this.state = initialCoordinator(c);
   }
@@ -68,7 +70,7 @@ class Driver {
     this.out.push(o);
     // the shell answers planStep at once, as CoordinatorShell does
     for (const e of o.effects) {
-      if (e.type !== 'planStep') continue;
+      if (e.type !== 'planStep' || !this.answerPlans) continue;
       const batches = e.streamed
         ? Array.from({ length: this.state.config.shards }, () => ({
             idx: new Int32Array(16),
@@ -252,6 +254,33 @@ describe('coordinator state machine', () => {
     d.work(10);
     d.work(11);
     // stopAt 3: the final state is fetched instead of a fourth step
+    expect(d.sent(10).at(-1)).toEqual(msg('fetch', { what: 'state' }));
+  });
+
+  it('while a plan is asked for: a lost worker is left out of its start, a stop ends the run, a second answer is ignored', () => {
+    const d = new Driver({ ...config, workers: 3 });
+    d.answerPlans = false;
+    d.feed({ type: 'start', now: 0 });
+    d.join(10, 'a');
+    d.join(11, 'b');
+    d.join(12, 'c');
+    const plan = (step: number) =>
+      d.feed({ type: 'stepPlanned', step, targetCount: 64, batches: null, now: 0 });
+    d.feed({ type: 'closed', conn: 11, reason: 'gone', now: 0 });
+    expect(d.sent(10, 'abort')).toEqual([]); // nothing had started
+    plan(0);
+    expect((d.sent(10, 'start')[0] as MessageOf<'start'>).members.map((m) => m.name)).toEqual([
+      'a',
+      'c',
+    ]);
+    expect(d.sent(11, 'start')).toEqual([]);
+    plan(0); // a second answer starts nothing
+    expect(d.sent(10, 'start')).toHaveLength(1);
+    d.work(10);
+    d.work(12);
+    d.feed({ type: 'stop', now: 0 }); // arrives while step 1's plan is pending
+    plan(1);
+    expect(d.sent(10, 'start')).toHaveLength(1);
     expect(d.sent(10).at(-1)).toEqual(msg('fetch', { what: 'state' }));
   });
 
@@ -489,15 +518,17 @@ describe('worker state machine', () => {
     expect(outs[6].state.phase).toBe('idle');
   });
 
+  /** Shard 1 of step 0 computed, its reduction aborted (events 0-4). */
+  const computedThenAborted: WorkerEvent[] = [
+    { type: 'message', message: assign },
+    { type: 'prepared', dataLocal: true },
+    { type: 'message', message: start(0, 0, [1]) },
+    { type: 'computed', step: 0, shard: 1, lossSum: 2, targets: 16, overflow: false },
+    { type: 'message', message: msg('abort', { step: 0, attempt: 0, reason: 'worker a lost' }) },
+  ];
+
   it('on abort keeps computed shards and computes only the new ones in the next attempt', () => {
-    const outs = run([
-      { type: 'message', message: assign },
-      { type: 'prepared', dataLocal: true },
-      { type: 'message', message: start(0, 0, [1]) },
-      { type: 'computed', step: 0, shard: 1, lossSum: 2, targets: 16, overflow: false },
-      { type: 'message', message: msg('abort', { step: 0, attempt: 0, reason: 'worker a lost' }) },
-      { type: 'message', message: start(0, 1, [0, 1]) },
-    ]);
+    const outs = run([...computedThenAborted, { type: 'message', message: start(0, 1, [0, 1]) }]);
     expect(outs[4].effects).toEqual([
       { type: 'cancelReduce', step: 0, attempt: 0, reason: 'worker a lost' },
     ]);
@@ -506,7 +537,17 @@ describe('worker state machine', () => {
     expect(retry[0]).toMatchObject({ shard: 0 });
   });
 
-  it('ignores a stale reduction and leaves on a protocol error', () => {
+  it('ignores a reduction of an aborted attempt', () => {
+    const outs = run([
+      ...computedThenAborted,
+      { type: 'message', message: start(0, 1, [1]) },
+      { type: 'reducedLocally', step: 0, attempt: 0, gradNorm: 0.5 }, // the cancelled one, late
+    ]);
+    expect(outs[6].send).toEqual([]);
+    expect(outs[6].state.phase).toBe('reducing');
+  });
+
+  it('leaves on a protocol error', () => {
     const outs = run([
       { type: 'message', message: assign },
       { type: 'message', message: assign },

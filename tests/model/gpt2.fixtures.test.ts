@@ -5,18 +5,17 @@
 
 import { MessageChannel } from 'node:worker_threads';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { Batch } from '../../src/data/loader.ts';
 import { getFloat32, getInt32 } from '../../src/checkpoint/safetensors.ts';
 import { loadWeights } from '../../src/checkpoint/weights.ts';
 import type { Backend } from '../../src/kernels/backend.ts';
+import { referenceBackend } from '../../src/kernels/backend.ts';
 import { allBackends } from '../helpers/backends.ts';
 import { GPT2 } from '../../src/model/gpt2.ts';
 import { namedTensors } from '../../src/model/layout.ts';
-import { AdamW } from '../../src/train/adamw.ts';
-import { DEFAULT_EXACT_BITS, TrainingStep, countTargets, runStep } from '../../src/train/step.ts';
+import { runStep } from '../../src/train/step.ts';
 import { startThread } from '../../src/util/threads.ts';
 import type { FixtureWorkerJob, FixtureWorkerResult } from '../helpers/fixture-worker.ts';
-import { fixtureRows } from '../helpers/fixture-rows.ts';
+import { fixtureStep } from '../helpers/fixture-step.ts';
 import type { Fixture } from '../helpers/fixtures.ts';
 import { fixtureNames, loadFixture, maxAbsDiff } from '../helpers/fixtures.ts';
 
@@ -34,25 +33,14 @@ interface StepsResult {
   losses: number[];
   norms: number[];
   params: Float32Array;
+  /** Each rank's own norms and final parameters (every worker must hold the same). */
+  ranks: { norms: number[]; params: Float32Array }[];
 }
 
 /** The fixture's steps on one worker: its rows as the step's shards, the local reducer. */
 async function stepsOnOneWorker(fx: Fixture, backend: Backend): Promise<StepsResult> {
-  const model = modelFrom(fx, backend);
-  const { lr, beta1, beta2, eps, weight_decay: weightDecay, grad_clip: gradClip } = fx.optimizer;
-  const optimizer = new AdamW(model.layout, { beta1, beta2, eps, weightDecay }, backend);
-  const rows = fixtureRows(
-    getInt32(fx.tensors, 'idx'),
-    getInt32(fx.tensors, 'targets'),
-    fx.B,
-    fx.T,
-  );
-  const step = new TrainingStep(model, optimizer, {
-    bits: DEFAULT_EXACT_BITS,
-    shards: rows.length,
-    gradClip,
-  });
-  const result: StepsResult = { losses: [], norms: [], params: model.params };
+  const { step, rows, lr } = fixtureStep(fx, backend);
+  const result: StepsResult = { losses: [], norms: [], params: step.model.params, ranks: [] };
   for (let s = 0; s < fx.optimizer.steps; s++) {
     const { loss, gradNorm } = await runStep(step, rows, lr);
     result.losses.push(loss);
@@ -64,36 +52,44 @@ async function stepsOnOneWorker(fx: Fixture, backend: Backend): Promise<StepsRes
 /** The fixture's steps on `n` worker threads in a ring, each with its share of the rows. */
 async function stepsOnThreads(fx: Fixture, backend: Backend, n: number): Promise<StepsResult> {
   const channels = Array.from({ length: n }, () => new MessageChannel()); // i sends to i + 1 on channel i
-  const results = await Promise.all(
-    Array.from({ length: n }, (_, rank) => {
-      const next = channels[rank].port1;
-      const prev = channels[(rank - 1 + n) % n].port2;
-      const job: FixtureWorkerJob = {
-        fixture: fx.name,
-        backend: backend.name,
-        threads: backend.threads,
-        rank,
-        size: n,
-        next,
-        prev,
-      };
-      const thread = startThread(new URL('../helpers/fixture-worker.ts', import.meta.url), job, {
-        transferList: [next, prev],
-      });
-      return new Promise<FixtureWorkerResult>((resolve, reject) => {
-        thread.once('message', resolve);
-        thread.once('error', reject);
-      });
-    }),
-  );
-  const targets = countTargets({ targets: getInt32(fx.tensors, 'targets') } as Batch);
-  return {
-    losses: results[0].lossSums.map(
-      (_, s) => results.reduce((sum, r) => sum + r.lossSums[s], 0) / targets,
-    ),
-    norms: results[0].norms,
-    params: results[0].params,
-  };
+  const threads = Array.from({ length: n }, (_, rank) => {
+    const next = channels[rank].port1;
+    const prev = channels[(rank - 1 + n) % n].port2;
+    const job: FixtureWorkerJob = {
+      fixture: fx.name,
+      backend: backend.name,
+      threads: backend.threads,
+      rank,
+      size: n,
+      next,
+      prev,
+    };
+    return startThread(new URL('../helpers/fixture-worker.ts', import.meta.url), job, {
+      transferList: [next, prev],
+    });
+  });
+  try {
+    const results = await Promise.all(
+      threads.map(
+        (thread) =>
+          new Promise<FixtureWorkerResult>((resolve, reject) => {
+            thread.once('message', resolve);
+            thread.once('error', reject);
+          }),
+      ),
+    );
+    const { globalTargets } = fixtureStep(fx, referenceBackend);
+    return {
+      losses: results[0].lossSums.map(
+        (_, s) => results.reduce((sum, r) => sum + r.lossSums[s], 0) / globalTargets,
+      ),
+      norms: results[0].norms,
+      params: results[0].params,
+      ranks: results,
+    };
+  } finally {
+    await Promise.all(threads.map((t) => t.terminate())); // a failed rank leaves its peer waiting
+  }
 }
 
 function modelFrom(fx: Fixture, backend: Backend): GPT2 {
@@ -154,9 +150,11 @@ describe.each(names.flatMap((name) => BACKENDS.map(([b, backend]) => [name, b, b
       const one = expectSteps(() => stepsOnOneWorker(fx, backend));
       describe('and on 2 worker threads over the exact ring all-reduce', () => {
         const two = expectSteps(() => stepsOnThreads(fx, backend, 2));
-        it('with the same bits as 1 worker', () => {
-          expect(two().norms).toEqual(one().norms);
-          expect(bytesOf(two().params).equals(bytesOf(one().params))).toBe(true);
+        it('with the same bits as 1 worker, on every rank', () => {
+          for (const rank of two().ranks) {
+            expect(rank.norms).toEqual(one().norms);
+            expect(bytesOf(rank.params).equals(bytesOf(one().params))).toBe(true);
+          }
         });
       });
     });

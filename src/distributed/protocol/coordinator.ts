@@ -1,6 +1,7 @@
 // The coordinator as a pure state machine (docs/design.md invariant 5):
 //   coordinatorTransition(state, event) -> { state, send, effects }
-// It owns no sockets, timers, files, buffers or closures, and never changes the state it is given
+// It owns no sockets, timers, files or closures, assembles no buffers (its state holds the data it
+// was given: plans, evaluation tokens, a resumed state), and never changes the state it is given
 // (the tests pass deep-frozen states): every container it changes is copied first. The shell
 // feeds it events (a worker joined after the handshake, a message, a closed connection, a clock
 // tick, the plan of a step it asked for) and carries out what it returns.
@@ -113,7 +114,8 @@ export interface CoordinatorState {
     final: boolean;
     /** Elements of params, m and v, from their first piece. */
     totals: Partial<Record<'params' | 'm' | 'v', number>>;
-    received: number;
+    /** Elements of each received so far: pieces come in order, each starting where the last ended. */
+    received: Partial<Record<'params' | 'm' | 'v', number>>;
   } | null;
   /** A stop was requested: finish after the step in progress. */
   stopping: boolean;
@@ -151,7 +153,9 @@ export type CoordinatorEffect =
   | { type: 'close'; conn: ConnId; code: string; reason: string }
   /** Plan step `step` (its batches when `streamed`: some worker reads no data) and feed stepPlanned. */
   | { type: 'planStep'; step: number; streamed: boolean }
-  /** One piece of the state being fetched, checked to fit; the shell puts it in place. */
+  /** A fetch of the state begins (the shell starts its buffers afresh). */
+  | { type: 'fetchState'; step: number; final: boolean }
+  /** One piece of the state being fetched, checked to follow the last; the shell puts it in place. */
   | { type: 'statePiece'; piece: MessageOf<'state'> }
   /** The state fetched (every piece delivered) is the checkpoint after `step` steps. */
   | { type: 'checkpoint'; step: number; adamSteps: number }
@@ -222,7 +226,11 @@ export function coordinatorTransition(state: CoordinatorState, event: Coordinato
     owner: new Map(state.owner),
     results: new Map(state.results),
     reduced: new Map(state.reduced),
-    transfer: state.transfer && { ...state.transfer, totals: { ...state.transfer.totals } },
+    transfer: state.transfer && {
+      ...state.transfer,
+      totals: { ...state.transfer.totals },
+      received: { ...state.transfer.received },
+    },
   });
   const s = st.s;
   if (s.phase === 'done' || s.phase === 'failed') return { state: s, send: [], effects: [] };
@@ -248,9 +256,12 @@ export function coordinatorTransition(state: CoordinatorState, event: Coordinato
       onTick(st, event.now);
       break;
     case 'stepPlanned':
+      // a plan for another step, or a second answer, is stale
       if (s.phase !== 'training' || s.plan !== null || event.step !== s.step) break;
       s.plan = { step: event.step, targetCount: event.targetCount, batches: event.batches };
-      startAttempt(st, event.now, new Map());
+      if (s.stopping)
+        finish(st); // a stop came while the plan was asked for: the step never began
+      else startAttempt(st, event.now, new Map());
       break;
     case 'stop':
       if (s.phase === 'rendezvous') {
@@ -520,7 +531,8 @@ function requestState(st: Transition, final: boolean): void {
     );
     return;
   }
-  s.transfer = { rank: first.rank, step: s.step, final, totals: {}, received: 0 };
+  s.transfer = { rank: first.rank, step: s.step, final, totals: {}, received: {} };
+  st.effects.push({ type: 'fetchState', step: s.step, final });
   st.to(first.conn, msg('fetch', { what: 'state' }));
 }
 
@@ -534,12 +546,14 @@ function onStatePiece(st: Transition, w: Worker, m: MessageOf<'state'>): void {
   const t = s.transfer;
   if (!t || t.rank !== w.rank) return;
   const total = (t.totals[m.what] ??= m.total);
-  if (total !== m.total || m.offset < 0 || m.offset + m.data.length > m.total) {
-    return protocolError(st, w, `state piece ${m.what}[${m.offset}..] out of range`);
+  const at = t.received[m.what] ?? 0;
+  if (total !== m.total || m.offset !== at || m.offset + m.data.length > m.total) {
+    return protocolError(st, w, `state piece ${m.what}[${m.offset}..] out of order or range`);
   }
   st.effects.push({ type: 'statePiece', piece: m });
-  t.received += m.data.length;
-  if (t.received < 3 * m.total) return;
+  t.received[m.what] = at + m.data.length;
+  const kinds = ['params', 'm', 'v'] as const;
+  if (kinds.some((k) => t.totals[k] === undefined || t.received[k] !== t.totals[k])) return;
   s.transfer = null;
   if (!t.final) {
     st.effects.push({ type: 'checkpoint', step: t.step, adamSteps: m.adamSteps });
@@ -549,6 +563,15 @@ function onStatePiece(st: Transition, w: Worker, m: MessageOf<'state'>): void {
   st.effects.push({ type: 'finished', steps: s.step, adamSteps: m.adamSteps });
   for (const other of s.workers.values())
     st.to(other.conn, msg('shutdown', { reason: 'training finished' }));
+}
+
+/** Aborts the current attempt on every live worker and starts the next (shards keep live owners). */
+function retryStep(st: Transition, now: number, reason: string): void {
+  const s = st.s;
+  for (const w of st.live())
+    st.to(w.conn, msg('abort', { step: s.step, attempt: s.attempt, reason }));
+  s.attempt++;
+  startAttempt(st, now, s.owner);
 }
 
 /** Drops a worker; if it was part of the current step, the step restarts without it. */
@@ -563,15 +586,7 @@ function lose(st: Transition, conn: ConnId, reason: string, now: number): void {
   st.log(`worker ${w.name} (rank ${w.rank}) lost: ${reason}`);
   // (while a plan is awaited no attempt has started: the plan's start goes to the live workers)
   if (s.phase === 'training' && s.plan !== null && s.members.includes(w.rank)) {
-    const previous = s.owner;
-    for (const other of st.live()) {
-      st.to(
-        other.conn,
-        msg('abort', { step: s.step, attempt: s.attempt, reason: `worker ${w.name} lost` }),
-      );
-    }
-    s.attempt++;
-    startAttempt(st, now, previous);
+    retryStep(st, now, `worker ${w.name} lost`);
   } else if (s.phase === 'evaluating' && s.askedRank === w.rank) {
     askForEval(st);
   }
@@ -614,14 +629,7 @@ function onTick(st: Transition, now: number): void {
     st.log(
       `step ${s.step + 1}: the all-reduce made no progress for ${Math.round((now - s.lastProgress) / 1000)} s; retrying it`,
     );
-    for (const w of st.live())
-      st.to(
-        w.conn,
-        msg('abort', { step: s.step, attempt: s.attempt, reason: 'all-reduce stalled' }),
-      );
-    const previous = s.owner;
-    s.attempt++;
-    startAttempt(st, now, previous);
+    retryStep(st, now, 'all-reduce stalled');
   }
   if (now - s.lastPing >= heartbeatMs) {
     s.lastPing = now;
