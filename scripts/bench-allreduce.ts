@@ -7,8 +7,9 @@
 // usage: npm run bench:allreduce -- [--workers 2,4] [--sizes 1,4,16,64,256] [--repeats 3]
 
 import { parseArgs } from 'node:util';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { Member } from '../src/distributed/messages.ts';
+import { startThread } from '../src/util/threads.ts';
 
 const { values } = parseArgs({
   options: {
@@ -19,10 +20,10 @@ const { values } = parseArgs({
 });
 const MB = 2 ** 20;
 const sizes = values.sizes.split(',').map((s) => Number(s) * MB);
-const entry = new URL('./bench-allreduce-thread.mjs', import.meta.url);
+const entry = new URL('./bench-allreduce-worker.ts', import.meta.url);
 
 function thread(data: unknown): Worker {
-  return new Worker(entry, { workerData: data });
+  return startThread(entry, data);
 }
 
 const next = (w: Worker) =>

@@ -1,8 +1,12 @@
 // The exact all-reduce between workers: ring reduce-scatter of the Float64 integer partial sums,
 // each worker turns the chunk it owns into fp32, then ring all-gather of the fp32 chunks. The
-// buffer is processed in buckets, so no message exceeds bucketElems / n elements. Messages are
-// matched by tag (step, attempt, bucket, phase, round, sender), so delivery order between
-// different links does not matter; an abort rejects every pending receive.
+// buffer is processed in buckets, so no chunk exceeds bucketElems / n elements, and a chunk
+// travels in pieces of at most PIECE_ELEMS elements at fixed offsets, each used (added, stored)
+// the moment it arrives while the next is on the wire. Pieces are matched by tag (step, attempt,
+// bucket, phase, round, sender), so delivery order between and within links does not matter; a
+// piece out of place (wrong offset, size, type, or twice) fails the receive; an abort rejects
+// every pending receive. Pieces are sent as views of the sums and outputs (no copy), so the
+// all-reduce ends only once its links have handed every piece to the operating system.
 //
 // Ring (n members, position p, chunk c of a bucket = its c-th of n slices):
 //   reduce-scatter round r = 0..n-2: send chunk (p - r) mod n to p+1, add chunk (p - r - 1) mod n from p-1
@@ -16,9 +20,20 @@ import type { MessageOf } from './messages.ts';
 import { msg } from './messages.ts';
 
 export type Chunk = MessageOf<'chunk'>;
+type Tag = Pick<Chunk, 'step' | 'attempt' | 'bucket' | 'phase' | 'round'>;
 
 /** Default bucket: 2^22 elements (32 MiB of Float64 sums). */
 export const DEFAULT_BUCKET_ELEMS = 2 ** 22;
+/** Elements per piece (1 MiB of Float64 sums): part of the protocol, both ends use it. */
+export const PIECE_ELEMS = 2 ** 17;
+
+/** Pieces of a chunk of `length` elements: [offset, count] (one empty piece for an empty chunk). */
+export function pieces(length: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (let at = 0; at === 0 || at < length; at += PIECE_ELEMS)
+    out.push([at, Math.min(PIECE_ELEMS, length - at)]);
+  return out;
+}
 
 /** The ring as seen from one member: its position, and links by position. */
 export interface RingLinks {
@@ -26,19 +41,57 @@ export interface RingLinks {
   size: number;
   /** Rank of the member at each position (for tags). */
   ranks: number[];
+  /** Sends a piece; its data is a view the caller keeps unchanged until flushed(). */
   send(toPosition: number, chunk: Chunk): void;
+  /** Resolves once every piece sent so far is out of the caller's buffers. */
+  flushed?(): Promise<void>;
 }
 
-const keyOf = (from: number, c: Pick<Chunk, 'step' | 'attempt' | 'bucket' | 'phase' | 'round'>) =>
+const keyOf = (from: number, c: Tag) =>
   `${from}/${c.step}/${c.attempt}/${c.bucket}/${c.phase}/${c.round}`;
 
-/** Buffers chunks that arrive before they are awaited, and hands them to waiters by tag. */
+/** A receive in progress: takes the pieces of one chunk, each once, in any order. */
+class Receiver {
+  private readonly expected: [number, number][];
+  private readonly seen = new Set<number>();
+
+  constructor(
+    private readonly from: number,
+    private readonly tag: Tag,
+    length: number,
+    private readonly onPiece: (data: Chunk['data'], offset: number) => void,
+    readonly resolve: () => void,
+    readonly reject: (e: Error) => void,
+  ) {
+    this.expected = pieces(length);
+  }
+
+  /** Hands a piece on; true once the chunk is complete. Throws a WeftError for a piece out of place. */
+  take(chunk: Chunk): boolean {
+    const index = chunk.offset / PIECE_ELEMS;
+    const want = this.expected[index];
+    const type = this.tag.phase === 'rs' ? Float64Array : Float32Array;
+    if (
+      !want ||
+      this.seen.has(index) ||
+      chunk.data.length !== want[1] ||
+      !(chunk.data instanceof type)
+    ) {
+      throw new WeftError(
+        'WEFT_E_PROTOCOL',
+        `${this.tag.phase === 'rs' ? 'reduce-scatter' : 'all-gather'} piece at ${chunk.offset} from rank ${this.from} has the wrong type, place or length`,
+      );
+    }
+    this.seen.add(index);
+    this.onPiece(chunk.data, chunk.offset);
+    return this.seen.size === this.expected.length;
+  }
+}
+
+/** Buffers pieces that arrive before they are awaited, and hands them to the receive of their tag. */
 export class Mailbox {
-  private readonly early = new Map<string, Chunk['data']>();
-  private readonly waiting = new Map<
-    string,
-    { resolve: (d: Chunk['data']) => void; reject: (e: Error) => void }
-  >();
+  private readonly early = new Map<string, Chunk[]>();
+  private readonly waiting = new Map<string, Receiver>();
   private aborted: WeftError | null = null;
   /** Oldest (step, attempt) still accepted; older chunks are dropped. */
   private floor = { step: 0, attempt: 0 };
@@ -50,27 +103,43 @@ export class Mailbox {
     )
       return;
     const key = keyOf(fromRank, chunk);
-    const waiter = this.waiting.get(key);
-    if (waiter) {
-      this.waiting.delete(key);
-      waiter.resolve(chunk.data);
-    } else {
-      this.early.set(key, chunk.data);
-    }
+    const receiver = this.waiting.get(key);
+    if (receiver) this.give(key, receiver, chunk);
+    else this.early.set(key, [...(this.early.get(key) ?? []), chunk]);
   }
 
+  /**
+   * Receives the chunk of `length` elements tagged `tag` from `fromRank`, handing each piece to
+   * `onPiece(data, offset)` as it comes; resolves when every piece has been handed on.
+   */
   receive(
     fromRank: number,
-    tag: Pick<Chunk, 'step' | 'attempt' | 'bucket' | 'phase' | 'round'>,
-  ): Promise<Chunk['data']> {
+    tag: Tag,
+    length: number,
+    onPiece: (data: Chunk['data'], offset: number) => void,
+  ): Promise<void> {
     if (this.aborted) return Promise.reject(this.aborted);
     const key = keyOf(fromRank, tag);
-    const data = this.early.get(key);
-    if (data) {
+    return new Promise((resolve, reject) => {
+      const receiver = new Receiver(fromRank, tag, length, onPiece, resolve, reject);
+      this.waiting.set(key, receiver);
+      const early = this.early.get(key) ?? [];
       this.early.delete(key);
-      return Promise.resolve(data);
+      for (const chunk of early) if (!this.give(key, receiver, chunk)) break;
+    });
+  }
+
+  /** Gives `receiver` a piece; false once it has finished (completed, or failed). */
+  private give(key: string, receiver: Receiver, chunk: Chunk): boolean {
+    try {
+      if (!receiver.take(chunk)) return true;
+      this.waiting.delete(key);
+      receiver.resolve();
+    } catch (err) {
+      this.waiting.delete(key);
+      receiver.reject(err as Error);
     }
-    return new Promise((resolve, reject) => this.waiting.set(key, { resolve, reject }));
+    return false;
   }
 
   /** Rejects all pending receives and drops buffered chunks older than (step, attempt). */
@@ -124,51 +193,52 @@ export interface AllReduceOptions {
 export async function exactAllReduce(options: AllReduceOptions): Promise<void> {
   const { ring, mailbox, sums, out, toFp32, step, attempt, cancelled } = options;
   const bucketElems = options.bucketElems ?? DEFAULT_BUCKET_ELEMS;
-  const receive = async (fromRank: number, tag: Parameters<Mailbox['receive']>[1]) => {
-    const data = await mailbox.receive(fromRank, tag);
-    // an aborted attempt must not touch the buffers again, even if its data had arrived
-    if (cancelled())
-      throw new WeftError(
-        'WEFT_E_PROTOCOL',
-        `collective for step ${step} attempt ${attempt} cancelled`,
-      );
-    return data;
-  };
   const { position: p, size: n, ranks } = ring;
   const next = mod(p + 1, n);
   const prevRank = ranks[mod(p - 1, n)];
-  for (let bucket = 0, begin = 0; begin < sums.length; bucket++, begin += bucketElems) {
-    const end = Math.min(sums.length, begin + bucketElems);
-    for (let round = 0; round < n - 1; round++) {
-      const tag = { step, attempt, bucket, phase: 'rs' as const, round };
-      const [s0, s1] = chunkRange(begin, end, mod(p - round, n), n);
-      ring.send(next, msg('chunk', { ...tag, data: sums.slice(s0, s1) }));
-      const incoming = (await receive(prevRank, tag)) as Float64Array;
-      const [r0, r1] = chunkRange(begin, end, mod(p - round - 1, n), n);
-      if (!(incoming instanceof Float64Array) || incoming.length !== r1 - r0) {
+  /** Sends chunk [c0, c1) of `from` as pieces (views, not copies). */
+  const sendChunk = (tag: Tag, from: Float64Array | Float32Array, c0: number, c1: number) => {
+    for (const [offset, count] of pieces(c1 - c0)) {
+      const data = from.subarray(c0 + offset, c0 + offset + count);
+      ring.send(next, msg('chunk', { ...tag, offset, data }));
+    }
+  };
+  /** Receives chunk [c0, c1) from the previous member, each piece into `use` at its place. */
+  const receiveChunk = (
+    tag: Tag,
+    c0: number,
+    c1: number,
+    use: (data: Chunk['data'], at: number) => void,
+  ) =>
+    mailbox.receive(prevRank, tag, c1 - c0, (data, offset) => {
+      // an aborted attempt must not touch the buffers again, even if its data had arrived
+      if (cancelled())
         throw new WeftError(
           'WEFT_E_PROTOCOL',
-          `reduce-scatter chunk from rank ${prevRank} has the wrong type or length`,
+          `collective for step ${step} attempt ${attempt} cancelled`,
         );
+      use(data, c0 + offset);
+    });
+  try {
+    for (let bucket = 0, begin = 0; begin < sums.length; bucket++, begin += bucketElems) {
+      const end = Math.min(sums.length, begin + bucketElems);
+      for (let round = 0; round < n - 1; round++) {
+        const tag = { step, attempt, bucket, phase: 'rs' as const, round };
+        sendChunk(tag, sums, ...chunkRange(begin, end, mod(p - round, n), n));
+        const [r0, r1] = chunkRange(begin, end, mod(p - round - 1, n), n);
+        await receiveChunk(tag, r0, r1, (data, at) => addInto(sums, data as Float64Array, at));
       }
-      addInto(sums, incoming, r0);
-    }
-    const [o0, o1] = chunkRange(begin, end, mod(p + 1, n), n);
-    toFp32(out, sums, o0, o1);
-    for (let round = 0; round < n - 1; round++) {
-      const tag = { step, attempt, bucket, phase: 'ag' as const, round };
-      const [s0, s1] = chunkRange(begin, end, mod(p + 1 - round, n), n);
-      ring.send(next, msg('chunk', { ...tag, data: out.slice(s0, s1) }));
-      const incoming = (await receive(prevRank, tag)) as Float32Array;
-      const [r0, r1] = chunkRange(begin, end, mod(p - round, n), n);
-      if (!(incoming instanceof Float32Array) || incoming.length !== r1 - r0) {
-        throw new WeftError(
-          'WEFT_E_PROTOCOL',
-          `all-gather chunk from rank ${prevRank} has the wrong type or length`,
-        );
+      const [o0, o1] = chunkRange(begin, end, mod(p + 1, n), n);
+      toFp32(out, sums, o0, o1);
+      for (let round = 0; round < n - 1; round++) {
+        const tag = { step, attempt, bucket, phase: 'ag' as const, round };
+        sendChunk(tag, out, ...chunkRange(begin, end, mod(p + 1 - round, n), n));
+        const [r0, r1] = chunkRange(begin, end, mod(p - round, n), n);
+        await receiveChunk(tag, r0, r1, (data, at) => out.set(data, at));
       }
-      out.set(incoming, r0);
     }
+  } finally {
+    await ring.flushed?.(); // the pieces sent are views: they must be out before anyone reuses the buffers
   }
 }
 

@@ -105,6 +105,8 @@ export const SCHEMAS = {
     bucket: 'int',
     phase: { oneOf: ['rs', 'ag'] },
     round: 'int',
+    /** Where this piece starts in its chunk (elements; a multiple of collectives.PIECE_ELEMS). */
+    offset: 'int',
     data: { oneOf: ['f64', 'f32'] },
   },
 } as const satisfies Record<string, Schema>;
@@ -290,6 +292,14 @@ export function validateMessage(value: unknown, limits: Limits = DEFAULT_LIMITS)
     throw schemaError(`unknown message type ${JSON.stringify(type)}`);
   checkObject(value, SCHEMAS[type as MessageType], type, limits, ['v', 't']);
   return value as unknown as Message;
+}
+
+/**
+ * `message` with a collective's piece copied out of the sender's memory (a piece is a view of
+ * buffers the sender goes on using, possibly shared memory, which posting would share, not copy).
+ */
+export function detached(message: Message): Message {
+  return message.t === 'chunk' ? { ...message, data: message.data.slice() } : message;
 }
 
 /** Weights, AdamW moments and AdamW's update count: what a worker holds beyond the config. */

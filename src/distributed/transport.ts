@@ -27,6 +27,12 @@ export interface Connection {
   /** Called once when the link closes for any reason (peer gone, bad frame, close()). */
   onClose: ((reason: string) => void) | null;
   /**
+   * Resolves once the link no longer reads from the buffers of the messages sent so far (a link
+   * that sends a collective's pieces from the caller's memory, without a copy). Links that copy
+   * at send leave it out.
+   */
+  flushed?(): Promise<void>;
+  /**
    * The handshake succeeded: lifts the limits that held before it (a WebSocket's handshake-sized
    * frame limit). Called synchronously from the handler of the message that completed the
    * handshake, so the next frame on the link is already read under the new limits. Throws when

@@ -244,6 +244,7 @@ export class WorkerShell {
         size: n,
         ranks,
         send: (_: number, chunk: Message) => links[0].send(chunk),
+        flushed: () => links[0].flushed?.() ?? Promise.resolve(),
       };
       const reducer = ringReducer({
         ring,

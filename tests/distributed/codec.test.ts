@@ -21,6 +21,7 @@ const chunk = msg('chunk', {
   bucket: 0,
   phase: 'rs',
   round: 2,
+  offset: 0,
   data: Float64Array.from([1.5, -(2 ** 52), 0]),
 });
 const start = msg('start', {

@@ -4,7 +4,8 @@
 
 import { describe, expect, it } from 'vitest';
 import type { Chunk, RingLinks } from '../../src/distributed/collectives.ts';
-import { Mailbox, exactAllReduce } from '../../src/distributed/collectives.ts';
+import { Mailbox, PIECE_ELEMS, exactAllReduce } from '../../src/distributed/collectives.ts';
+import { detached } from '../../src/distributed/messages.ts';
 import { accumulateExact, fromExact } from '../../src/kernels/optim.ts';
 import { Rng } from '../../src/util/rng.ts';
 
@@ -23,7 +24,11 @@ function ring(
     position,
     size: n,
     ranks,
-    send: (to: number, chunk: Chunk) => queue.push(() => mailboxes[to].deliver(rank, chunk)),
+    // a copy, as every transport makes: a piece is a view of the sender's buffers
+    send: (to: number, chunk: Chunk) => {
+      const copy = detached(chunk) as Chunk;
+      queue.push(() => mailboxes[to].deliver(rank, copy));
+    },
   }));
   const flush = async () => {
     for (let idle = 0; idle < 5;) {
@@ -50,43 +55,58 @@ function shardGrads(rng: Rng, shards: number, size: number): Float32Array[] {
   );
 }
 
-describe('exact all-reduce', () => {
-  const size = 1001;
+/** Six shards' gradients of `size` elements, and the single-worker sum of them as fp32 (the oracle). */
+function problem(size: number) {
   const grads = shardGrads(new Rng(3), 6, size);
-  // the oracle: all six shards summed on one worker
   const single = new Float64Array(size);
   for (const g of grads) accumulateExact(single, g, BITS, 6);
   const expected = new Float32Array(size);
   fromExact(expected, single, BITS);
+  return { grads, expected };
+}
 
-  it.each([1, 2, 3, 4, 6])('gives every one of %i members the single-worker bits', async (n) => {
-    const { links, mailboxes, flush } = ring(n, n);
-    const sums = links.map((_, p) => {
-      const acc = new Float64Array(size);
-      for (let shard = p; shard < 6; shard += n) accumulateExact(acc, grads[shard], BITS, 6);
-      return acc;
-    });
-    const outs = links.map(() => new Float32Array(size));
-    const done = Promise.all(
-      links.map((l, p) =>
-        exactAllReduce({
-          ring: l,
-          mailbox: mailboxes[p],
-          sums: sums[p],
-          out: outs[p],
-          toFp32,
-          step: 0,
-          attempt: 0,
-          cancelled: () => false,
-          bucketElems: 128,
-        }),
-      ),
-    );
-    await flush();
-    await done;
-    for (const out of outs)
-      expect(Buffer.from(out.buffer).equals(Buffer.from(expected.buffer))).toBe(true);
+/** n members all-reduce their shards (dealt round-robin); every output must be `expected`, bit for bit. */
+async function expectSingleWorkerBits(n: number, size: number, bucketElems: number) {
+  const { grads, expected } = problem(size);
+  const { links, mailboxes, flush } = ring(n, n);
+  const sums = links.map((_, p) => {
+    const acc = new Float64Array(size);
+    for (let shard = p; shard < 6; shard += n) accumulateExact(acc, grads[shard], BITS, 6);
+    return acc;
   });
+  const outs = links.map(() => new Float32Array(size));
+  const done = Promise.all(
+    links.map((l, p) =>
+      exactAllReduce({
+        ring: l,
+        mailbox: mailboxes[p],
+        sums: sums[p],
+        out: outs[p],
+        toFp32,
+        step: 0,
+        attempt: 0,
+        cancelled: () => false,
+        bucketElems,
+      }),
+    ),
+  );
+  await flush();
+  await done;
+  for (const out of outs)
+    expect(Buffer.from(out.buffer).equals(Buffer.from(expected.buffer))).toBe(true);
+}
+
+describe('exact all-reduce', () => {
+  const size = 1001;
+
+  it.each([1, 2, 3, 4, 6])('gives every one of %i members the single-worker bits', (n) =>
+    expectSingleWorkerBits(n, size, 128),
+  );
+
+  it.each([2, 3])(
+    'with %i members, chunks of several pieces arriving in any order still give those bits',
+    (n) => expectSingleWorkerBits(n, 3 * PIECE_ELEMS + 17, 2 ** 22),
+  );
 
   it('stops at the next receive once cancelled, leaving the output alone', async () => {
     const { links, mailboxes } = ring(2, 1);
@@ -114,16 +134,44 @@ describe('exact all-reduce', () => {
     box.abort('replanned', 3, 2);
     box.reopen();
     const tag = { step: 3, attempt: 1, bucket: 0, phase: 'rs' as const, round: 0 };
-    box.deliver(1, { v: 1, t: 'chunk', ...tag, data: new Float64Array(1) });
-    const late = box.receive(1, tag);
+    box.deliver(1, { v: 1, t: 'chunk', ...tag, offset: 0, data: new Float64Array(1) });
+    const got: number[] = [];
+    const late = box.receive(1, tag, 1, (d) => got.push(...d));
     const newer = { ...tag, attempt: 2 };
-    box.deliver(1, { v: 1, t: 'chunk', ...newer, data: Float64Array.of(5) });
-    expect(Array.from((await box.receive(1, newer)) as Float64Array)).toEqual([5]);
+    box.deliver(1, { v: 1, t: 'chunk', ...newer, offset: 0, data: Float64Array.of(5) });
+    await box.receive(1, newer, 1, (d) => got.push(...d));
+    expect(got).toEqual([5]);
     const raced = await Promise.race([
       late.then(() => 'delivered'),
       new Promise((r) => setTimeout(() => r('pending'), 20)),
     ]);
     expect(raced).toBe('pending');
+  });
+
+  it('takes pieces in any order, and fails a receive on a piece out of place', async () => {
+    const box = new Mailbox();
+    const tag = { step: 0, attempt: 0, bucket: 0, phase: 'rs' as const, round: 0 };
+    const length = PIECE_ELEMS + 3;
+    const piece = (offset: number, n: number) =>
+      ({ v: 1, t: 'chunk', ...tag, offset, data: new Float64Array(n).fill(offset + 1) }) as const;
+    const into = new Float64Array(length);
+    box.deliver(1, piece(PIECE_ELEMS, 3)); // the second piece first, before the receive
+    const done = box.receive(1, tag, length, (d, at) => into.set(d, at));
+    box.deliver(1, piece(0, PIECE_ELEMS));
+    await done;
+    expect(into[0]).toBe(1);
+    expect(into[length - 1]).toBe(PIECE_ELEMS + 1);
+    for (const bad of [piece(0, 5), piece(7, PIECE_ELEMS), piece(2 * PIECE_ELEMS, 1)]) {
+      const failed = box.receive(1, { ...tag, round: 1 }, length, () => {});
+      box.deliver(1, { ...bad, round: 1 });
+      await expect(failed).rejects.toThrow(
+        /piece at \d+ from rank 1 has the wrong type, place or length/,
+      );
+    }
+    const twice = box.receive(1, { ...tag, round: 2 }, length, () => {});
+    box.deliver(1, { ...piece(0, PIECE_ELEMS), round: 2 });
+    box.deliver(1, { ...piece(0, PIECE_ELEMS), round: 2 });
+    await expect(twice).rejects.toThrow(/wrong type, place or length/);
   });
 });
 

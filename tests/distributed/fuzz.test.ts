@@ -1,15 +1,16 @@
 // Fuzzing a live cluster: thousands of random and mutated frames (random bytes, truncations, bit
-// flips, wrong versions, wrong field types, unknown types, oversized frames, valid messages sent
-// before the handshake, hellos with a bad proof) go to the coordinator's port and to a worker's
-// peer port while training runs. Each frame comes on a fresh, unauthenticated connection, so the
-// handshake's frame limit applies: each gets a reject with the code a local decode under that
-// limit predicts (or, past twice the limit, a closed connection); nothing crashes; the trained
-// weights are byte-identical to a run nobody disturbed.
+// flips, wrong versions, wrong field types, unknown types, oversized frames, valid messages and
+// binary all-reduce pieces sent before the handshake, hellos with a bad proof) go to the
+// coordinator's port and to a worker's peer port while training runs. Each frame comes on a
+// fresh, unauthenticated connection, so the handshake's frame limit applies: each gets a reject
+// with the code a local decode under that limit predicts (or, past twice the limit, a closed
+// connection); nothing crashes; the trained weights are byte-identical to a run nobody disturbed.
 
 import { join } from 'node:path';
 import { pack } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { decodeFrame, encodeFrame } from '../../src/distributed/codec.ts';
+import { encodeChunkFrame, isChunkFrame } from '../../src/distributed/chunk-frame.ts';
 import { serveCoordinator, trainWithThreads } from '../../src/distributed/launch.ts';
 import type { Limits, Message } from '../../src/distributed/messages.ts';
 import { DEFAULT_LIMITS, handshakeLimits, msg } from '../../src/distributed/messages.ts';
@@ -50,6 +51,7 @@ const VALID: Message[] = [
     bucket: 0,
     phase: 'rs',
     round: 0,
+    offset: 0,
     data: new Float64Array(64),
   }),
   msg('chunk', {
@@ -58,6 +60,7 @@ const VALID: Message[] = [
     bucket: 0,
     phase: 'ag',
     round: 0,
+    offset: 0,
     data: new Float32Array(LIMITS.maxTensorElements + 1),
   }),
   msg('start', {
@@ -89,11 +92,33 @@ function randomValue(rng: Rng): unknown {
   return options[rng.int(options.length)];
 }
 
+/** A collective's piece as its binary frame (chunk-frame.ts), maybe cut short. */
+function binaryPiece(rng: Rng): Uint8Array {
+  const rs = rng.int(2) === 0;
+  const count = rng.int(500);
+  const data = rs
+    ? Float64Array.from({ length: count }, () => Math.round(rng.normal() * 2 ** (10 + rng.int(40))))
+    : Float32Array.from({ length: count }, () => rng.normal());
+  const piece = msg('chunk', {
+    step: rng.int(5),
+    attempt: 0,
+    bucket: 0,
+    phase: rs ? 'rs' : 'ag',
+    round: 0,
+    offset: 0,
+    data,
+  });
+  const bytes = Buffer.concat(encodeChunkFrame(piece));
+  return rng.int(2) ? bytes : bytes.subarray(0, rng.int(bytes.length));
+}
+
 /** One fuzz frame: bytes to send. */
 function fuzzFrame(rng: Rng): Uint8Array {
   const base = VALID[rng.int(VALID.length)];
   const frame = encodeFrame(base);
-  switch (rng.int(11)) {
+  switch (rng.int(12)) {
+    case 10:
+      return binaryPiece(rng); // a piece before the handshake: refused unread
     case 0:
       return Uint8Array.from({ length: rng.int(200) }, () => rng.int(256));
     case 1:
@@ -142,6 +167,7 @@ function fuzzFrame(rng: Rng): Uint8Array {
 function expectedCode(frame: Uint8Array, role: 'worker' | 'peer', limits: Limits): string {
   const before = handshakeLimits(limits);
   if (frame.length > 2 * before.maxFrameBytes) return 'closed';
+  if (isChunkFrame(frame)) return 'WEFT_E_FRAME';
   try {
     const m = decodeFrame(frame, before);
     if (m.t !== 'hello' || m.role !== role) return 'WEFT_E_PROTOCOL';

@@ -8,6 +8,7 @@ import type { MessagePort } from 'node:worker_threads';
 import { parentPort } from 'node:worker_threads';
 import type { Chunk } from '../../src/distributed/collectives.ts';
 import { Mailbox, ringReducer } from '../../src/distributed/collectives.ts';
+import { detached } from '../../src/distributed/messages.ts';
 import type { BackendName } from '../../src/kernels/backend.ts';
 import { createBackend } from '../../src/kernels/select.ts';
 import { runStep } from '../../src/train/step.ts';
@@ -47,7 +48,12 @@ const work = new Float64Array(step.model.paramCount);
 const result: FixtureWorkerResult = { lossSums: [], norms: [], params: step.model.params };
 for (let s = 0; s < fx.optimizer.steps; s++) {
   const reducer = ringReducer({
-    ring: { position: job.rank, size: job.size, ranks, send: (_, c) => job.next.postMessage(c) },
+    ring: {
+      position: job.rank,
+      size: job.size,
+      ranks,
+      send: (_, c) => job.next.postMessage(detached(c)),
+    },
     mailbox,
     work,
     backend,

@@ -9,6 +9,7 @@ import { Rng } from '../../util/rng.ts';
 import { WeftError } from '../../util/errors.ts';
 import { decodeFrame, encodeFrame } from '../codec.ts';
 import type { Message } from '../messages.ts';
+import { detached } from '../messages.ts';
 import type { Connection, Listener, Network } from '../transport.ts';
 import { BaseConnection } from '../transport.ts';
 
@@ -32,9 +33,10 @@ class MemoryConnection extends BaseConnection {
 
   send(message: Message): void {
     if (this.isClosed || !this.peer) return;
+    // a copy either way: a collective's pieces are views of buffers the sender goes on using
     this.net.enqueue(this, {
       to: this.peer,
-      message: this.net.encode ? encodeFrame(message) : message,
+      message: this.net.encode ? encodeFrame(message) : detached(message),
     });
   }
 

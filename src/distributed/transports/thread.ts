@@ -5,7 +5,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import { WeftError } from '../../util/errors.ts';
 import type { Message } from '../messages.ts';
-import { msg, validateMessage } from '../messages.ts';
+import { detached, msg, validateMessage } from '../messages.ts';
 import { BaseConnection } from '../transport.ts';
 
 const CLOSE = '__weft_close__';
@@ -61,7 +61,8 @@ export class PortConnection extends BaseConnection {
 
   send(message: Message): void {
     if (this.isClosed) return;
-    this.port.postMessage(message, transferList(message));
+    const own = detached(message); // a piece: copied once, then its copy is transferred
+    this.port.postMessage(own, transferList(own));
   }
 
   close(reason = 'closed'): void {

@@ -15,6 +15,7 @@ import type { Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { RawData } from 'ws';
 import { WeftError } from '../../util/errors.ts';
+import { decodeChunkFrame, encodeChunkFrame, isChunkFrame } from '../chunk-frame.ts';
 import { decodeFrame, encodeFrame } from '../codec.ts';
 import type { Limits, Message } from '../messages.ts';
 import { DEFAULT_LIMITS, handshakeLimits, msg } from '../messages.ts';
@@ -64,6 +65,9 @@ export function setMaxPayload(socket: WebSocket, bytes: number): void {
 class WsConnection extends BaseConnection {
   readonly remote: string;
   private trusted = false;
+  /** Pieces sent whose bytes the socket has not taken yet, and who waits for none to be left. */
+  private unflushed = 0;
+  private readonly flushWaiters: (() => void)[] = [];
 
   constructor(
     private readonly socket: WebSocket,
@@ -76,9 +80,10 @@ class WsConnection extends BaseConnection {
     this.remote = remote;
     socket.binaryType = 'nodebuffer';
     socket.on('message', (data, isBinary) => this.receive(data, isBinary));
-    socket.on('close', (code, reason) =>
-      this.closed(reason.toString() || `connection closed (code ${code})`),
-    );
+    socket.on('close', (code, reason) => {
+      this.releaseFlushWaiters(); // nothing more will be read from the pieces' buffers
+      this.closed(reason.toString() || `connection closed (code ${code})`);
+    });
     socket.on('error', (err: Error & { code?: string }) => {
       if (err.code !== 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
         this.closed(`connection error: ${err.message}`);
@@ -102,7 +107,14 @@ class WsConnection extends BaseConnection {
     try {
       if (!isBinary)
         throw new WeftError('WEFT_E_DECODE', 'text frame; weft speaks binary msgpack frames');
-      message = decodeFrame(toBytes(data), this.frameLimits());
+      const bytes = toBytes(data);
+      if (isChunkFrame(bytes)) {
+        if (!this.trusted)
+          throw new WeftError('WEFT_E_FRAME', 'a binary piece frame before authentication');
+        message = decodeChunkFrame(bytes, this.limits);
+      } else {
+        message = decodeFrame(bytes, this.frameLimits());
+      }
     } catch (err) {
       const e = err instanceof WeftError ? err : new WeftError('WEFT_E_DECODE', String(err));
       countRefusal(e.code);
@@ -122,7 +134,29 @@ class WsConnection extends BaseConnection {
 
   send(message: Message): void {
     if (this.socket.readyState !== WebSocket.OPEN) return;
-    this.socket.send(encodeFrame(message));
+    if (message.t !== 'chunk' || !this.trusted) return this.socket.send(encodeFrame(message));
+    // a piece: its binary frame, the numbers sent from the caller's buffer until flushed()
+    const parts = encodeChunkFrame(message);
+    this.unflushed++;
+    parts.forEach((part, i) => {
+      const last = i === parts.length - 1;
+      this.socket.send(part, { binary: true, fin: last }, last ? this.onFlushed : undefined);
+    });
+  }
+
+  /** Resolves once every piece sent so far has been handed to the socket (or the link failed). */
+  flushed(): Promise<void> {
+    if (this.unflushed === 0) return Promise.resolve();
+    return new Promise((resolve) => this.flushWaiters.push(resolve));
+  }
+
+  private readonly onFlushed = () => {
+    if (--this.unflushed <= 0) this.releaseFlushWaiters();
+  };
+
+  private releaseFlushWaiters(): void {
+    this.unflushed = 0;
+    for (const resolve of this.flushWaiters.splice(0)) resolve();
   }
 
   close(reason = 'closed'): void {
