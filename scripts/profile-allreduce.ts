@@ -1,17 +1,21 @@
-// Where the exact all-reduce's time goes: each piece of its data path timed alone, on one chunk
+// Where the exact all-reduce's time goes: each stage of its data path timed alone, on one chunk
 // (the reduce-scatter's Float64 sums and the all-gather's fp32 values of a 64 MB fp32 gradient
-// split between 2 workers), next to raw memory copy speed. The pieces: the copy into a message
-// (slice), msgpack encoding and decoding with schema checks, the Float64 addition, the conversion
-// to fp32 (JavaScript and the wasm kernel), and one frame's trip over loopback WebSocket between
-// two threads (send to delivery, including ws framing and the socket).
+// split between 2 workers; realistic partial sums, ~1% needing more than 32 bits), next to raw
+// memory copy speed. The stages: the old path's copy into a message (slice) and msgpack encoding
+// and decoding with schema checks; the binary piece frames' compact encoding and decoding
+// (chunk-frame.ts, piece by piece); the Float64 addition; the conversion to fp32 (JavaScript and
+// the wasm kernel).
 //
-// usage: npx tsx scripts/profile-allreduce.ts [--mb 64] [--repeats 5]
+// usage: npm run profile:allreduce -- [--mb 64] [--repeats 5]
 
 import { parseArgs } from 'node:util';
+import { PIECE_ELEMS } from '../src/distributed/collectives.ts';
+import { decodeChunkFrame, encodeChunkFrame } from '../src/distributed/chunk-frame.ts';
 import { decodeFrame, encodeFrame } from '../src/distributed/codec.ts';
 import { msg } from '../src/distributed/messages.ts';
 import { WasmBackend } from '../src/kernels/wasm/backend.ts';
 import { fromExact } from '../src/kernels/optim.ts';
+import { Rng } from '../src/util/rng.ts';
 
 const { values } = parseArgs({
   options: { mb: { type: 'string', default: '64' }, repeats: { type: 'string', default: '5' } },
@@ -36,7 +40,10 @@ function time(run: () => void): number {
 const rows: [string, number, number][] = [];
 const row = (what: string, bytes: number, seconds: number) => rows.push([what, bytes, seconds]);
 
-const sums = Float64Array.from({ length: elements }, (_, i) => (i % 1000) - 500);
+const rng = new Rng(1);
+const sums = Float64Array.from({ length: elements }, () =>
+  Math.round(rng.normal() * 7.5e-4 * 2 ** 40),
+);
 const fp32 = Float32Array.from({ length: elements }, (_, i) => i * 1e-3);
 const big = Buffer.alloc(elements * 8, 1);
 const bigDst = Buffer.alloc(elements * 8);
@@ -75,6 +82,36 @@ row(
   elements * 4,
   time(() => decodeFrame(agFrame)),
 );
+/** Every piece of `data` as its own chunk message. */
+const piecesOf = (phase: 'rs' | 'ag', data: Float64Array | Float32Array) =>
+  Array.from({ length: Math.ceil(data.length / PIECE_ELEMS) }, (_, k) =>
+    msg('chunk', {
+      ...tag,
+      phase,
+      offset: k * PIECE_ELEMS,
+      data: data.subarray(k * PIECE_ELEMS, (k + 1) * PIECE_ELEMS),
+    }),
+  );
+const rsPieces = piecesOf('rs', sums);
+let rsFrames: Uint8Array[] = rsPieces.map((m) => Buffer.concat(encodeChunkFrame(m)));
+row(
+  'binary pieces: compact encode (int32)',
+  elements * 8,
+  time(() => (rsFrames = rsPieces.map((m) => encodeChunkFrame(m)[0]))),
+);
+row(
+  'binary pieces: decode to Float64',
+  elements * 8,
+  time(() => rsFrames.forEach((f) => decodeChunkFrame(f))),
+);
+const agFrames = piecesOf('ag', fp32).map((m) => Buffer.concat(encodeChunkFrame(m)));
+row(
+  'binary pieces: fp32 decode (views)',
+  elements * 4,
+  time(() => agFrames.forEach((f) => decodeChunkFrame(f))),
+);
+const wire = Buffer.concat(rsFrames);
+row('  (compact size, of the Float64 bytes)', wire.length, 0);
 const acc = new Float64Array(elements);
 row(
   'Float64 addition (JavaScript loop)',
@@ -101,10 +138,12 @@ row(
 console.log(
   `one worker's chunk of a ${values.mb} MB gradient (2 workers): ${elements.toLocaleString('en-US')} elements`,
 );
-console.log('  piece                                  bytes      time      GB/s');
+console.log('  stage                                      bytes      time      GB/s');
 for (const [what, bytes, seconds] of rows) {
   console.log(
-    `  ${what.padEnd(36)} ${(bytes / MB).toFixed(0).padStart(6)} MB ${(seconds * 1000).toFixed(1).padStart(7)} ms ${(bytes / seconds / 1e9).toFixed(2).padStart(7)}`,
+    seconds === 0
+      ? `  ${what.padEnd(40)} ${(bytes / MB).toFixed(1).padStart(6)} MB`
+      : `  ${what.padEnd(40)} ${(bytes / MB).toFixed(0).padStart(6)} MB ${(seconds * 1000).toFixed(1).padStart(7)} ms ${(bytes / seconds / 1e9).toFixed(2).padStart(7)}`,
   );
 }
 await wasm.dispose();

@@ -65,8 +65,10 @@ function compact(chunk: Chunk): Buffer | null {
   const escaped: number[] = [];
   for (let i = 0; i < count; i++) {
     const v = data[i];
-    if ((v | 0) === v && v !== ESCAPE && !Object.is(v, -0)) {
-      ints[i] = v;
+    const w = v | 0;
+    // fits: an int32 that is not the marker (and not -0, which int32 cannot hold)
+    if (w === v && w !== ESCAPE && (w !== 0 || 1 / v > 0)) {
+      ints[i] = w;
     } else {
       ints[i] = ESCAPE;
       if (escaped.push(v) > count / 4) return null;
