@@ -248,9 +248,12 @@ describe('robustness', () => {
     const lines: string[] = [];
     const { url: logged } = await listen({ log: (line) => lines.push(line) });
     const abort = new AbortController();
+    // greedy, so the run is the same every time: a sampled one could end early (end_turn) and
+    // never see the disconnect
+    const body = { model, max_tokens: 4000, stream: true, temperature: 0, messages: user('go') };
     const res = await fetch(`${logged}/v1/messages`, {
       method: 'POST',
-      body: JSON.stringify({ model, max_tokens: 4000, stream: true, messages: user('go') }),
+      body: JSON.stringify(body),
       signal: abort.signal,
     });
     const reader = (res.body as ReadableStream<Uint8Array>).getReader();
