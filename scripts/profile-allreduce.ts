@@ -3,14 +3,15 @@
 // split between 2 workers; realistic partial sums, ~1% needing more than 32 bits), next to raw
 // memory copy speed. The stages: the old path's copy into a message (slice) and msgpack encoding
 // and decoding with schema checks; the binary piece frames' compact encoding and decoding
-// (chunk-frame.ts, piece by piece); the Float64 addition; the conversion to fp32 (JavaScript and
-// the wasm kernel).
+// (chunk-frame.ts, piece by piece) and the compact sums' addition into the sums; the Float64
+// addition; the conversion to fp32 (JavaScript and the wasm kernel).
 //
 // usage: npm run profile:allreduce -- [--mb 64] [--repeats 5]
 
 import { parseArgs } from 'node:util';
 import { PIECE_ELEMS } from '../src/distributed/collectives.ts';
 import { decodeChunkFrame, encodeChunkFrame } from '../src/distributed/chunk-frame.ts';
+import type { CompactSums } from '../src/distributed/compact-sums.ts';
 import { decodeFrame, encodeFrame } from '../src/distributed/codec.ts';
 import { msg } from '../src/distributed/messages.ts';
 import { WasmBackend } from '../src/kernels/wasm/backend.ts';
@@ -100,9 +101,16 @@ row(
   time(() => (rsFrames = rsPieces.map((m) => encodeChunkFrame(m)[0]))),
 );
 row(
-  'binary pieces: decode to Float64',
+  'binary pieces: decode (checks, escape count)',
   elements * 8,
   time(() => rsFrames.forEach((f) => decodeChunkFrame(f))),
+);
+const rsDecoded = rsFrames.map((f) => decodeChunkFrame(f).data as CompactSums);
+const into = new Float64Array(elements);
+row(
+  'binary pieces: add into the sums (fused)',
+  elements * 8,
+  time(() => rsDecoded.forEach((d, k) => d.addInto(into, k * PIECE_ELEMS))),
 );
 const agFrames = piecesOf('ag', fp32).map((m) => Buffer.concat(encodeChunkFrame(m)));
 row(

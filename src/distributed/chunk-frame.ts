@@ -11,11 +11,13 @@
 //   F32 (ag)  count float32
 //   I32 (rs)  the same integers, smaller: count int32, ESCAPE where a value does not fit (or is
 //             not an integer), padded to 8 bytes, then `escapes` float64, the escaped values in
-//             order. Decoded to the same float64 values, so sums stay exact. Most partial sums fit
-//             (|g| < 2^-9 on the 2^-40 grid); a piece that would escape more than a quarter of its
-//             values travels as F64.
+//             order. Handed on as CompactSums (compact-sums.ts), added into the sums as the same
+//             float64 values, so sums stay exact. Most partial sums fit (|g| < 2^-9 on the
+//             2^-40 grid); a piece that would escape more than a quarter of its values travels as
+//             F64.
 
 import { WeftError } from '../util/errors.ts';
+import { CompactSums, ESCAPE } from './compact-sums.ts';
 import type { Limits, MessageOf } from './messages.ts';
 import { DEFAULT_LIMITS, msg } from './messages.ts';
 
@@ -26,7 +28,6 @@ export const HEADER_BYTES = 40;
 const F64 = 1;
 const F32 = 2;
 const I32 = 3;
-const ESCAPE = -(2 ** 31);
 
 /** Whether `bytes` is a piece's binary frame (a msgpack message never starts this way). */
 export function isChunkFrame(bytes: Uint8Array): boolean {
@@ -54,9 +55,8 @@ function header(chunk: Chunk, encoding: number, escapes: number): Buffer {
   return h;
 }
 
-/** The piece `chunk` as I32 when that is smaller; else null. */
-function compact(chunk: Chunk): Buffer | null {
-  const data = chunk.data;
+/** The piece `chunk` (its sums `data`) as I32 when that is smaller; else null. */
+function compact(chunk: Chunk, data: Float64Array): Buffer | null {
   const count = data.length;
   const intsBytes = Math.ceil((4 * count) / 8) * 8;
   // its own ArrayBuffer (not the pool), so the int32 and float64 views are aligned
@@ -87,15 +87,17 @@ function compact(chunk: Chunk): Buffer | null {
 
 /**
  * The frame of a piece, as parts to send in order as one message: the header and a view of the
- * piece's numbers (read until sent), or one compact buffer for sums that fit in 32 bits.
+ * piece's numbers (read until sent), or, with `compact`, one buffer for sums that fit in 32 bits
+ * (half the bytes on the wire, for more work on both ends: worth it across a network, not on
+ * loopback, where the CPU is the bottleneck: 0.43 GB/s raw against 0.34 compact, 64 MB, 2 workers).
  */
-export function encodeChunkFrame(chunk: Chunk): Uint8Array[] {
-  if (chunk.data instanceof Float64Array) {
+export function encodeChunkFrame(chunk: Chunk, compactSums = true): Uint8Array[] {
+  const d = chunk.data instanceof CompactSums ? chunk.data.toFloat64() : chunk.data;
+  if (d instanceof Float64Array) {
     if (chunk.phase !== 'rs') throw new WeftError('WEFT_E_SCHEMA', 'float64 pieces are sums (rs)');
-    const small = compact(chunk);
+    const small = compactSums ? compact(chunk, d) : null;
     if (small) return [small];
   }
-  const d = chunk.data;
   const bytes = Buffer.from(d.buffer, d.byteOffset, d.byteLength);
   return [header(chunk, d instanceof Float64Array ? F64 : F32, 0), bytes];
 }
@@ -118,15 +120,26 @@ function numbers<T extends Float64Array | Float32Array | Int32Array>(
   return copy;
 }
 
-/** Decodes and checks a piece's frame; throws a WeftError naming what is wrong. */
-export function decodeChunkFrame(bytes: Uint8Array, limits: Limits = DEFAULT_LIMITS): Chunk {
+/**
+ * Decodes and checks a piece's frame, given as one buffer or as the fragments it came in (its
+ * header, then its numbers: read in place, not joined); throws a WeftError naming what is wrong.
+ */
+export function decodeChunkFrame(
+  frame: Uint8Array | Uint8Array[],
+  limits: Limits = DEFAULT_LIMITS,
+): Chunk {
   const bad = (code: 'WEFT_E_FRAME' | 'WEFT_E_SCHEMA', what: string) =>
     new WeftError(code, `binary piece frame: ${what}`);
-  if (bytes.length > limits.maxFrameBytes)
-    throw bad('WEFT_E_FRAME', `${bytes.length} bytes is over the limit of ${limits.maxFrameBytes}`);
-  if (bytes.length < HEADER_BYTES || !isChunkFrame(bytes))
-    throw bad('WEFT_E_FRAME', `${bytes.length} bytes is not a header`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES);
+  const parts = Array.isArray(frame) ? frame : [frame];
+  const split = parts.length === 2 && parts[0].length === HEADER_BYTES;
+  const whole = split || parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  const size = split ? HEADER_BYTES + parts[1].length : whole.length;
+  if (size > limits.maxFrameBytes)
+    throw bad('WEFT_E_FRAME', `${size} bytes is over the limit of ${limits.maxFrameBytes}`);
+  if (whole.length < HEADER_BYTES || !isChunkFrame(whole))
+    throw bad('WEFT_E_FRAME', `${whole.length} bytes is not a header`);
+  const body = split ? parts[1] : whole.subarray(HEADER_BYTES);
+  const view = new DataView(whole.buffer, whole.byteOffset, HEADER_BYTES);
   const encoding = view.getUint8(4);
   const phaseCode = view.getUint8(5);
   const [step, attempt, bucket, round, offset, count, escapes] = Array.from({ length: 7 }, (_, i) =>
@@ -149,23 +162,17 @@ export function decodeChunkFrame(bytes: Uint8Array, limits: Limits = DEFAULT_LIM
   const expected =
     HEADER_BYTES +
     (encoding === F64 ? 8 * count : encoding === F32 ? 4 * count : intsBytes + 8 * escapes);
-  if (bytes.length !== expected)
-    throw bad('WEFT_E_FRAME', `${bytes.length} bytes where its header says ${expected}`);
+  if (size !== expected)
+    throw bad('WEFT_E_FRAME', `${size} bytes where its header says ${expected}`);
   const tag = { step, attempt, bucket, phase, round, offset };
   if (encoding === F64)
-    return msg('chunk', { ...tag, data: numbers(Float64Array, bytes, HEADER_BYTES, count) });
+    return msg('chunk', { ...tag, data: numbers(Float64Array, body, 0, count) });
   if (encoding === F32)
-    return msg('chunk', { ...tag, data: numbers(Float32Array, bytes, HEADER_BYTES, count) });
-  const ints = numbers(Int32Array, bytes, HEADER_BYTES, count);
-  const values = numbers(Float64Array, bytes, HEADER_BYTES + intsBytes, escapes);
-  const data = new Float64Array(count);
-  let next = 0;
-  for (let i = 0; i < count; i++) {
-    const v = ints[i];
-    if (v !== ESCAPE) data[i] = v;
-    else if (next < escapes) data[i] = values[next++];
-    else throw bad('WEFT_E_SCHEMA', `more escaped values than the ${escapes} it carries`);
-  }
-  if (next !== escapes) throw bad('WEFT_E_SCHEMA', `${escapes} escaped values, ${next} used`);
-  return msg('chunk', { ...tag, data });
+    return msg('chunk', { ...tag, data: numbers(Float32Array, body, 0, count) });
+  const ints = numbers(Int32Array, body, 0, count);
+  const values = numbers(Float64Array, body, intsBytes, escapes);
+  const marked = CompactSums.countEscapes(ints);
+  if (marked !== escapes)
+    throw bad('WEFT_E_SCHEMA', `${marked} escape markers for ${escapes} escaped values`);
+  return msg('chunk', { ...tag, data: new CompactSums(ints, values) });
 }

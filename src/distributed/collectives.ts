@@ -6,7 +6,11 @@
 // bucket, phase, round, sender), so delivery order between and within links does not matter; a
 // piece out of place (wrong offset, size, type, or twice) fails the receive; an abort rejects
 // every pending receive. Pieces are sent as views of the sums and outputs (no copy), so the
-// all-reduce ends only once its links have handed every piece to the operating system.
+// all-reduce ends only once its links have handed every piece to the operating system. A
+// cancelled attempt stops at once, though: pieces it queued may then go out carrying the next
+// attempt's bytes, which is harmless because they carry the old attempt in their tag and every
+// receiver drops them (its floor has passed it) or uses them in an attempt the coordinator
+// ignores.
 //
 // Ring (n members, position p, chunk c of a bucket = its c-th of n slices):
 //   reduce-scatter round r = 0..n-2: send chunk (p - r) mod n to p+1, add chunk (p - r - 1) mod n from p-1
@@ -16,6 +20,7 @@
 import type { Kernels } from '../kernels/backend.ts';
 import type { Reducer } from '../train/step.ts';
 import { WeftError } from '../util/errors.ts';
+import { CompactSums } from './compact-sums.ts';
 import type { MessageOf } from './messages.ts';
 import { msg } from './messages.ts';
 
@@ -70,13 +75,11 @@ class Receiver {
   take(chunk: Chunk): boolean {
     const index = chunk.offset / PIECE_ELEMS;
     const want = this.expected[index];
-    const type = this.tag.phase === 'rs' ? Float64Array : Float32Array;
-    if (
-      !want ||
-      this.seen.has(index) ||
-      chunk.data.length !== want[1] ||
-      !(chunk.data instanceof type)
-    ) {
+    const fits =
+      this.tag.phase === 'rs'
+        ? chunk.data instanceof Float64Array || chunk.data instanceof CompactSums
+        : chunk.data instanceof Float32Array;
+    if (!want || this.seen.has(index) || chunk.data.length !== want[1] || !fits) {
       throw new WeftError(
         'WEFT_E_PROTOCOL',
         `${this.tag.phase === 'rs' ? 'reduce-scatter' : 'all-gather'} piece at ${chunk.offset} from rank ${this.from} has the wrong type, place or length`,
@@ -104,8 +107,11 @@ export class Mailbox {
       return;
     const key = keyOf(fromRank, chunk);
     const receiver = this.waiting.get(key);
-    if (receiver) this.give(key, receiver, chunk);
-    else this.early.set(key, [...(this.early.get(key) ?? []), chunk]);
+    if (receiver) return void this.give(key, receiver, chunk);
+    const early = this.early.get(key) ?? [];
+    if (early.some((c) => c.offset === chunk.offset)) return; // a piece twice: the receive refuses it
+    early.push(chunk);
+    this.early.set(key, early);
   }
 
   /**
@@ -204,21 +210,26 @@ export async function exactAllReduce(options: AllReduceOptions): Promise<void> {
     }
   };
   /** Receives chunk [c0, c1) from the previous member, each piece into `use` at its place. */
-  const receiveChunk = (
+  const stopIfCancelled = () => {
+    if (cancelled())
+      throw new WeftError(
+        'WEFT_E_PROTOCOL',
+        `collective for step ${step} attempt ${attempt} cancelled`,
+      );
+  };
+  const receiveChunk = async (
     tag: Tag,
     c0: number,
     c1: number,
     use: (data: Chunk['data'], at: number) => void,
-  ) =>
-    mailbox.receive(prevRank, tag, c1 - c0, (data, offset) => {
-      // an aborted attempt must not touch the buffers again, even if its data had arrived
-      if (cancelled())
-        throw new WeftError(
-          'WEFT_E_PROTOCOL',
-          `collective for step ${step} attempt ${attempt} cancelled`,
-        );
+  ) => {
+    // an aborted attempt must not touch the buffers again, even if its data had arrived
+    await mailbox.receive(prevRank, tag, c1 - c0, (data, offset) => {
+      stopIfCancelled();
       use(data, c0 + offset);
     });
+    stopIfCancelled();
+  };
   try {
     for (let bucket = 0, begin = 0; begin < sums.length; bucket++, begin += bucketElems) {
       const end = Math.min(sums.length, begin + bucketElems);
@@ -226,7 +237,11 @@ export async function exactAllReduce(options: AllReduceOptions): Promise<void> {
         const tag = { step, attempt, bucket, phase: 'rs' as const, round };
         sendChunk(tag, sums, ...chunkRange(begin, end, mod(p - round, n), n));
         const [r0, r1] = chunkRange(begin, end, mod(p - round - 1, n), n);
-        await receiveChunk(tag, r0, r1, (data, at) => addInto(sums, data as Float64Array, at));
+        await receiveChunk(tag, r0, r1, (data, at) =>
+          data instanceof CompactSums
+            ? data.addInto(sums, at)
+            : addInto(sums, data as Float64Array, at),
+        );
       }
       const [o0, o1] = chunkRange(begin, end, mod(p + 1, n), n);
       toFp32(out, sums, o0, o1);
@@ -234,7 +249,7 @@ export async function exactAllReduce(options: AllReduceOptions): Promise<void> {
         const tag = { step, attempt, bucket, phase: 'ag' as const, round };
         sendChunk(tag, out, ...chunkRange(begin, end, mod(p + 1 - round, n), n));
         const [r0, r1] = chunkRange(begin, end, mod(p - round, n), n);
-        await receiveChunk(tag, r0, r1, (data, at) => out.set(data, at));
+        await receiveChunk(tag, r0, r1, (data, at) => out.set(data as Float32Array, at));
       }
     }
   } finally {

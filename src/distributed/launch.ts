@@ -9,7 +9,6 @@
 // directory first with train/run-dir.ts and pass its lock (ClusterOptions.lock).
 
 import type { Worker } from 'node:worker_threads';
-import { isIP } from 'node:net';
 import { MessageChannel } from 'node:worker_threads';
 import { startThread } from '../util/threads.ts';
 import type { Dataset } from '../data/dataset.ts';
@@ -23,7 +22,7 @@ import type { Connection, Network } from './transport.ts';
 import { clientHandshake } from './transport.ts';
 import { MemoryNetwork } from './transports/memory.ts';
 import { PortConnection } from './transports/thread.ts';
-import { WsNetwork, parseAddress } from './transports/ws.ts';
+import { WsNetwork, isLoopbackHost, parseAddress } from './transports/ws.ts';
 import { WeftError } from '../util/errors.ts';
 import { WorkerShell } from './worker.ts';
 
@@ -253,15 +252,10 @@ export interface WorkerListener {
   close(): Promise<void>;
 }
 
-/** Whether `host` is this machine's loopback (nothing else can connect to it). */
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
-}
-
 /** Refuses to listen on `address` (HOST:PORT) beyond loopback without a shared secret. */
 export function requireSecretBeyondLoopback(address: string, secret: string | null): void {
   const [host] = parseAddress(address);
-  if (!secret && !isLoopback(host)) {
+  if (!secret && !isLoopbackHost(host)) {
     throw new WeftError(
       'WEFT_E_AUTH',
       `listening on ${host} needs a shared secret: pass --token-file FILE or set WEFT_TOKEN`,

@@ -3,9 +3,11 @@
 // type, that every field has its declared type and that no other field is present. Three links
 // use it: handshake (any link), control (coordinator <-> worker) and peer (worker <-> worker).
 
+import { CompactSums } from './compact-sums.ts';
 import { WeftError } from '../util/errors.ts';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: a collective's pieces carry their offset, and travel as binary frames on WebSocket links. */
+export const PROTOCOL_VERSION = 2;
 
 /** A field's type: scalars, typed arrays, arrays of a type, or a nested schema. */
 type FieldType =
@@ -15,6 +17,8 @@ type FieldType =
   | 'bool'
   | 'f32'
   | 'f64'
+  /** Exact sums in 32 bits (compact-sums.ts), as the binary frame decoder hands them on. */
+  | 'sums32'
   | 'i32'
   | 'object' // any plain JSON-like object, validated by its consumer (run config, tokenizer)
   | { array: FieldType }
@@ -107,7 +111,7 @@ export const SCHEMAS = {
     round: 'int',
     /** Where this piece starts in its chunk (elements; a multiple of collectives.PIECE_ELEMS). */
     offset: 'int',
-    data: { oneOf: ['f64', 'f32'] },
+    data: { oneOf: ['f64', 'f32', 'sums32'] },
   },
 } as const satisfies Record<string, Schema>;
 
@@ -135,7 +139,9 @@ type TypeOf<F> = F extends 'string'
                     ? Float64Array
                     : O extends 'f32'
                       ? Float32Array
-                      : O
+                      : O extends 'sums32'
+                        ? CompactSums
+                        : O
                   : F extends { fields: infer S }
                     ? FieldsOf<S>
                     : never;
@@ -199,9 +205,11 @@ function schemaError(message: string): WeftError {
   return new WeftError('WEFT_E_SCHEMA', message);
 }
 
-const TYPED: Record<string, new (...args: never[]) => ArrayBufferView> = {
+/** Classes of the array-like fields (checked with instanceof, and their length against the limits). */
+const TYPED: Record<string, new (...args: never[]) => { readonly length: number }> = {
   f32: Float32Array,
   f64: Float64Array,
+  sums32: CompactSums,
   i32: Int32Array,
 };
 
@@ -216,7 +224,7 @@ function checkField(value: unknown, type: FieldType, path: string, limits: Limit
     const ctor = TYPED[type];
     if (ctor) {
       if (!(value instanceof ctor)) throw schemaError(`${path} must be a ${ctor.name}`);
-      const length = (value as unknown as { length: number }).length;
+      const length = (value as { length: number }).length;
       if (length > limits.maxTensorElements) {
         throw new WeftError(
           'WEFT_E_FRAME',

@@ -11,14 +11,18 @@ import {
 } from '../../src/distributed/chunk-frame.ts';
 import type { MessageOf } from '../../src/distributed/messages.ts';
 import { msg } from '../../src/distributed/messages.ts';
+import { CompactSums } from '../../src/distributed/compact-sums.ts';
 import { WeftError } from '../../src/util/errors.ts';
 import { Rng } from '../../src/util/rng.ts';
 
 type Chunk = MessageOf<'chunk'>;
 const tag = { step: 7, attempt: 2, bucket: 3, round: 1, offset: 2 ** 17 };
 const frameOf = (c: Chunk) => Buffer.concat(encodeChunkFrame(c));
-const bytesOf = (a: Float64Array | Float32Array) =>
-  Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+/** The bytes of a piece's numbers (compact sums as the float64 values they add). */
+const bytesOf = (d: Float64Array | Float32Array | CompactSums) => {
+  const a = d instanceof CompactSums ? d.toFloat64() : d;
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+};
 
 /** Integer partial sums on the exact grid: mostly small, `large` of them past 32 bits. */
 function sums(rng: Rng, n: number, large: number): Float64Array {
@@ -44,6 +48,34 @@ describe('binary piece frames', () => {
     }
   });
 
+  it('keep every value exactly, edge values included (-0, NaN, infinities, int32 limits)', () => {
+    const edges = [
+      0,
+      -0,
+      NaN,
+      Infinity,
+      -Infinity,
+      2 ** 31 - 1,
+      -(2 ** 31),
+      -(2 ** 31) + 1,
+      2 ** 31,
+    ];
+    const more = [-(2 ** 31) - 1, 2 ** 32 + 1, 0.5, 5e-324, 2 ** 53, -(2 ** 53)];
+    const data = Float64Array.from([...edges, ...more, ...new Array<number>(100).fill(7)]);
+    const frame = encodeChunkFrame(msg('chunk', { ...tag, phase: 'rs', data }));
+    expect(frame).toHaveLength(1); // compact: 15 escapes of 115 values
+    const back = (decodeChunkFrame(frame[0]).data as CompactSums).toFloat64();
+    data.forEach((v, i) => expect(Object.is(back[i], v), `value ${i}: ${v}`).toBe(true));
+  });
+
+  it('decode from the fragments a frame arrived in, without joining them', () => {
+    const values = Float32Array.from({ length: 10 }, (_, i) => i);
+    const [head, numbers] = encodeChunkFrame(msg('chunk', { ...tag, phase: 'ag', data: values }));
+    const back = decodeChunkFrame([head, numbers]);
+    expect((back.data as Float32Array).buffer).toBe(values.buffer); // read in place
+    expect(Array.from(back.data as Float32Array)).toEqual(Array.from(values));
+  });
+
   it('send sums that would escape too often as float64, and fp32 as they are, without a copy', () => {
     const wide = Float64Array.from({ length: 100 }, (_, i) => 2 ** 40 + i);
     const parts = encodeChunkFrame(msg('chunk', { ...tag, phase: 'rs', data: wide }));
@@ -65,7 +97,9 @@ describe('binary piece frames', () => {
     const frame = frameOf(msg('chunk', { ...tag, phase: 'ag', data }));
     const shifted = Buffer.alloc(frame.length + 3);
     frame.copy(shifted, 3);
-    expect(Array.from(decodeChunkFrame(shifted.subarray(3)).data)).toEqual([1, 2, 3]);
+    expect(Array.from(decodeChunkFrame(shifted.subarray(3)).data as Float32Array)).toEqual([
+      1, 2, 3,
+    ]);
   });
 
   it('refuse every damaged frame with a stable code (10,000 fuzzed frames)', () => {

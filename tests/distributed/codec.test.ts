@@ -107,7 +107,7 @@ describe('codec', () => {
       'another protocol version',
       () => decodeFrame(raw({ v: 99, t: 'ping' })),
       'WEFT_E_VERSION',
-      /version 99; this weft speaks 1/,
+      /version 99; this weft speaks 2/,
     ],
     [
       'a frame that is not an object',
@@ -123,19 +123,20 @@ describe('codec', () => {
     ],
     [
       'a missing field',
-      () => decodeFrame(raw({ v: 1, t: 'commit', step: 1, attempt: 0 })),
+      () => decodeFrame(raw({ v: PROTOCOL_VERSION, t: 'commit', step: 1, attempt: 0 })),
       'WEFT_E_SCHEMA',
       /commit\.skip is missing/,
     ],
     [
       'a field of the wrong type',
-      () => decodeFrame(raw({ v: 1, t: 'commit', step: '1', attempt: 0, skip: false })),
+      () =>
+        decodeFrame(raw({ v: PROTOCOL_VERSION, t: 'commit', step: '1', attempt: 0, skip: false })),
       'WEFT_E_SCHEMA',
       /commit\.step must be an integer/,
     ],
     [
       'an extra field',
-      () => decodeFrame(raw({ v: 1, t: 'ping', evil: true })),
+      () => decodeFrame(raw({ v: PROTOCOL_VERSION, t: 'ping', evil: true })),
       'WEFT_E_SCHEMA',
       /unexpected field evil/,
     ],
@@ -153,7 +154,10 @@ describe('codec', () => {
     ],
     [
       'a value outside an enum',
-      () => decodeFrame(raw({ v: 1, t: 'hello', name: 'x', role: 'king', nonce: '', proof: '' })),
+      () =>
+        decodeFrame(
+          raw({ v: PROTOCOL_VERSION, t: 'hello', name: 'x', role: 'king', nonce: '', proof: '' }),
+        ),
       'WEFT_E_SCHEMA',
       /hello\.role must be one of worker, peer/,
     ],
@@ -217,7 +221,7 @@ describe('codec', () => {
     const frame = Buffer.concat([
       Buffer.from([0x83]),
       Buffer.from(pack('v')),
-      Buffer.from(pack(1)),
+      Buffer.from(pack(PROTOCOL_VERSION)),
       Buffer.from(pack('t')),
       Buffer.from(pack('ping')),
       Buffer.from(pack('__proto__')),

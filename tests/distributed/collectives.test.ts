@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Chunk, RingLinks } from '../../src/distributed/collectives.ts';
 import { Mailbox, PIECE_ELEMS, exactAllReduce } from '../../src/distributed/collectives.ts';
-import { detached } from '../../src/distributed/messages.ts';
+import { PROTOCOL_VERSION, detached } from '../../src/distributed/messages.ts';
 import { accumulateExact, fromExact } from '../../src/kernels/optim.ts';
 import { Rng } from '../../src/util/rng.ts';
 
@@ -108,6 +108,72 @@ describe('exact all-reduce', () => {
     (n) => expectSingleWorkerBits(n, 3 * PIECE_ELEMS + 17, 2 ** 22),
   );
 
+  it('sends views, not copies, and ends only once its link has flushed them', async () => {
+    // pieces are handed over late, as views of the sender's buffers; flushed() resolves only
+    // when this sender's queue is empty: the result must still be exact, and no all-reduce may
+    // end while a piece it sent is waiting
+    const { grads, expected } = problem(3 * PIECE_ELEMS + 5);
+    const n = 2;
+    const mailboxes = [new Mailbox(), new Mailbox()];
+    const queues: (() => void)[][] = [[], []];
+    const drains: (() => void)[][] = [[], []];
+    let endedWhilePending = false;
+    const links: RingLinks[] = [0, 1].map((p) => ({
+      position: p,
+      size: n,
+      ranks: [0, 1],
+      send: (to: number, chunk: Chunk) => queues[p].push(() => mailboxes[to].deliver(p, chunk)),
+      flushed: () =>
+        queues[p].length === 0 ? Promise.resolve() : new Promise((r) => drains[p].push(r)),
+    }));
+    const deliverer = setInterval(() => {
+      for (const p of [0, 1]) {
+        queues[p].shift()?.();
+        if (queues[p].length === 0) drains[p].splice(0).forEach((r) => r());
+      }
+    }, 0);
+    const size = grads[0].length;
+    const sums = [0, 1].map((p) => {
+      const acc = new Float64Array(size);
+      for (let shard = p; shard < 6; shard += n) accumulateExact(acc, grads[shard], BITS, 6);
+      return acc;
+    });
+    const outs = [0, 1].map(() => new Float32Array(size));
+    await Promise.all(
+      [0, 1].map(async (p) => {
+        await exactAllReduce({
+          ring: links[p],
+          mailbox: mailboxes[p],
+          sums: sums[p],
+          out: outs[p],
+          toFp32,
+          step: 0,
+          attempt: 0,
+          cancelled: () => false,
+        });
+        if (queues[p].length > 0) endedWhilePending = true;
+      }),
+    );
+    clearInterval(deliverer);
+    expect(endedWhilePending).toBe(false);
+    for (const out of outs)
+      expect(Buffer.from(out.buffer).equals(Buffer.from(expected.buffer))).toBe(true);
+  });
+
+  it('refuses a piece of the wrong type (fp32 in the reduce-scatter)', async () => {
+    const box = new Mailbox();
+    const tag = { step: 0, attempt: 0, bucket: 0, phase: 'rs' as const, round: 0 };
+    const failed = box.receive(1, tag, 4, () => {});
+    box.deliver(1, {
+      v: PROTOCOL_VERSION,
+      t: 'chunk',
+      ...tag,
+      offset: 0,
+      data: new Float32Array(4),
+    });
+    await expect(failed).rejects.toThrow(/wrong type, place or length/);
+  });
+
   it('stops at the next receive once cancelled, leaving the output alone', async () => {
     const { links, mailboxes } = ring(2, 1);
     const out = new Float32Array(size).fill(7);
@@ -134,12 +200,24 @@ describe('exact all-reduce', () => {
     box.abort('replanned', 3, 2);
     box.reopen();
     const tag = { step: 3, attempt: 1, bucket: 0, phase: 'rs' as const, round: 0 };
-    box.deliver(1, { v: 1, t: 'chunk', ...tag, offset: 0, data: new Float64Array(1) });
+    box.deliver(1, {
+      v: PROTOCOL_VERSION,
+      t: 'chunk',
+      ...tag,
+      offset: 0,
+      data: new Float64Array(1),
+    });
     const got: number[] = [];
-    const late = box.receive(1, tag, 1, (d) => got.push(...d));
+    const late = box.receive(1, tag, 1, (d) => got.push(...(d as Float64Array)));
     const newer = { ...tag, attempt: 2 };
-    box.deliver(1, { v: 1, t: 'chunk', ...newer, offset: 0, data: Float64Array.of(5) });
-    await box.receive(1, newer, 1, (d) => got.push(...d));
+    box.deliver(1, {
+      v: PROTOCOL_VERSION,
+      t: 'chunk',
+      ...newer,
+      offset: 0,
+      data: Float64Array.of(5),
+    });
+    await box.receive(1, newer, 1, (d) => got.push(...(d as Float64Array)));
     expect(got).toEqual([5]);
     const raced = await Promise.race([
       late.then(() => 'delivered'),
@@ -153,10 +231,16 @@ describe('exact all-reduce', () => {
     const tag = { step: 0, attempt: 0, bucket: 0, phase: 'rs' as const, round: 0 };
     const length = PIECE_ELEMS + 3;
     const piece = (offset: number, n: number) =>
-      ({ v: 1, t: 'chunk', ...tag, offset, data: new Float64Array(n).fill(offset + 1) }) as const;
+      ({
+        v: PROTOCOL_VERSION,
+        t: 'chunk',
+        ...tag,
+        offset,
+        data: new Float64Array(n).fill(offset + 1),
+      }) as const;
     const into = new Float64Array(length);
     box.deliver(1, piece(PIECE_ELEMS, 3)); // the second piece first, before the receive
-    const done = box.receive(1, tag, length, (d, at) => into.set(d, at));
+    const done = box.receive(1, tag, length, (d, at) => into.set(d as Float64Array, at));
     box.deliver(1, piece(0, PIECE_ELEMS));
     await done;
     expect(into[0]).toBe(1);

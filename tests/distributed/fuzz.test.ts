@@ -13,7 +13,12 @@ import { decodeFrame, encodeFrame } from '../../src/distributed/codec.ts';
 import { encodeChunkFrame, isChunkFrame } from '../../src/distributed/chunk-frame.ts';
 import { serveCoordinator, trainWithThreads } from '../../src/distributed/launch.ts';
 import type { Limits, Message } from '../../src/distributed/messages.ts';
-import { DEFAULT_LIMITS, handshakeLimits, msg } from '../../src/distributed/messages.ts';
+import {
+  DEFAULT_LIMITS,
+  PROTOCOL_VERSION,
+  handshakeLimits,
+  msg,
+} from '../../src/distributed/messages.ts';
 import { connectRaw } from '../../src/distributed/transports/ws.ts';
 import { loadDataset } from '../../src/data/dataset.ts';
 import { WeftError } from '../../src/util/errors.ts';
@@ -130,14 +135,14 @@ function fuzzFrame(rng: Rng): Uint8Array {
       return flipped;
     }
     case 3:
-      return new Uint8Array(pack({ ...base, v: 2 + rng.int(100) }));
+      return new Uint8Array(pack({ ...base, v: PROTOCOL_VERSION + 1 + rng.int(100) }));
     case 4: {
       const keys = Object.keys(base).filter((k) => k !== 'v' && k !== 't');
       if (keys.length === 0) return new Uint8Array(pack({ ...base, t: 42 }));
       return new Uint8Array(pack({ ...base, [keys[rng.int(keys.length)]]: randomValue(rng) }));
     }
     case 5:
-      return new Uint8Array(pack({ v: 1, t: `bogus${rng.int(100)}` }));
+      return new Uint8Array(pack({ v: PROTOCOL_VERSION, t: `bogus${rng.int(100)}` }));
     case 6:
       return new Uint8Array(pack({ ...base, extra: randomValue(rng) }));
     case 7:

@@ -5,13 +5,8 @@
 import type { Command } from 'commander';
 import { hostname } from 'node:os';
 import type { WorkerListener } from '../../distributed/launch.ts';
-import {
-  isLoopback,
-  listenForWorkers,
-  runNetworkWorker,
-  serveCoordinator,
-} from '../../distributed/launch.ts';
-import { WsNetwork, parseAddress } from '../../distributed/transports/ws.ts';
+import { listenForWorkers, runNetworkWorker, serveCoordinator } from '../../distributed/launch.ts';
+import { WsNetwork, isLoopbackHost, parseAddress } from '../../distributed/transports/ws.ts';
 import { check } from '../../util/errors.ts';
 import { readSecretFile } from '../../util/files.ts';
 import { numberFlag } from './options.ts';
@@ -137,7 +132,7 @@ export function registerCluster(program: Command): void {
         `--name is ${name.length} characters long; use at most 128`,
       );
       const [host] = parseAddress(flags.connect);
-      const peerListen = flags.peerListen ?? (isLoopback(host) ? '127.0.0.1:0' : '0.0.0.0:0');
+      const peerListen = flags.peerListen ?? (isLoopbackHost(host) ? '127.0.0.1:0' : '0.0.0.0:0');
       const reason = await runNetworkWorker({
         network: new WsNetwork(),
         address: flags.connect,

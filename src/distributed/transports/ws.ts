@@ -12,6 +12,7 @@
 
 import { createServer } from 'node:http';
 import type { Socket } from 'node:net';
+import { isIP } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { RawData } from 'ws';
 import { WeftError } from '../../util/errors.ts';
@@ -35,8 +36,9 @@ export const PRE_AUTH_TIMEOUT_MS = 15_000;
 /** Longest reject message text sent (reject messages can quote what the peer sent). */
 const REJECT_TEXT_CHARS = 200;
 
+/** A message's bytes (ws hands them as the fragments they came in: joined here when several). */
 function toBytes(data: RawData): Uint8Array {
-  if (Array.isArray(data)) return Buffer.concat(data);
+  if (Array.isArray(data)) return data.length === 1 ? data[0] : Buffer.concat(data);
   return data instanceof ArrayBuffer ? new Uint8Array(data) : data;
 }
 
@@ -65,6 +67,8 @@ export function setMaxPayload(socket: WebSocket, bytes: number): void {
 class WsConnection extends BaseConnection {
   readonly remote: string;
   private trusted = false;
+  /** Send the reduce-scatter's sums in 32 bits (links to other machines). */
+  private readonly compactSums: boolean;
   /** Pieces sent whose bytes the socket has not taken yet, and who waits for none to be left. */
   private unflushed = 0;
   private readonly flushWaiters: (() => void)[] = [];
@@ -78,7 +82,13 @@ class WsConnection extends BaseConnection {
   ) {
     super();
     this.remote = remote;
-    socket.binaryType = 'nodebuffer';
+    // the sums' 32-bit encoding halves a network's bytes; on loopback it costs more than it saves
+    const host = remote
+      .replace(/:\d+$/, '')
+      .replace(/^\[|\]$/g, '')
+      .replace(/^::ffff:/, '');
+    this.compactSums = !isLoopbackHost(host);
+    socket.binaryType = 'fragments'; // a piece's numbers are read where they arrived, not joined
     socket.on('message', (data, isBinary) => this.receive(data, isBinary));
     socket.on('close', (code, reason) => {
       this.releaseFlushWaiters(); // nothing more will be read from the pieces' buffers
@@ -107,13 +117,13 @@ class WsConnection extends BaseConnection {
     try {
       if (!isBinary)
         throw new WeftError('WEFT_E_DECODE', 'text frame; weft speaks binary msgpack frames');
-      const bytes = toBytes(data);
-      if (isChunkFrame(bytes)) {
+      const fragments = Array.isArray(data) ? data : [toBytes(data)];
+      if (isChunkFrame(fragments[0])) {
         if (!this.trusted)
           throw new WeftError('WEFT_E_FRAME', 'a binary piece frame before authentication');
-        message = decodeChunkFrame(bytes, this.limits);
+        message = decodeChunkFrame(fragments, this.limits);
       } else {
-        message = decodeFrame(bytes, this.frameLimits());
+        message = decodeFrame(toBytes(data), this.frameLimits());
       }
     } catch (err) {
       const e = err instanceof WeftError ? err : new WeftError('WEFT_E_DECODE', String(err));
@@ -136,17 +146,16 @@ class WsConnection extends BaseConnection {
     if (this.socket.readyState !== WebSocket.OPEN) return;
     if (message.t !== 'chunk' || !this.trusted) return this.socket.send(encodeFrame(message));
     // a piece: its binary frame, the numbers sent from the caller's buffer until flushed()
-    const parts = encodeChunkFrame(message);
+    const parts = encodeChunkFrame(message, this.compactSums);
+    if (parts.length === 1) return this.socket.send(parts[0]); // a compact copy: nothing to wait for
     this.unflushed++;
-    parts.forEach((part, i) => {
-      const last = i === parts.length - 1;
-      this.socket.send(part, { binary: true, fin: last }, last ? this.onFlushed : undefined);
-    });
+    this.socket.send(parts[0], { binary: true, fin: false });
+    this.socket.send(parts[1], { binary: true, fin: true }, this.onFlushed);
   }
 
   /** Resolves once every piece sent so far has been handed to the socket (or the link failed). */
   flushed(): Promise<void> {
-    if (this.unflushed === 0) return Promise.resolve();
+    if (this.unflushed <= 0 || this.isClosed) return Promise.resolve();
     return new Promise((resolve) => this.flushWaiters.push(resolve));
   }
 
@@ -218,6 +227,11 @@ class PreAuthDeadlines {
     if (conn) conn.terminate(`not authenticated within ${this.timeoutMs / 1000} s`);
     else tcp.destroy();
   }
+}
+
+/** Whether `host` (an address) is this machine's loopback. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 }
 
 /** host:port, or ws://host:port, to [host, port]. */
