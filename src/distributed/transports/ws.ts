@@ -77,6 +77,8 @@ class WsConnection extends BaseConnection {
     private readonly socket: WebSocket,
     remote: string,
     private readonly limits: Limits,
+    /** Send the reduce-scatter's sums in 32 bits: by default only to another machine. */
+    compactSums: boolean | undefined,
     /** Called once authenticated (a listener stops the connection's deadline). */
     private readonly onAuthenticated: () => void = () => {},
   ) {
@@ -87,7 +89,7 @@ class WsConnection extends BaseConnection {
       .replace(/:\d+$/, '')
       .replace(/^\[|\]$/g, '')
       .replace(/^::ffff:/, '');
-    this.compactSums = !isLoopbackHost(host);
+    this.compactSums = compactSums ?? !isLoopbackHost(host);
     socket.binaryType = 'fragments'; // a piece's numbers are read where they arrived, not joined
     socket.on('message', (data, isBinary) => this.receive(data, isBinary));
     socket.on('close', (code, reason) => {
@@ -246,16 +248,20 @@ export function parseAddress(address: string): [string, number] {
 export interface WsOptions {
   /** A listener ends connections not authenticated this long after accept (ms). */
   preAuthTimeoutMs?: number;
+  /** Send the sums in 32 bits on every link, or on none (default: links to other machines). */
+  compactSums?: boolean;
 }
 
 export class WsNetwork implements Network {
   private readonly preAuthTimeoutMs: number;
+  private readonly compactSums: boolean | undefined;
 
   constructor(
     private readonly limits: Limits = DEFAULT_LIMITS,
     options: WsOptions = {},
   ) {
     this.preAuthTimeoutMs = options.preAuthTimeoutMs ?? PRE_AUTH_TIMEOUT_MS;
+    this.compactSums = options.compactSums;
   }
 
   /** ws's own cut-off, at twice our limit: between 1x and 2x, decodeFrame refuses with a reject. */
@@ -280,7 +286,9 @@ export class WsNetwork implements Network {
     server.on('connection', (socket, request) => {
       const tcp = request.socket;
       const remote = `${tcp.remoteAddress ?? '?'}:${tcp.remotePort ?? '?'}`;
-      const conn = new WsConnection(socket, remote, this.limits, () => deadlines.leave(tcp));
+      const conn = new WsConnection(socket, remote, this.limits, this.compactSums, () =>
+        deadlines.leave(tcp),
+      );
       deadlines.upgraded(tcp, conn);
       onConnection(conn);
     });
@@ -318,7 +326,9 @@ export class WsNetwork implements Network {
         perMessageDeflate: false,
         generateMask: (mask) => mask.fill(0),
       });
-      socket.once('open', () => resolve(new WsConnection(socket, `${host}:${port}`, this.limits)));
+      socket.once('open', () =>
+        resolve(new WsConnection(socket, `${host}:${port}`, this.limits, this.compactSums)),
+      );
       socket.once('error', (err) =>
         reject(new WeftError('WEFT_E_NETWORK', `cannot connect to ${url}: ${err.message}`)),
       );
