@@ -62,7 +62,7 @@ describe('the exact all-reduce over WebSocket', () => {
           [0, 1].map(async (p) => {
             const mailbox = new Mailbox();
             links[p].onMessage = (m) => {
-              if (m.t === 'chunk') mailbox.deliver(1 - p, m as Chunk);
+              if (m.t === 'chunk') mailbox.deliver(1 - p, m);
             };
             const sums = new Float64Array(size);
             accumulateExact(sums, grads[p], BITS, 2);
