@@ -4,7 +4,6 @@
 // (what links to other machines use), whose escape path a gradient with large values takes.
 
 import { describe, expect, it } from 'vitest';
-import type { Chunk } from '../../src/distributed/collectives.ts';
 import { Mailbox, PIECE_ELEMS, exactAllReduce } from '../../src/distributed/collectives.ts';
 import type { Connection } from '../../src/distributed/transport.ts';
 import { clientHandshake, serverHandshake } from '../../src/distributed/transport.ts';
