@@ -1,19 +1,29 @@
 // One participant of scripts/bench-allreduce.ts, in its own thread: either a ring member running
-// the exact all-reduce over loopback WebSocket on realistic partial sums, or one end of a raw TCP
-// stream.
+// the exact all-reduce on realistic partial sums, over loopback WebSocket or over MessagePorts
+// between threads (as weft train's workers), or one end of a raw TCP stream.
 
 import { createConnection, createServer } from 'node:net';
+import type { MessagePort } from 'node:worker_threads';
 import { parentPort } from 'node:worker_threads';
 import { Mailbox, exactAllReduce } from '../src/distributed/collectives.ts';
 import { fromExact } from '../src/kernels/optim.ts';
 import { Rng } from '../src/util/rng.ts';
 import { threadData } from '../src/util/threads.ts';
-import type { Member } from '../src/distributed/messages.ts';
+import type { Member, Message } from '../src/distributed/messages.ts';
+import type { Connection } from '../src/distributed/transport.ts';
+import { PortConnection } from '../src/distributed/transports/thread.ts';
 import { NetworkPeerMesh } from '../src/distributed/peers.ts';
 import { WsNetwork } from '../src/distributed/transports/ws.ts';
 
 type Job =
-  | { kind: 'ring'; rank: number; sizes: number[]; repeats: number }
+  | {
+      kind: 'ring';
+      rank: number;
+      sizes: number[];
+      repeats: number;
+      /** Threads of one process joined by MessagePorts (as weft train's), instead of WebSocket. */
+      ports?: { toNext: MessagePort; fromPrev: MessagePort };
+    }
   | { kind: 'tcp-server'; bytes: number }
   | { kind: 'tcp-client'; port: number; bytes: number };
 
@@ -63,23 +73,35 @@ if (job.kind === 'tcp-server') {
   socket.on('error', () => {});
 } else {
   const mailbox = new Mailbox();
-  const mesh = await NetworkPeerMesh.start(
-    new WsNetwork(),
-    '127.0.0.1:0',
-    null,
-    (from, m) => {
-      if (m.t === 'chunk') mailbox.deliver(from, m);
-    },
-    `bench-${job.rank}`,
-  );
-  mesh.identify(job.rank, 'bench');
-  port.postMessage({ address: mesh.address });
+  const deliver = (from: number, m: Message) => {
+    if (m.t === 'chunk') mailbox.deliver(from, m);
+  };
+  const mesh = job.ports
+    ? null
+    : await NetworkPeerMesh.start(
+        new WsNetwork(),
+        '127.0.0.1:0',
+        null,
+        deliver,
+        `bench-${job.rank}`,
+      );
+  mesh?.identify(job.rank, 'bench');
+  port.postMessage({ address: mesh?.address ?? '' });
   const members = await new Promise<Member[]>((resolve) => port.once('message', resolve));
   const n = members.length;
   const position = members.findIndex((m) => m.rank === job.rank);
   const next = members[(position + 1) % n];
   const prev = members[(position - 1 + n) % n];
-  const [toNext] = await Promise.all([mesh.link(next), mesh.link(prev)]);
+  let toNext: Connection;
+  if (job.ports) {
+    toNext = new PortConnection(job.ports.toNext, 'next');
+    new PortConnection(job.ports.fromPrev, 'prev').onMessage = (m) => deliver(prev.rank, m);
+  } else {
+    [toNext] = await Promise.all([
+      (mesh as NetworkPeerMesh).link(next),
+      (mesh as NetworkPeerMesh).link(prev),
+    ]);
+  }
   const ring = {
     position,
     size: n,
@@ -120,5 +142,5 @@ if (job.kind === 'tcp-server') {
     });
   }
   port.postMessage({ results });
-  mesh.close();
+  mesh?.close();
 }

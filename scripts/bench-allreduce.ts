@@ -1,13 +1,15 @@
-// Benchmark: the exact all-reduce over loopback WebSocket between worker threads (each its own
-// event loop), for 2 and 4 members and 1-256 MB gradient buffers, reported as nccl-tests does:
+// Benchmark: the exact all-reduce between worker threads (each its own event loop), over loopback
+// WebSocket and over MessagePorts (as weft train's workers), for 2 and 4 members and 1-256 MB
+// gradient buffers, reported as nccl-tests does:
 // algbw = size / time, busbw = algbw x 2(N-1)/N (size = the fp32 gradient; the reduce-scatter
-// half carries it as 8-byte integer sums). Raw TCP throughput on loopback, measured in the same
-// run, is the ceiling to compare with.
+// half carries it as integer sums). Raw TCP throughput on loopback and one thread's memcpy speed,
+// measured in the same run, are the ceilings to compare with.
 //
 // usage: npm run bench:allreduce -- [--workers 2,4] [--sizes 1,4,16,64,256] [--repeats 3]
 
 import { parseArgs } from 'node:util';
 import type { Worker } from 'node:worker_threads';
+import { MessageChannel } from 'node:worker_threads';
 import type { Member } from '../src/distributed/messages.ts';
 import { startThread } from '../src/util/threads.ts';
 
@@ -39,11 +41,38 @@ async function rawTcp(bytes: number): Promise<number> {
   return bytes / seconds / 1e9;
 }
 
-async function allReduce(n: number): Promise<{ size: number; seconds: number }[]> {
+/** memcpy speed of one thread (Buffer.copy of 256 MB, best of 3): the ceiling between threads. */
+function memcpy(): number {
+  const from = Buffer.alloc(256 * MB, 1);
+  const to = Buffer.alloc(256 * MB);
+  let best = Infinity;
+  for (let r = 0; r < 3; r++) {
+    const start = performance.now();
+    from.copy(to);
+    best = Math.min(best, (performance.now() - start) / 1000);
+  }
+  return from.length / best / 1e9;
+}
+
+async function allReduce(
+  n: number,
+  over: 'ws' | 'ports',
+): Promise<{ size: number; seconds: number }[]> {
   const repeats = Number(values.repeats);
-  const threads = Array.from({ length: n }, (_, rank) =>
-    thread({ kind: 'ring', rank, sizes, repeats }),
-  );
+  // over ports: channel i carries thread i's pieces to thread i + 1, as weft train wires them
+  const channels = Array.from({ length: n }, () => new MessageChannel());
+  const threads = Array.from({ length: n }, (_, rank) => {
+    if (over === 'ws') return thread({ kind: 'ring', rank, sizes, repeats });
+    const toNext = channels[rank].port1;
+    const fromPrev = channels[(rank - 1 + n) % n].port2;
+    return startThread(
+      entry,
+      { kind: 'ring', rank, sizes, repeats, ports: { toNext, fromPrev } },
+      {
+        transferList: [toNext, fromPrev],
+      },
+    );
+  });
   const addresses = await Promise.all(
     threads.map(async (t) => ((await next(t)) as { address: string }).address),
   );
@@ -68,15 +97,21 @@ async function allReduce(n: number): Promise<{ size: number; seconds: number }[]
 
 const tcp = await rawTcp(1024 * MB);
 console.log(`raw TCP on loopback (one stream, 1 GiB): ${tcp.toFixed(2)} GB/s`);
-for (const n of values.workers.split(',').map(Number)) {
-  console.log(`\nexact all-reduce, ${n} workers over loopback WebSocket`);
-  console.log('      size      time     algbw     busbw   busbw/TCP');
-  for (const { size, seconds } of await allReduce(n)) {
-    const algbw = size / seconds / 1e9;
-    const busbw = (algbw * 2 * (n - 1)) / n;
-    console.log(
-      `${(size / MB).toFixed(0).padStart(7)} MB ${(seconds * 1000).toFixed(1).padStart(7)} ms ${algbw.toFixed(3).padStart(6)} GB/s ${busbw.toFixed(3).padStart(6)} GB/s ${(busbw / tcp).toFixed(2).padStart(8)}`,
-    );
+const copy = memcpy();
+console.log(`memcpy (one thread, 256 MB): ${copy.toFixed(2)} GB/s`);
+for (const [over, what, ceiling, name] of [
+  ['ws', 'over loopback WebSocket', tcp, 'TCP'],
+  ['ports', 'as threads of one process (MessagePorts)', copy, 'memcpy'],
+] as const)
+  for (const n of values.workers.split(',').map(Number)) {
+    console.log(`\nexact all-reduce, ${n} workers ${what}`);
+    console.log(`      size      time     algbw     busbw   busbw/${name}`);
+    for (const { size, seconds } of await allReduce(n, over)) {
+      const algbw = size / seconds / 1e9;
+      const busbw = (algbw * 2 * (n - 1)) / n;
+      console.log(
+        `${(size / MB).toFixed(0).padStart(7)} MB ${(seconds * 1000).toFixed(1).padStart(7)} ms ${algbw.toFixed(3).padStart(6)} GB/s ${busbw.toFixed(3).padStart(6)} GB/s ${(busbw / ceiling).toFixed(2).padStart(8)}`,
+      );
+    }
   }
-}
 process.exit(0);
