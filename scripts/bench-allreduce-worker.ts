@@ -1,6 +1,7 @@
 // One participant of scripts/bench-allreduce.ts, in its own thread: either a ring member running
-// the exact all-reduce on realistic partial sums, over loopback WebSocket or over MessagePorts
-// between threads (as weft train's workers), or one end of a raw TCP stream.
+// the exact all-reduce on realistic partial sums, over loopback WebSocket, over MessagePorts
+// between threads, or through shared memory (as weft train's workers), or one end of a raw TCP
+// stream.
 
 import { createConnection, createServer } from 'node:net';
 import type { MessagePort } from 'node:worker_threads';
@@ -14,6 +15,8 @@ import type { Connection } from '../src/distributed/transport.ts';
 import { PortConnection } from '../src/distributed/transports/thread.ts';
 import { NetworkPeerMesh } from '../src/distributed/peers.ts';
 import { WsNetwork } from '../src/distributed/transports/ws.ts';
+import type { Exchange } from '../src/distributed/shared-reduce.ts';
+import { reductionSeq, sharedReducer } from '../src/distributed/shared-reduce.ts';
 
 type Job =
   | {
@@ -23,6 +26,8 @@ type Job =
       repeats: number;
       /** Threads of one process joined by MessagePorts (as weft train's), instead of WebSocket. */
       ports?: { toNext: MessagePort; fromPrev: MessagePort };
+      /** Threads of one process sharing memory (as weft train's): one exchange per size. */
+      exchanges?: Exchange[];
     }
   | { kind: 'tcp-server'; bytes: number }
   | { kind: 'tcp-client'; port: number; bytes: number };
@@ -76,15 +81,16 @@ if (job.kind === 'tcp-server') {
   const deliver = (from: number, m: Message) => {
     if (m.t === 'chunk') mailbox.deliver(from, m);
   };
-  const mesh = job.ports
-    ? null
-    : await NetworkPeerMesh.start(
-        new WsNetwork(),
-        '127.0.0.1:0',
-        null,
-        deliver,
-        `bench-${job.rank}`,
-      );
+  const mesh =
+    job.ports || job.exchanges
+      ? null
+      : await NetworkPeerMesh.start(
+          new WsNetwork(),
+          '127.0.0.1:0',
+          null,
+          deliver,
+          `bench-${job.rank}`,
+        );
   mesh?.identify(job.rank, 'bench');
   port.postMessage({ address: mesh?.address ?? '' });
   const members = await new Promise<Member[]>((resolve) => port.once('message', resolve));
@@ -93,7 +99,9 @@ if (job.kind === 'tcp-server') {
   const next = members[(position + 1) % n];
   const prev = members[(position - 1 + n) % n];
   let toNext: Connection;
-  if (job.ports) {
+  if (job.exchanges) {
+    toNext = null as unknown as Connection; // not used: the members share memory
+  } else if (job.ports) {
     toNext = new PortConnection(job.ports.toNext, 'next');
     new PortConnection(job.ports.fromPrev, 'prev').onMessage = (m) => deliver(prev.rank, m);
   } else {
@@ -111,7 +119,7 @@ if (job.kind === 'tcp-server') {
   };
   let step = 0;
   const results: { size: number; seconds: number }[] = [];
-  for (const bytes of job.sizes) {
+  for (const [i, bytes] of job.sizes.entries()) {
     const elements = bytes / 4;
     const partial = realisticSums(elements, job.rank);
     const sums = new Float64Array(elements);
@@ -124,16 +132,28 @@ if (job.kind === 'tcp-server') {
         port.postMessage({ ready: true });
       });
       const start = performance.now();
-      await exactAllReduce({
-        ring,
-        mailbox,
-        sums,
-        out,
-        toFp32: (o, a, begin, end) => fromExact(o, a, 40, begin, end),
-        step: step++,
-        attempt: 0,
-        cancelled: () => false,
-      });
+      const exchange = job.exchanges?.[i];
+      if (exchange) {
+        const members = Array.from({ length: n }, (_, m) => m);
+        await sharedReducer({
+          exchange,
+          slot: position,
+          members,
+          seq: reductionSeq(step++, 0),
+          bits: 40,
+          cancelled: () => false,
+        }).reduce(sums, out);
+      } else
+        await exactAllReduce({
+          ring,
+          mailbox,
+          sums,
+          out,
+          toFp32: (o, a, begin, end) => fromExact(o, a, 40, begin, end),
+          step: step++,
+          attempt: 0,
+          cancelled: () => false,
+        });
       if (r > 0) times.push((performance.now() - start) / 1000); // the first run warms up
     }
     results.push({

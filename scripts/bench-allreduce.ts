@@ -1,23 +1,26 @@
 // Benchmark: the exact all-reduce between worker threads (each its own event loop), over loopback
-// WebSocket and over MessagePorts (as weft train's workers), for 2 and 4 members and 1-256 MB
+// WebSocket, over MessagePorts, and through shared memory (as weft train's workers), for 2 and 4 members and 1-256 MB
 // gradient buffers, reported as nccl-tests does:
 // algbw = size / time, busbw = algbw x 2(N-1)/N (size = the fp32 gradient; the reduce-scatter
 // half carries it as integer sums). Raw TCP throughput on loopback and one thread's memcpy speed,
 // measured in the same run, are the ceilings to compare with.
 //
 // usage: npm run bench:allreduce -- [--workers 2,4] [--sizes 1,4,16,64,256] [--repeats 3]
+//                                   [--paths ws,ports,shared]
 
 import { parseArgs } from 'node:util';
 import type { Worker } from 'node:worker_threads';
 import { MessageChannel } from 'node:worker_threads';
 import type { Member } from '../src/distributed/messages.ts';
 import { startThread } from '../src/util/threads.ts';
+import { newExchange } from '../src/distributed/shared-reduce.ts';
 
 const { values } = parseArgs({
   options: {
     workers: { type: 'string', default: '2,4' },
     sizes: { type: 'string', default: '1,4,16,64,256' },
     repeats: { type: 'string', default: '3' },
+    paths: { type: 'string', default: 'ws,ports,shared' },
   },
 });
 const MB = 2 ** 20;
@@ -56,13 +59,15 @@ function memcpy(): number {
 
 async function allReduce(
   n: number,
-  over: 'ws' | 'ports',
+  over: 'ws' | 'ports' | 'shared',
 ): Promise<{ size: number; seconds: number }[]> {
   const repeats = Number(values.repeats);
   // over ports: channel i carries thread i's pieces to thread i + 1, as weft train wires them
   const channels = Array.from({ length: n }, () => new MessageChannel());
+  const exchanges = over === 'shared' ? sizes.map((size) => newExchange(n, size / 4)) : [];
   const threads = Array.from({ length: n }, (_, rank) => {
     if (over === 'ws') return thread({ kind: 'ring', rank, sizes, repeats });
+    if (over === 'shared') return thread({ kind: 'ring', rank, sizes, repeats, exchanges });
     const toNext = channels[rank].port1;
     const fromPrev = channels[(rank - 1 + n) % n].port2;
     return startThread(
@@ -101,8 +106,10 @@ const copy = memcpy();
 console.log(`memcpy (one thread, 256 MB): ${copy.toFixed(2)} GB/s`);
 for (const [over, what, ceiling, name] of [
   ['ws', 'over loopback WebSocket', tcp, 'TCP'],
-  ['ports', 'as threads of one process (MessagePorts)', copy, 'memcpy'],
-] as const)
+  ['ports', 'as threads of one process over MessagePorts', copy, 'memcpy'],
+  ['shared', 'as threads of one process sharing memory (weft train)', copy, 'memcpy'],
+] as const) {
+  if (!values.paths.split(',').includes(over)) continue;
   for (const n of values.workers.split(',').map(Number)) {
     console.log(`\nexact all-reduce, ${n} workers ${what}`);
     console.log(`      size      time     algbw     busbw   busbw/${name}`);
@@ -114,4 +121,5 @@ for (const [over, what, ceiling, name] of [
       );
     }
   }
+}
 process.exit(0);

@@ -1,6 +1,7 @@
 // Ways to run a training job, all on the same coordinator and worker code:
-//   trainWithThreads   coordinator on this thread, N worker threads over MessagePorts (weft train);
-//                      it waits for all N however long they take to start
+//   trainWithThreads   coordinator on this thread, N worker threads over MessagePorts, reducing
+//                      through shared memory (weft train); it waits for all N however long
+//                      they take to start
 //   trainInProcess     coordinator and N workers on this thread over the in-memory network
 //                      (simulation tests, library use; the network can be scripted to fail)
 //   serveCoordinator   coordinator listening on WebSocket for workers on other processes/machines
@@ -13,11 +14,14 @@ import { MessageChannel } from 'node:worker_threads';
 import { startThread } from '../util/threads.ts';
 import type { Dataset } from '../data/dataset.ts';
 import type { RunConfig } from '../train/config.ts';
+import { resolveForData } from '../train/config.ts';
+import { paramCount } from '../model/layout.ts';
 import type { ClusterOptions, RunHooks, RunResult } from './coordinator.ts';
 import { CoordinatorShell } from './coordinator.ts';
 import type { Limits, Message } from './messages.ts';
 import { NetworkPeerMesh } from './peers.ts';
-import type { ThreadWorkerData } from './thread-main.ts';
+import { newExchange, threadAddress } from './shared-reduce.ts';
+import type { ThreadLog, ThreadWorkerData } from './thread-main.ts';
 import type { Connection, Network } from './transport.ts';
 import { clientHandshake } from './transport.ts';
 import { MemoryNetwork } from './transports/memory.ts';
@@ -87,7 +91,10 @@ export function trainWithThreads(
   );
   const result = coordinator.run();
   const n = cluster.workers;
-  const address = (i: number) => `thread:${i}`;
+  const address = threadAddress;
+  // the threads' shared memory for the all-reduce (see shared-reduce.ts)
+  const params = paramCount(resolveForData(config, dataset.tokenizer));
+  const exchange = n > 1 ? newExchange(n, params) : null;
   const peerPorts = Array.from(
     { length: n },
     () => [] as { address: string; port: MessageChannel['port1'] }[],
@@ -109,11 +116,15 @@ export function trainWithThreads(
       coordinator: port2,
       peers: peerPorts[i],
       threads: cluster.threads ?? 1,
+      exchange,
     };
     const thread = startThread(new URL('./thread-main.ts', import.meta.url), data, {
       transferList: [port2, ...peerPorts[i].map((p) => p.port)],
     });
     thread.on('error', (err) => hooks.log?.(`worker thread ${i} crashed: ${err.message}`));
+    thread.on('message', (m: ThreadLog) => {
+      if (m?.type === 'log' && typeof m.line === 'string') hooks.log?.(m.line);
+    });
     thread.on('exit', (code) => {
       if (!started)
         coordinator.abort(`worker thread ${i} exited (code ${code}) before training started`);

@@ -1,7 +1,8 @@
 // Body of a worker thread started by launch.ts (startThread): wraps the ports it was given (one
 // to the coordinator, one per peer thread) and runs a worker on them.
 
-import type { MessagePort } from 'node:worker_threads';
+import { parentPort, type MessagePort } from 'node:worker_threads';
+import type { Exchange } from './shared-reduce.ts';
 import { PrewiredPeerMesh } from './peers.ts';
 import { clientHandshake } from './transport.ts';
 import { PortConnection } from './transports/thread.ts';
@@ -15,6 +16,14 @@ export interface ThreadWorkerData {
   peers: { address: string; port: MessagePort }[];
   /** Kernel threads of this worker. */
   threads: number;
+  /** Shared memory for the all-reduce among the launcher's threads (null when alone). */
+  exchange: Exchange | null;
+}
+
+/** A line a worker thread sends its launcher for the run's log. */
+export interface ThreadLog {
+  type: 'log';
+  line: string;
 }
 
 // crash tests: WEFT_FAULT=thread:start makes every worker thread fail before it joins;
@@ -39,8 +48,14 @@ try {
     role: 'worker',
     peerAddress: data.address,
   });
-  const log = process.env.WEFT_DEBUG ? (line: string) => console.error(line) : undefined;
-  shell = new WorkerShell(coordinator, mesh, { name: data.name, log, threads: data.threads });
+  // the worker's lines (its rank, backend, reduction path) go to the launcher's log
+  const log = (line: string) => parentPort?.postMessage({ type: 'log', line } satisfies ThreadLog);
+  shell = new WorkerShell(coordinator, mesh, {
+    name: data.name,
+    log,
+    threads: data.threads,
+    exchange: data.exchange,
+  });
   await shell.run();
 } catch (err) {
   console.error(`[${data.name}] ${(err as Error).message}`);

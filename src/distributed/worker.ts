@@ -23,6 +23,8 @@ import { TrainingStep, localReducer } from '../train/step.ts';
 import { WeftError } from '../util/errors.ts';
 import { readBytes, sha256 } from '../util/files.ts';
 import { Mailbox, ringReducer } from './collectives.ts';
+import type { Exchange } from './shared-reduce.ts';
+import { reductionSeq, sharedReducer, threadSlots } from './shared-reduce.ts';
 import type { Member, Message, MessageOf } from './messages.ts';
 import { msg, statePieces } from './messages.ts';
 import type { PeerMesh } from './peers.ts';
@@ -37,6 +39,8 @@ export interface WorkerOptions {
   bucketElems?: number;
   /** Kernel threads of this worker (the backend itself is the coordinator's choice). */
   threads?: number;
+  /** Shared memory with the other threads of this process, for the all-reduce among them. */
+  exchange?: Exchange | null;
 }
 
 interface Prepared {
@@ -57,6 +61,7 @@ export class WorkerShell {
   private prepared: Prepared | null = null;
   private readonly mailbox = new Mailbox();
   private reduceGeneration = 0;
+  private saidShared = false;
   private readonly queue: WorkerEvent[] = [];
   private busy = false;
   private lastHeard = Date.now();
@@ -236,6 +241,23 @@ export class WorkerShell {
     const run = async () => {
       // alone: the accumulator is the sum (no copy, no work buffer)
       if (n === 1) return p.step.reduce(localReducer(p.model, p.step.options.bits));
+      // all threads of this process: through their shared memory
+      const exchange = this.options.exchange;
+      const slots = threadSlots(members.map((m) => m.address));
+      if (exchange && slots && exchange.params === p.model.paramCount) {
+        if (!this.saidShared) this.log(`all-reduce among ${n} threads: shared memory`);
+        this.saidShared = true;
+        return p.step.reduce(
+          sharedReducer({
+            exchange,
+            slot: slots[position],
+            members: slots,
+            seq: reductionSeq(step, attempt),
+            bits: p.step.options.bits,
+            cancelled,
+          }),
+        );
+      }
       const next = members[(position + 1) % n];
       const prev = members[(position - 1 + n) % n];
       const links = await Promise.all([this.peers.link(next), this.peers.link(prev)]);

@@ -60,9 +60,17 @@ describe('threads and processes', () => {
   });
 
   it('1, 2 and 3 worker threads give byte-identical weights', async () => {
+    const logs: string[] = [];
     for (const n of [1, 2, 3]) {
-      await trainWithThreads(config, dataset, join(dir, `threads${n}`), { workers: n }).result;
+      const hooks = { log: (line: string) => logs.push(line) };
+      await trainWithThreads(config, dataset, join(dir, `threads${n}`), { workers: n }, hooks)
+        .result;
     }
+    // each thread of the 2- and 3-thread runs says once that it reduces through shared memory
+    const shared = logs.filter((l) =>
+      /^\[thread-\d\] all-reduce among \d threads: shared memory$/.test(l),
+    );
+    expect(shared).toHaveLength(5);
     reference = weights('threads1');
     expect(weights('threads2').equals(reference)).toBe(true);
     expect(weights('threads3').equals(reference)).toBe(true);
