@@ -4,27 +4,33 @@
 // on the machine, the same model and batch in PyTorch (1 thread and all cores), in the same run.
 // Each weft row runs in a child process of its own, so its peak RSS is its own.
 //
-// With --workers 1,2 it instead times whole data-parallel steps (coordinator + N worker threads,
-// exact all-reduce) on tinyshakespeare tokenized to the config's vocabulary.
+// With --workers 1,2 it instead times whole data-parallel steps (coordinator + N workers, exact
+// all-reduce) on tinyshakespeare tokenized to the config's vocabulary, and splits each step as the
+// workers measured it (metrics.jsonl's "worker" records): compute, the all-reduce's exposed part,
+// its part hidden behind the backward pass, and the rest. --transport threads (default) runs
+// worker threads of this process (they reduce through shared memory); --transport ws runs worker
+// processes over loopback WebSocket (the ring), each count with the overlap off, then on.
 //
 // usage: npm run bench:step -- [--config configs/bench-s.json ...] [--backend wasm,reference]
-//                              [--threads 1,2] [--steps N] [--warmup N] [--no-torch] [--workers 1,2]
+//                              [--threads 1,2] [--steps N] [--warmup N] [--no-torch]
+//                              [--workers 1,2 [--transport threads|ws]]
 //                              [--torch-device cpu|cuda]   (cuda: the anchor for --backend gpu)
 
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadDataset } from '../src/data/dataset.ts';
 import { prepareDataset } from '../src/data/prepare.ts';
-import { trainWithThreads } from '../src/distributed/launch.ts';
+import { serveCoordinator, trainWithThreads } from '../src/distributed/launch.ts';
 import { GPT2 } from '../src/model/gpt2.ts';
 import type { BackendName } from '../src/kernels/backend.ts';
 import { createBackend, defaultBackendName, parseBackendName } from '../src/kernels/select.ts';
 import { actGradLayout, actLayout, trainingFlops } from '../src/model/layout.ts';
 import { AdamW } from '../src/train/adamw.ts';
+import type { WorkerMetrics } from '../src/train/metrics.ts';
 import type { RunConfig } from '../src/train/config.ts';
 import { loadRunConfig, sequenceLength } from '../src/train/config.ts';
 import { DEFAULT_EXACT_BITS, TrainingStep, runStep } from '../src/train/step.ts';
@@ -40,6 +46,7 @@ const { values } = parseArgs({
     'no-torch': { type: 'boolean', default: false },
     'torch-device': { type: 'string', default: 'cpu' },
     workers: { type: 'string' },
+    transport: { type: 'string', default: 'threads' },
     // internal: one weft row (CONFIG_PATH|BACKEND|THREADS) in this process, printed as JSON
     row: { type: 'string' },
     backend: { type: 'string', default: defaultBackendName() },
@@ -62,6 +69,8 @@ interface Row {
   peakRssMiB: number;
   /** Bytes of params + grads + m + v + activations (weft rows). */
   theoryMiB?: number;
+  /** Data-parallel rows: the workers' mean step split (ms). */
+  split?: { computeMs: number; commMs: number; overlapMs: number; otherMs: number };
 }
 
 async function benchWeft(cfg: RunConfig, backendName: BackendName, threads: number): Promise<Row> {
@@ -177,16 +186,54 @@ function print(rows: Row[], mode: 'torch' | 'speed-up' = 'torch'): void {
         ratio = `  ${(r.tokensPerSec / torch.tokensPerSec).toFixed(2)}x PyTorch at ${r.threads} thread(s)`;
     }
     const theory = r.theoryMiB === undefined ? '' : ` (theory ${r.theoryMiB.toFixed(0)} MiB)`;
-    const name = `${r.impl} (${r.threads} thread${r.threads > 1 ? 's' : ''})`;
+    const name = r.split ? r.impl : `${r.impl} (${r.threads} thread${r.threads > 1 ? 's' : ''})`;
+    const split = r.split
+      ? `  compute ${r.split.computeMs.toFixed(0)}, comm exposed ${r.split.commMs.toFixed(0)}` +
+        ` (hidden ${r.split.overlapMs.toFixed(0)}), other ${r.split.otherMs.toFixed(0)} ms`
+      : `  peak RSS ${r.peakRssMiB.toFixed(0)} MiB${theory}`;
     console.log(
       `  ${name.padEnd(32)} ${r.msPerStep.toFixed(0).padStart(8)} ms/step ${r.tokensPerSec.toFixed(1).padStart(9)} tok/s ` +
-        `${r.gflops.toFixed(2).padStart(7)} GFLOP/s  peak RSS ${r.peakRssMiB.toFixed(0)} MiB${theory}${ratio}`,
+        `${r.gflops.toFixed(2).padStart(7)} GFLOP/s${split}${ratio}`,
     );
   }
 }
 
-/** Tokens/s of data-parallel training with `workers` threads (steps after the warm-up ones). */
-async function benchWorkers(cfg: RunConfig, workers: number): Promise<Row> {
+/** The workers' mean split of the timed steps, from the run's metrics.jsonl "worker" records. */
+function splitOf(runDir: string): NonNullable<Row['split']> {
+  const records = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as WorkerMetrics)
+    .filter((m) => m.type === 'worker' && m.step > warmup);
+  const mean = (f: (m: WorkerMetrics) => number) =>
+    records.reduce((a, m) => a + f(m), 0) / records.length;
+  return {
+    computeMs: mean((m) => m.computeMs),
+    commMs: mean((m) => m.commMs),
+    overlapMs: mean((m) => m.overlapMs),
+    otherMs: mean((m) => m.waitMs + m.dataMs + m.optimMs),
+  };
+}
+
+/** Worker processes over loopback WebSocket for `job`'s coordinator at `address`; resolves when all exit. */
+function workerProcesses(address: string, n: number, overlap: boolean): Promise<number[]> {
+  const bin = join(root, 'bin/weft.mjs');
+  return Promise.all(
+    Array.from({ length: n }, (_, i) => {
+      const args = [bin, 'worker', '--connect', `ws://${address}`, '--name', `w${i}`];
+      const child = spawn(process.execPath, overlap ? args : [...args, '--no-overlap'], {
+        stdio: 'ignore',
+      });
+      return new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? -1)));
+    }),
+  );
+}
+
+/**
+ * Tokens/s of data-parallel training with `workers` workers (steps after the warm-up ones):
+ * threads of this process, or (`overlap` given) processes over loopback WebSocket.
+ */
+async function benchWorkers(cfg: RunConfig, workers: number, overlap?: boolean): Promise<Row> {
   const dir = mkdtempSync(join(tmpdir(), 'weft-bench-'));
   prepareDataset(join(root, 'data/tinyshakespeare.txt'), join(dir, 'ds'), {
     tokenizer: `bpe:${cfg.vocabSize - 3}`,
@@ -195,29 +242,48 @@ async function benchWorkers(cfg: RunConfig, workers: number): Promise<Row> {
   const dataset = loadDataset(join(dir, 'ds'));
   const times: number[] = [];
   let last = performance.now();
-  await trainWithThreads(
-    { ...cfg, steps: warmup + steps, evalEvery: 0 },
-    dataset,
-    join(dir, 'run'),
-    { workers },
-    {
-      onStep: () => {
-        times.push(performance.now() - last);
-        last = performance.now();
-      },
+  const hooks = {
+    onStep: () => {
+      times.push(performance.now() - last);
+      last = performance.now();
     },
-  ).result;
+  };
+  const runConfig = { ...cfg, steps: warmup + steps, evalEvery: 0 };
+  const runDir = join(dir, 'run');
+  if (overlap === undefined) {
+    await trainWithThreads(runConfig, dataset, runDir, { workers }, hooks).result;
+  } else {
+    let address = '';
+    const job = await serveCoordinator(
+      runConfig,
+      dataset,
+      runDir,
+      { listen: '127.0.0.1:0', workers, secret: null, onListening: (a) => (address = a) },
+      hooks,
+    );
+    const exited = workerProcesses(address, workers, overlap);
+    await job.result;
+    await exited;
+  }
+  const split = splitOf(runDir);
   rmSync(dir, { recursive: true, force: true });
   const timed = times.slice(warmup);
   const ms = timed.reduce((a, b) => a + b, 0) / timed.length;
   const T = sequenceLength(cfg);
+  const how =
+    overlap === undefined
+      ? `thread${workers > 1 ? 's' : ''}`
+      : workers === 1
+        ? 'process'
+        : `processes, overlap ${overlap ? 'on' : 'off'}`;
   return {
-    impl: `weft, ${workers} worker thread${workers > 1 ? 's' : ''} x`,
+    impl: `weft, ${workers} worker ${how}`,
     threads: 1,
     msPerStep: ms,
     tokensPerSec: (cfg.batchSize * T * 1000) / ms,
     gflops: trainingFlops(cfg, cfg.batchSize, T) / ms / 1e6,
     peakRssMiB: process.memoryUsage().rss / 2 ** 20,
+    split,
   };
 }
 
@@ -228,7 +294,12 @@ if (values.workers) {
       `${cfg.name}: data-parallel steps, ${warmup} warm-up + ${steps} timed (first step includes thread start-up unless warmed up)`,
     );
     const rows: Row[] = [];
-    for (const n of values.workers.split(',').map(Number)) rows.push(await benchWorkers(cfg, n));
+    for (const n of values.workers.split(',').map(Number)) {
+      if (values.transport === 'threads') rows.push(await benchWorkers(cfg, n));
+      else if (values.transport !== 'ws') throw new Error('--transport is threads or ws');
+      else if (n === 1) rows.push(await benchWorkers(cfg, n, true));
+      else for (const overlap of [false, true]) rows.push(await benchWorkers(cfg, n, overlap));
+    }
     print(rows, 'speed-up');
   }
   process.exit(0);

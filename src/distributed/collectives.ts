@@ -18,6 +18,7 @@
 //   all-gather round r = 0..n-2: send chunk (p + 1 - r) mod n, store chunk (p - r) mod n from p-1
 
 import type { Kernels } from '../kernels/backend.ts';
+import { forEachPart } from '../model/backward-order.ts';
 import type { Reducer } from '../train/step.ts';
 import { WeftError } from '../util/errors.ts';
 import { CompactSums } from './compact-sums.ts';
@@ -193,6 +194,10 @@ export interface AllReduceOptions {
   cancelled: () => boolean;
   /** Elements per bucket (default DEFAULT_BUCKET_ELEMS). */
   bucketElems?: number;
+  /** Before a bucket [begin, end): puts this member's partial sums into sums[begin, end). */
+  fill?: (begin: number, end: number) => Promise<void>;
+  /** After a bucket: out[begin, end) holds its result. */
+  drain?: (begin: number, end: number) => void;
 }
 
 /** Sums every member's `sums` across the ring and writes the fp32 result into `out` on every member. */
@@ -233,6 +238,8 @@ export async function exactAllReduce(options: AllReduceOptions): Promise<void> {
   try {
     for (let bucket = 0, begin = 0; begin < sums.length; bucket++, begin += bucketElems) {
       const end = Math.min(sums.length, begin + bucketElems);
+      await options.fill?.(begin, end);
+      stopIfCancelled();
       for (let round = 0; round < n - 1; round++) {
         const tag = { step, attempt, bucket, phase: 'rs' as const, round };
         sendChunk(tag, sums, ...chunkRange(begin, end, mod(p - round, n), n));
@@ -251,6 +258,7 @@ export async function exactAllReduce(options: AllReduceOptions): Promise<void> {
         const [r0, r1] = chunkRange(begin, end, mod(p - round, n), n);
         await receiveChunk(tag, r0, r1, (data, at) => out.set(data as Float32Array, at));
       }
+      options.drain?.(begin, end);
     }
   } finally {
     await ring.flushed?.(); // the pieces sent are views: they must be out before anyone reuses the buffers
@@ -262,10 +270,17 @@ export async function exactAllReduce(options: AllReduceOptions): Promise<void> {
  * (the accumulator stays as it was, for a retried attempt) and all-reduces that, converting each
  * owned chunk with the backend's fromExact. `work` is an ordinary JavaScript buffer: only the
  * chunk being converted is staged in a backend's memory.
+ *
+ * Given the step's progress, it overlaps the backward pass: `work` and `staged` (fp32) hold the
+ * gradient in the order the backward pass finishes it (model/backward-order.ts, last layers
+ * first), and each bucket is copied in from the accumulator as soon as the progress says it is
+ * final, reduced, and copied out to its places in the gradient.
  */
 export function ringReducer(
-  options: Omit<AllReduceOptions, 'sums' | 'out' | 'toFp32'> & {
+  options: Omit<AllReduceOptions, 'sums' | 'out' | 'toFp32' | 'fill' | 'drain'> & {
     work: Float64Array;
+    /** fp32 results in backward order (for overlapping; as long as `work`). */
+    staged?: () => Float32Array;
     backend: Pick<Kernels, 'fromExact'>;
     bits: number;
   },
@@ -274,11 +289,32 @@ export function ringReducer(
   const toFp32 = (out: Float32Array, sums: Float64Array, begin: number, end: number) =>
     backend.fromExact(out.subarray(begin, end), sums.subarray(begin, end), bits);
   return {
-    reduce: (acc, grads) => {
+    overlaps: options.staged !== undefined,
+    reduce: (acc, grads, progress) => {
       if (cancelled())
         return Promise.reject(new WeftError('WEFT_E_PROTOCOL', 'all-reduce cancelled'));
-      work.set(acc);
-      return exactAllReduce({ ...options, sums: work, out: grads, toFp32 });
+      if (!options.staged || !progress) {
+        work.set(acc);
+        return exactAllReduce({ ...options, sums: work, out: grads, toFp32 });
+      }
+      const { order } = progress;
+      const staged = options.staged();
+      return exactAllReduce({
+        ...options,
+        sums: work,
+        out: staged,
+        toFp32,
+        fill: async (begin, end) => {
+          await progress.whenReady(end);
+          forEachPart(order, begin, end, (offset, position, count) =>
+            work.set(acc.subarray(offset, offset + count), position),
+          );
+        },
+        drain: (begin, end) =>
+          forEachPart(order, begin, end, (offset, position, count) =>
+            grads.set(staged.subarray(position, position + count), offset),
+          ),
+      });
     },
   };
 }

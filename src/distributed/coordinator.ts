@@ -23,7 +23,7 @@ import { GPT2 } from '../model/gpt2.ts';
 import type { RunConfig } from '../train/config.ts';
 import { resolveForData } from '../train/config.ts';
 import { DEFAULT_EXACT_BITS, countTargets } from '../train/step.ts';
-import type { EvalMetrics, StepMetrics } from '../train/metrics.ts';
+import type { EvalMetrics, StepMetrics, WorkerMetrics } from '../train/metrics.ts';
 import { WeftError } from '../util/errors.ts';
 import type { MessageOf, TrainingState } from './messages.ts';
 import type {
@@ -73,6 +73,8 @@ export interface RunHooks {
   onStart?: (config: RunConfig, workers: number) => void;
   onStep?: (m: StepMetrics, totalSteps: number) => void;
   onEval?: (m: EvalMetrics) => void;
+  /** A worker's time breakdown of a step (it arrives after that step's onStep). */
+  onWorkerTime?: (m: WorkerMetrics) => void;
   log?: (line: string) => void;
 }
 
@@ -421,6 +423,19 @@ export class CoordinatorShell {
         appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
         this.lastStep = m;
         this.hooks.onStep?.(m, this.config.steps);
+        return;
+      }
+      case 'workerTime': {
+        const { step, ...times } = effect.times;
+        const m: WorkerMetrics = {
+          type: 'worker',
+          step,
+          worker: effect.worker,
+          rank: effect.rank,
+          ...times,
+        };
+        appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
+        this.hooks.onWorkerTime?.(m);
         return;
       }
       case 'evalMetrics': {

@@ -191,6 +191,8 @@ export interface NetworkWorkerOptions {
   name: string;
   /** Kernel threads of this worker. */
   threads?: number;
+  /** Reduce during the last backward pass of a step (default true; false: after it, to compare). */
+  overlap?: boolean;
   log?: (line: string) => void;
   onPeerListening?: (address: string) => void;
 }
@@ -211,7 +213,12 @@ export async function runNetworkWorker(options: NetworkWorkerOptions): Promise<s
   try {
     const conn = await network.connect(address);
     await clientHandshake(conn, secret, { name, role: 'worker', peerAddress: mesh.address });
-    shell = new WorkerShell(conn, mesh, { name, log: options.log, threads: options.threads });
+    shell = new WorkerShell(conn, mesh, {
+      name,
+      log: options.log,
+      threads: options.threads,
+      overlap: options.overlap,
+    });
     return await shell.run();
   } finally {
     mesh.close();

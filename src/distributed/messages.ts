@@ -7,7 +7,7 @@ import { CompactSums } from './compact-sums.ts';
 import { WeftError } from '../util/errors.ts';
 
 /** 2: a collective's pieces carry their offset, and travel as binary frames on WebSocket links. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** A field's type: scalars, typed arrays, arrays of a type, or a nested schema. */
 type FieldType =
@@ -84,6 +84,16 @@ export const SCHEMAS = {
     overflow: 'bool',
   },
   reduced: { step: 'int', attempt: 'int', gradNorm: 'number' },
+  /** Where the worker's time went in step `step` (1-based, as metrics.jsonl counts): step-clock.ts. */
+  stepTime: {
+    step: 'int',
+    computeMs: 'number',
+    commMs: 'number',
+    overlapMs: 'number',
+    waitMs: 'number',
+    dataMs: 'number',
+    optimMs: 'number',
+  },
   evalResult: {
     step: 'int',
     loss: 'number',

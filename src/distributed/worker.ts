@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Dataset } from '../data/dataset.ts';
 import { loadDataset } from '../data/dataset.ts';
+import type { Batch } from '../data/loader.ts';
 import { TokenWindowLoader } from '../data/loader.ts';
 import type { Backend } from '../kernels/backend.ts';
 import { createBackend } from '../kernels/select.ts';
@@ -24,6 +25,7 @@ import { WeftError } from '../util/errors.ts';
 import { readBytes, sha256 } from '../util/files.ts';
 import { Mailbox, ringReducer } from './collectives.ts';
 import type { Exchange } from './shared-reduce.ts';
+import { StepClock } from './step-clock.ts';
 import { reductionSeq, sharedReducer, threadSlots } from './shared-reduce.ts';
 import type { Member, Message, MessageOf } from './messages.ts';
 import { msg, statePieces } from './messages.ts';
@@ -41,6 +43,8 @@ export interface WorkerOptions {
   threads?: number;
   /** Shared memory with the other threads of this process, for the all-reduce among them. */
   exchange?: Exchange | null;
+  /** Start a ring all-reduce during the step's last backward pass (default true). */
+  overlap?: boolean;
 }
 
 interface Prepared {
@@ -52,8 +56,21 @@ interface Prepared {
   step: TrainingStep;
   /** The all-reduce's work buffer (the accumulator is copied there), made when a ring first needs it. */
   work: Float64Array | null;
+  /** Its fp32 results in backward order, while they wait to be copied into the gradient. */
+  staged: Float32Array | null;
   dataset: Dataset | null;
   loader: TokenWindowLoader | null;
+}
+
+type ComputeEffect = Extract<WorkerEffect, { type: 'compute' }>;
+
+interface Reduction {
+  step: number;
+  attempt: number;
+  /** The global gradient norm, once the gradient is reduced. */
+  result: Promise<number>;
+  cancelled: () => boolean;
+  settled: boolean;
 }
 
 export class WorkerShell {
@@ -61,6 +78,10 @@ export class WorkerShell {
   private prepared: Prepared | null = null;
   private readonly mailbox = new Mailbox();
   private reduceGeneration = 0;
+  /** Where this step's time goes (sent to the coordinator after each update). */
+  private readonly clock = new StepClock();
+  /** The reduction started last (it may have begun before its reduce effect: overlap). */
+  private reduction: Reduction | null = null;
   private saidShared = false;
   private readonly queue: WorkerEvent[] = [];
   private busy = false;
@@ -105,6 +126,10 @@ export class WorkerShell {
       while (this.queue.length > 0) {
         const out = workerTransition(this.state, this.queue.shift() as WorkerEvent);
         this.state = out.state;
+        // a reduction begun early (overlap) for an attempt the coordinator has since replaced
+        const r = this.reduction;
+        if (r && !r.settled && (r.step !== this.state.step || r.attempt !== this.state.attempt))
+          this.cancelReduction('replanned', r.step, r.attempt);
         for (const m of out.send) this.coordinator.send(m);
         for (const effect of out.effects) this.perform(effect);
       }
@@ -133,6 +158,7 @@ export class WorkerShell {
       case 'prepare':
         // synchronous: the state pieces of a resumed run, right behind assign, need the model
         this.queue.push(this.prepare(effect.assign));
+        this.clock.restart();
         return;
       case 'loadState':
         return this.loadState(effect.piece);
@@ -140,16 +166,24 @@ export class WorkerShell {
         (this.prepared as Prepared).step.begin();
         return;
       case 'compute':
+        if (
+          effect.reduceAfter &&
+          this.options.overlap !== false &&
+          this.ringPath(effect.reduceAfter.members)
+        )
+          return void setImmediate(() => void this.computeOverlapped(effect));
         return this.later(() => this.compute(effect));
       case 'reduce':
         return this.reduce(effect.step, effect.attempt, effect.members);
       case 'cancelReduce':
-        this.reduceGeneration++;
-        this.mailbox.abort(effect.reason, effect.step, effect.attempt + 1);
+        return this.cancelReduction(effect.reason, effect.step, effect.attempt);
+      case 'apply': {
+        const p = this.prepared as Prepared;
+        this.clock.time('optim', () => p.step.apply(effect.lr, effect.skip));
+        const times = this.clock.finish();
+        this.coordinator.send(msg('stepTime', { step: this.state.step + 1, ...times }));
         return;
-      case 'apply':
-        (this.prepared as Prepared).step.apply(effect.lr, effect.skip);
-        return;
+      }
       case 'evaluate':
         return this.later(() => this.evaluate(effect.step, effect.maxWindows, effect.tokens));
       case 'sendState':
@@ -187,6 +221,7 @@ export class WorkerShell {
         gradClip: config.gradClip,
       }),
       work: null,
+      staged: null,
       dataset,
       loader: dataset
         ? new TokenWindowLoader(
@@ -216,9 +251,9 @@ export class WorkerShell {
     }
   }
 
-  private compute(effect: Extract<WorkerEffect, { type: 'compute' }>): WorkerEvent {
+  private batchOf(effect: ComputeEffect): Batch {
     const p = this.prepared as Prepared;
-    const batch = effect.batch
+    return effect.batch
       ? {
           idx: effect.batch.idx,
           targets: effect.batch.targets,
@@ -226,11 +261,82 @@ export class WorkerShell {
           T: p.config.seqLen,
         }
       : (p.loader as TokenWindowLoader).shardBatch(effect.step, effect.shard);
-    const result = p.step.addShard(batch, effect.targetCount);
+  }
+
+  private compute(effect: ComputeEffect): WorkerEvent {
+    const p = this.prepared as Prepared;
+    const batch = this.clock.time('data', () => this.batchOf(effect));
+    const result = this.clock.time('compute', () => p.step.addShard(batch, effect.targetCount));
     return { type: 'computed', step: effect.step, shard: effect.shard, ...result };
   }
 
+  /**
+   * The step's last shard with its reduction under way: the backward pass yields to the event
+   * loop after each stage, so the ring sends and adds the buckets already final meanwhile.
+   */
+  private async computeOverlapped(effect: ComputeEffect): Promise<void> {
+    if (this.state.phase === 'done') return;
+    const p = this.prepared as Prepared;
+    const { attempt, members } = effect.reduceAfter as NonNullable<ComputeEffect['reduceAfter']>;
+    try {
+      const batch = this.clock.time('data', () => this.batchOf(effect));
+      const start = performance.now();
+      const stages = p.step.addShardInStages(batch, effect.targetCount);
+      this.startReduction(effect.step, attempt, members); // waits for each bucket's stages
+      for (let next = stages.next(); ; next = stages.next()) {
+        if (next.done) {
+          this.clock.add('compute', start);
+          this.dispatch({
+            type: 'computed',
+            step: effect.step,
+            shard: effect.shard,
+            ...next.value,
+          });
+          return;
+        }
+        await new Promise((resolve) => setImmediate(resolve)); // (a worker shut down meanwhile ignores the result)
+      }
+    } catch (err) {
+      this.fail(err as Error);
+    }
+  }
+
+  /** True when a reduction among `members` runs over the ring (the one path that overlaps). */
+  private ringPath(members: Member[]): boolean {
+    const p = this.prepared as Prepared;
+    const exchange = this.options.exchange;
+    const shared =
+      exchange &&
+      threadSlots(members.map((m) => m.address)) !== null &&
+      exchange.params === p.model.paramCount;
+    return members.length > 1 && !shared;
+  }
+
+  /** Cancels the reduction in progress (an abort, a new attempt, or the end). */
+  private cancelReduction(reason: string, step: number, attempt: number): void {
+    this.reduceGeneration++;
+    this.reduction = null;
+    this.mailbox.abort(reason, step, attempt + 1);
+  }
+
+  /** The reduce effect: reports the reduction of (step, attempt), started now or earlier. */
   private reduce(step: number, attempt: number, members: Member[]): void {
+    const r = this.reduction;
+    const current = r && r.step === step && r.attempt === attempt ? r : null;
+    const { result, cancelled } = current ?? this.startReduction(step, attempt, members);
+    result.then(
+      (norm) => {
+        if (!cancelled()) this.dispatch({ type: 'reducedLocally', step, attempt, gradNorm: norm });
+      },
+      (err: Error) => {
+        // a cancelled attempt fails by design; the coordinator replans after a peer is lost
+        if (!cancelled())
+          this.log(`all-reduce of step ${step + 1} attempt ${attempt} stopped: ${err.message}`);
+      },
+    );
+  }
+
+  private startReduction(step: number, attempt: number, members: Member[]): Reduction {
     const p = this.prepared as Prepared;
     const generation = ++this.reduceGeneration;
     const cancelled = () => generation !== this.reduceGeneration || this.state.phase === 'done';
@@ -244,7 +350,7 @@ export class WorkerShell {
       // all threads of this process: through their shared memory
       const exchange = this.options.exchange;
       const slots = threadSlots(members.map((m) => m.address));
-      if (exchange && slots && exchange.params === p.model.paramCount) {
+      if (!this.ringPath(members) && exchange && slots) {
         if (!this.saidShared) this.log(`all-reduce among ${n} threads: shared memory`);
         this.saidShared = true;
         return p.step.reduce(
@@ -272,6 +378,7 @@ export class WorkerShell {
         ring,
         mailbox: this.mailbox,
         work: (p.work ??= new Float64Array(p.model.paramCount)),
+        staged: () => (p.staged ??= new Float32Array(p.model.paramCount)),
         backend: p.backend,
         bits: p.step.options.bits,
         step,
@@ -281,16 +388,18 @@ export class WorkerShell {
       });
       return p.step.reduce(reducer);
     };
-    run().then(
-      (norm) => {
-        if (!cancelled()) this.dispatch({ type: 'reducedLocally', step, attempt, gradNorm: norm });
+    this.clock.reductionStarted();
+    const reduction: Reduction = { step, attempt, result: run(), cancelled, settled: false };
+    // reported by the reduce effect, if it still wants this reduction
+    reduction.result.then(
+      () => {
+        reduction.settled = true;
+        if (!cancelled()) this.clock.reductionEnded();
       },
-      (err: Error) => {
-        // a cancelled attempt fails by design; the coordinator replans after a peer is lost
-        if (!cancelled())
-          this.log(`all-reduce of step ${step + 1} attempt ${attempt} stopped: ${err.message}`);
-      },
+      () => (reduction.settled = true),
     );
+    this.reduction = reduction;
+    return reduction;
   }
 
   /** Evaluates on the streamed tokens, or on the local validation split when none came. */
@@ -304,6 +413,7 @@ export class WorkerShell {
       batchSize: p.config.batchSize,
       maxWindows,
     });
+    this.clock.restart(); // the next step's time starts after the evaluation
     return { type: 'evaluated', step, result };
   }
 

@@ -190,6 +190,16 @@ export class GPT2 {
    * parallel training passes the global target count instead.
    */
   backward(normalizer: number = this.targetCount): void {
+    for (const stage of this.backwardStages(normalizer)) void stage;
+  }
+
+  /**
+   * backward() in stages, pausing after each: the head and final LayerNorm (yields 0), layer
+   * L-1 .. 0 (yields 1 .. L), the embeddings (yields L + 1). After stage s the gradients up to
+   * backwardOrder(config).stageEnds[s] are final (backward-order.ts): a caller can reduce them
+   * while the rest runs.
+   */
+  *backwardStages(normalizer: number = this.targetCount): Generator<number, void, void> {
     const { acts: a, actGrads: d, targets } = this;
     if (!a || !d || !targets) {
       throw new WeftError('WEFT_E_STATE', 'backward() needs a forward() with targets first');
@@ -222,6 +232,7 @@ export class GPT2 {
       BT,
       C,
     );
+    yield 0;
     for (let l = L - 1; l >= 0; l--) {
       // d.dresidualA holds the gradient of this layer's output (residual3)
       const x = this.layerActs(l);
@@ -283,8 +294,10 @@ export class GPT2 {
         BT,
         C,
       );
+      yield L - l;
     }
     k.encoderBackward(g.wte, g.wpe, d.dresidualA, this.idx, B, T, C);
+    yield L + 1;
   }
 
   /** Returns the model's buffers to its backend; the model is unusable afterwards. */

@@ -1,5 +1,6 @@
-// The records of metrics.jsonl: one JSON object per line, a "step" record per optimizer step and
-// an "eval" record per evaluation. These key names are what tools read.
+// The records of metrics.jsonl: one JSON object per line, a "step" record per optimizer step, a
+// "worker" record per worker and step (where its time went), and an "eval" record per
+// evaluation. These key names are what tools read.
 
 import type { EvalResult } from './evaluate.ts';
 
@@ -20,4 +21,20 @@ export interface EvalMetrics extends EvalResult {
   type: 'eval';
   step: number;
   split: 'val';
+}
+
+/** One worker's step, timed by its shell (distributed/step-clock.ts has the definitions). */
+export interface WorkerMetrics {
+  type: 'worker';
+  step: number;
+  worker: string;
+  rank: number;
+  computeMs: number;
+  /** The all-reduce's exposed part (not hidden behind the backward pass). */
+  commMs: number;
+  /** The all-reduce's part hidden behind the backward pass (counted in computeMs). */
+  overlapMs: number;
+  waitMs: number;
+  dataMs: number;
+  optimMs: number;
 }

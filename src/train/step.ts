@@ -15,19 +15,31 @@
 import type { Batch } from '../data/loader.ts';
 import type { GPT2 } from '../model/gpt2.ts';
 import type { AdamW } from './adamw.ts';
+import type { BackwardOrder } from '../model/backward-order.ts';
+import { backwardOrder, forEachPart } from '../model/backward-order.ts';
 import { WeftError } from '../util/errors.ts';
 import { clipToNorm, normBlocks, sumOfSquares } from './norm.ts';
 
 /** Exact sums on the grid 2^-G (invariant 4): G = 40 unless a run says otherwise. */
 export const DEFAULT_EXACT_BITS = 40;
 
+/** How far the step's accumulator is final, for a reducer that starts before the last shard ends. */
+export interface GradientProgress {
+  order: BackwardOrder;
+  /** Resolves once positions [0, end) of `order` hold every shard of this worker. */
+  whenReady(end: number): Promise<void>;
+}
+
 /** Sums the workers' exact accumulators into fp32 gradients. */
 export interface Reducer {
   /**
    * Sums `acc` across the workers into `grads`, the same bits on every one. `acc` must stay as it
-   * is: a retried attempt of the step keeps the shards it already holds.
+   * is: a retried attempt of the step keeps the shards it already holds. A reducer that
+   * `overlaps` reads `acc` range by range as `progress` says it is final; any other is called
+   * only once the whole accumulator is.
    */
-  reduce(acc: Float64Array, grads: Float32Array): Promise<void>;
+  reduce(acc: Float64Array, grads: Float32Array, progress?: GradientProgress): Promise<void>;
+  overlaps?: boolean;
 }
 
 /** The reducer of a worker alone: its accumulator is the sum. */
@@ -66,6 +78,11 @@ export class TrainingStep {
   readonly acc: Float64Array;
   private readonly blocks: { begin: number; end: number }[];
   private norm = NaN;
+  readonly order: BackwardOrder;
+  /** Positions of `order` final in `acc`: all of them unless a shard is being added in stages. */
+  private readyUpTo = Infinity;
+  private waiters: { end: number; resolve: () => void }[] = [];
+  readonly progress: GradientProgress;
 
   constructor(
     readonly model: GPT2,
@@ -74,6 +91,14 @@ export class TrainingStep {
   ) {
     this.acc = model.backend.allocF64(model.paramCount);
     this.blocks = normBlocks(model.config);
+    this.order = backwardOrder(model.config);
+    this.progress = {
+      order: this.order,
+      whenReady: (end) =>
+        end <= this.readyUpTo
+          ? Promise.resolve()
+          : new Promise((resolve) => this.waiters.push({ end, resolve })),
+    };
   }
 
   begin(): void {
@@ -83,19 +108,58 @@ export class TrainingStep {
 
   /** Forward and backward of one micro-batch, added exactly into the accumulator. */
   addShard(batch: Batch, globalTargets: number): ShardResult {
-    const { model } = this;
-    model.zeroGrad();
-    const { lossSum, targetCount } = model.forward(batch.idx, batch.B, batch.T, batch.targets);
-    if (targetCount === 0) return { lossSum: 0, targets: 0, overflow: false };
-    model.backward(globalTargets);
+    const stages = this.addShardInStages(batch, globalTargets);
+    for (;;) {
+      const next = stages.next();
+      if (next.done) return next.value;
+    }
+  }
+
+  /**
+   * addShard in the backward pass's stages, pausing after each once its gradients are in the
+   * accumulator (`progress` says how far that is, from this call on), so a reducer can work on
+   * them meanwhile. Run it to the end: until then the rest of the accumulator is not ready.
+   */
+  addShardInStages(batch: Batch, globalTargets: number): Generator<void, ShardResult, void> {
+    this.setReady(0);
+    return this.stages(batch, globalTargets);
+  }
+
+  private *stages(batch: Batch, globalTargets: number): Generator<void, ShardResult, void> {
+    const { model, order } = this;
     const { bits, shards } = this.options;
-    const overflow = model.backend.accumulateExact(this.acc, model.grads, bits, shards);
-    return { lossSum, targets: targetCount, overflow };
+    try {
+      model.zeroGrad();
+      const { lossSum, targetCount } = model.forward(batch.idx, batch.B, batch.T, batch.targets);
+      if (targetCount === 0) return { lossSum: 0, targets: 0, overflow: false };
+      let overflow = false;
+      for (const stage of model.backwardStages(globalTargets)) {
+        const begin = stage === 0 ? 0 : order.stageEnds[stage - 1];
+        forEachPart(order, begin, order.stageEnds[stage], (offset, _, count) => {
+          const acc = this.acc.subarray(offset, offset + count);
+          const grads = model.grads.subarray(offset, offset + count);
+          overflow = model.backend.accumulateExact(acc, grads, bits, shards) || overflow;
+        });
+        this.setReady(order.stageEnds[stage]);
+        yield;
+      }
+      return { lossSum, targets: targetCount, overflow };
+    } finally {
+      this.setReady(Infinity);
+    }
+  }
+
+  private setReady(upTo: number): void {
+    this.readyUpTo = upTo;
+    const ready = this.waiters.filter((w) => w.end <= upTo);
+    this.waiters = this.waiters.filter((w) => w.end > upTo);
+    for (const w of ready) w.resolve();
   }
 
   /** The summed gradient into model.grads; returns the global norm (before clipping). */
   async reduce(reducer: Reducer): Promise<number> {
-    await reducer.reduce(this.acc, this.model.grads);
+    if (!reducer.overlaps) await this.progress.whenReady(this.order.total);
+    await reducer.reduce(this.acc, this.model.grads, this.progress);
     this.norm = Math.sqrt(sumOfSquares(this.model.grads, this.blocks));
     return this.norm;
   }

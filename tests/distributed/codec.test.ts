@@ -107,7 +107,7 @@ describe('codec', () => {
       'another protocol version',
       () => decodeFrame(raw({ v: 99, t: 'ping' })),
       'WEFT_E_VERSION',
-      /version 99; this weft speaks 2/,
+      new RegExp(`version 99; this weft speaks ${PROTOCOL_VERSION}$`),
     ],
     [
       'a frame that is not an object',

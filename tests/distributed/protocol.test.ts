@@ -518,6 +518,22 @@ describe('worker state machine', () => {
     expect(outs[6].state.phase).toBe('idle');
   });
 
+  it('names the reduction that follows on the last shard only, so the shell may overlap it', () => {
+    const outs = run([
+      { type: 'message', message: assign },
+      { type: 'prepared', dataLocal: true },
+      { type: 'message', message: start(0, 0, [1, 3]) },
+      { type: 'computed', step: 0, shard: 1, lossSum: 2, targets: 16, overflow: false },
+    ]);
+    const members = start(0, 0, []).members;
+    expect(outs[2].effects[1]).toMatchObject({ type: 'compute', shard: 1, reduceAfter: null });
+    expect(outs[3].effects[0]).toMatchObject({
+      type: 'compute',
+      shard: 3,
+      reduceAfter: { attempt: 0, members },
+    });
+  });
+
   /** Shard 1 of step 0 computed, its reduction aborted (events 0-4). */
   const computedThenAborted: WorkerEvent[] = [
     { type: 'message', message: assign },

@@ -98,6 +98,23 @@ describe('bit-identity across workers and failures (in-memory network, random de
     }
   });
 
+  it('each worker says per step where its time went, the reduction partly behind the backward pass', () => {
+    const records = metricsOf(join(dir, 'w3')).filter((m) => m.type === 'worker');
+    const keys = ['computeMs', 'commMs', 'overlapMs', 'waitMs', 'dataMs', 'optimMs'];
+    expect(records).toHaveLength(3 * short.steps);
+    for (let step = 1; step <= short.steps; step++) {
+      const ofStep = records.filter((r) => r.step === step);
+      expect(ofStep.map((r) => r.worker).sort()).toEqual(['worker-0', 'worker-1', 'worker-2']);
+    }
+    for (const r of records) {
+      expect(Object.keys(r).sort()).toEqual([...keys, 'rank', 'step', 'type', 'worker'].sort());
+      for (const k of keys) expect(r[k] as number).toBeGreaterThanOrEqual(0);
+      expect(r.computeMs as number).toBeGreaterThan(0);
+    }
+    // every worker's last shard ran with its reduction under way
+    expect(records.some((r) => (r.overlapMs as number) > 0)).toBe(true);
+  });
+
   it('workers that cannot read the data get their batches from the coordinator, with the same bytes', async () => {
     const logs: string[] = [];
     await trainInProcess(

@@ -1,5 +1,6 @@
 // A worker thread of the fixture tests: one member of an n-member ring running the production
-// training step (runStep in src/train/step.ts, with the exact ring all-reduce as its reducer) on
+// training step (runStep in src/train/step.ts, with the exact ring all-reduce as its reducer, in
+// the backward pass's order as when it overlaps the backward pass) on
 // its rows of a PyTorch fixture's batch (rows dealt round-robin by rank), for the fixture's
 // optimizer steps. It posts per step its rows' loss sum and the global norm, and the final
 // parameters.
@@ -44,6 +45,7 @@ const ranks = Array.from({ length: job.size }, (_, r) => r);
 const prevRank = (job.rank - 1 + job.size) % job.size;
 job.prev.on('message', (chunk: Chunk) => mailbox.deliver(prevRank, chunk));
 const work = new Float64Array(step.model.paramCount);
+const staged = new Float32Array(step.model.paramCount); // results in the backward pass's order
 
 const result: FixtureWorkerResult = { lossSums: [], norms: [], params: step.model.params };
 for (let s = 0; s < fx.optimizer.steps; s++) {
@@ -56,6 +58,7 @@ for (let s = 0; s < fx.optimizer.steps; s++) {
     },
     mailbox,
     work,
+    staged: () => staged,
     backend,
     bits: step.options.bits,
     step: s,

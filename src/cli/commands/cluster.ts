@@ -35,6 +35,7 @@ interface WorkerFlags {
   name?: string;
   peerListen?: string;
   tokenFile?: string;
+  overlap: boolean;
 }
 
 export function registerCluster(program: Command): void {
@@ -124,6 +125,10 @@ export function registerCluster(program: Command): void {
     )
     .option('--token-file <file>', 'file holding the shared secret (or set WEFT_TOKEN)')
     .option('--threads <n>', 'kernel threads of this worker (wasm backend)', '1')
+    .option(
+      '--no-overlap',
+      "start the all-reduce only after the step's last backward pass (to measure the overlap)",
+    )
     .action(async (flags: WorkerFlags) => {
       const name = flags.name ?? `${hostname()}-${process.pid}`;
       check(
@@ -143,6 +148,7 @@ export function registerCluster(program: Command): void {
           flags.threads === undefined
             ? 1
             : numberFlag('--threads', flags.threads, { min: 1, integer: true }),
+        overlap: flags.overlap,
         log: (line) => console.log(line),
       });
       console.log(`worker ${name}: ${reason}`);

@@ -150,6 +150,13 @@ export type CoordinatorEffect =
       skipped: boolean;
     }
   | { type: 'evalMetrics'; step: number; result: EvalResult }
+  /** A worker's account of where its time went in a step (step-clock.ts). */
+  | {
+      type: 'workerTime';
+      worker: string;
+      rank: number;
+      times: Omit<MessageOf<'stepTime'>, 'v' | 't'>;
+    }
   | { type: 'close'; conn: ConnId; code: string; reason: string }
   /** Plan step `step` (its batches when `streamed`: some worker reads no data) and feed stepPlanned. */
   | { type: 'planStep'; step: number; streamed: boolean }
@@ -366,6 +373,11 @@ function onMessage(st: Transition, w: Worker, m: Message, now: number): void {
     }
     case 'state':
       return onStatePiece(st, w, m);
+    case 'stepTime': {
+      const { v: _v, t: _t, ...times } = m;
+      st.effects.push({ type: 'workerTime', worker: w.name, rank: w.rank, times });
+      return;
+    }
     case 'ping':
       return;
     case 'leave':

@@ -9,7 +9,9 @@
 //
 //   assign -> prepare [-> load the streamed state of a resumed run] -> ready;
 //   start(step, attempt) -> compute each new shard -> reduce ->
-//   reduced; commit -> apply -> idle. abort(step, attempt) cancels the reduction; the shards
+//   reduced; commit -> apply -> idle. The last shard's compute names the reduction that follows
+//   it, which the shell may begin while that shard's backward pass runs (the attempt it names is
+//   the state's until a start or abort changes it). abort(step, attempt) cancels the reduction; the shards
 //   already computed in that step stay in the accumulator, and the next attempt adds only the
 //   shards this worker has not done yet.
 
@@ -61,6 +63,11 @@ export type WorkerEffect =
       shard: number;
       targetCount: number;
       batch: MessageOf<'start'>['batches'][number] | null;
+      /**
+       * The reduction of (step, attempt, members) comes next unless a message changes the
+       * attempt meanwhile: the shell may start it while this shard's backward pass runs.
+       */
+      reduceAfter: { attempt: number; members: Member[] } | null;
     }
   | { type: 'reduce'; step: number; attempt: number; members: Member[] }
   | { type: 'cancelReduce'; step: number; attempt: number; reason: string }
@@ -108,7 +115,15 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
     if (shard !== undefined) {
       s.phase = 'computing';
       const batch = s.batches.find((b) => b.shard === shard) ?? null;
-      effects.push({ type: 'compute', step: s.step, shard, targetCount: s.targetCount, batch });
+      const reduceAfter = s.todo.length === 1 ? { attempt: s.attempt, members: s.members } : null;
+      effects.push({
+        type: 'compute',
+        step: s.step,
+        shard,
+        targetCount: s.targetCount,
+        batch,
+        reduceAfter,
+      });
     } else {
       s.phase = 'reducing';
       effects.push({ type: 'reduce', step: s.step, attempt: s.attempt, members: s.members });
