@@ -120,7 +120,9 @@ class WsConnection extends BaseConnection {
       if (!isBinary)
         throw new WeftError('WEFT_E_DECODE', 'text frame; weft speaks binary msgpack frames');
       const fragments = Array.isArray(data) ? data : [toBytes(data)];
-      if (isChunkFrame(fragments[0])) {
+      // (a peer may cut a frame into fragments anywhere, even inside the magic)
+      const first = fragments[0].length >= 4 ? fragments[0] : Buffer.concat(fragments);
+      if (isChunkFrame(first)) {
         if (!this.trusted)
           throw new WeftError('WEFT_E_FRAME', 'a binary piece frame before authentication');
         message = decodeChunkFrame(fragments, this.limits);
@@ -187,9 +189,12 @@ class WsConnection extends BaseConnection {
     this.closed(reason);
   }
 
-  /** Sends raw bytes, bypassing the encoder (for fuzz tests of the receiving side). */
-  sendRaw(bytes: Uint8Array): void {
-    if (this.socket.readyState === WebSocket.OPEN) this.socket.send(bytes);
+  /**
+   * Sends raw bytes, bypassing the encoder (for tests of the receiving side); `fin` false makes
+   * them a fragment of a message the next calls continue.
+   */
+  sendRaw(bytes: Uint8Array, fin = true): void {
+    if (this.socket.readyState === WebSocket.OPEN) this.socket.send(bytes, { binary: true, fin });
   }
 }
 
@@ -339,6 +344,6 @@ export class WsNetwork implements Network {
 /** A raw client for fuzz tests: connects and exposes sendRaw on the connection. */
 export async function connectRaw(
   address: string,
-): Promise<Connection & { sendRaw(bytes: Uint8Array): void }> {
+): Promise<Connection & { sendRaw(bytes: Uint8Array, fin?: boolean): void }> {
   return (await new WsNetwork().connect(address)) as WsConnection;
 }
