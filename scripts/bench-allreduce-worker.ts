@@ -1,7 +1,8 @@
-// One participant of scripts/bench-allreduce.ts, in its own thread: either a ring member running
-// the exact all-reduce on realistic partial sums, over loopback WebSocket, over MessagePorts
-// between threads, or through shared memory (as weft train's workers), or one end of a raw TCP
-// stream.
+// One participant of scripts/bench-allreduce.ts, in its own thread or (over WebSocket, as weft's
+// network workers) its own process: either a ring member running the exact all-reduce on
+// realistic partial sums, over loopback WebSocket, over MessagePorts between threads, or through
+// shared memory (as weft train's workers), or one end of a raw TCP stream. A process gets its job
+// in BENCH_JOB and talks to the benchmark over its IPC channel.
 
 import { createConnection, createServer } from 'node:net';
 import type { MessagePort } from 'node:worker_threads';
@@ -30,9 +31,11 @@ type Job =
       exchanges?: Exchange[];
     }
   | { kind: 'tcp-server'; bytes: number }
-  | { kind: 'tcp-client'; port: number; bytes: number };
+  | { kind: 'tcp-client'; port: number; bytes: number }
+  /** A ring of raw TCP streams: send `bytes` to the next member while receiving as many from the previous. */
+  | { kind: 'tcp-ring'; bytes: number };
 
-const job = threadData<Job>();
+const job = process.env.BENCH_JOB ? (JSON.parse(process.env.BENCH_JOB) as Job) : threadData<Job>();
 
 /**
  * A worker's partial sums as training makes them: one shard's gradient on the 2^-40 grid. The
@@ -43,7 +46,11 @@ function realisticSums(elements: number, seed: number): Float64Array {
   const rng = new Rng(seed + 1);
   return Float64Array.from({ length: elements }, () => Math.round(rng.normal() * 7.5e-4 * 2 ** 40));
 }
-const port = parentPort as NonNullable<typeof parentPort>;
+/** The benchmark's end of the conversation: the thread's parent port, or the process's IPC channel. */
+const port = parentPort ?? {
+  postMessage: (m: unknown) => process.send?.(m),
+  once: (_: 'message', f: (m: unknown) => void) => process.once('message', f),
+};
 
 if (job.kind === 'tcp-server') {
   const server = createServer((socket) => {
@@ -62,6 +69,49 @@ if (job.kind === 'tcp-server') {
   server.listen(0, '127.0.0.1', () =>
     port.postMessage({ port: (server.address() as { port: number }).port }),
   );
+} else if (job.kind === 'tcp-ring') {
+  const { bytes } = job;
+  let received = 0;
+  let receivedAll: () => void = () => {};
+  const allIn = new Promise<void>((resolve) => (receivedAll = resolve));
+  let connected: () => void = () => {};
+  const fromPrev = new Promise<void>((resolve) => (connected = resolve));
+  const server = createServer((socket) => {
+    connected();
+    socket.on('data', (d: Buffer) => {
+      received += d.length;
+      if (received >= bytes) receivedAll();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  port.postMessage({ port: (server.address() as { port: number }).port });
+  const nextPort = await new Promise<number>((resolve) =>
+    port.once('message', (m) => resolve(m as number)),
+  );
+  const toNext = createConnection(nextPort, '127.0.0.1');
+  await new Promise((resolve) => toNext.once('connect', resolve));
+  await fromPrev;
+  await new Promise<void>((resolve) => {
+    port.once('message', () => resolve()); // barrier: every member starts together
+    port.postMessage({ ready: true });
+  });
+  const start = performance.now();
+  const block = Buffer.alloc(1 << 20, 7);
+  let sent = 0;
+  const allOut = new Promise<void>((resolve) => {
+    const pump = () => {
+      while (sent < bytes) {
+        sent += block.length;
+        if (!toNext.write(block)) return void toNext.once('drain', pump);
+      }
+      resolve();
+    };
+    pump();
+  });
+  await Promise.all([allIn, allOut]);
+  port.postMessage({ seconds: (performance.now() - start) / 1000 });
+  toNext.destroy();
+  server.close();
 } else if (job.kind === 'tcp-client') {
   const socket = createConnection(job.port, '127.0.0.1', () => {
     const block = Buffer.alloc(1 << 20, 7);
@@ -163,4 +213,5 @@ if (job.kind === 'tcp-server') {
   }
   port.postMessage({ results });
   mesh?.close();
+  if (!parentPort) process.disconnect(); // a process: its IPC channel would keep it alive
 }
