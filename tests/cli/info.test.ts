@@ -24,7 +24,28 @@ describe('weft info', () => {
     },
   );
 
+  it('prints the pipeline stages of --pipeline P: blocks, memory, compute share and bubble', () => {
+    const r = runCli(['info', '--config', 'gpt2-124m', '--pipeline', '4', '--set', 'batchSize=8']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('pipeline    4 stage(s) x 1 replica(s), 1f1b, 8 micro-batches');
+    expect(r.stdout).toMatch(/stage 0 {3}blocks 0-3 \+ embeddings: 67,735,296 parameters/);
+    expect(r.stdout).toMatch(/stage 3 {3}block 11 \+ head: .* 1 held/);
+    expect(r.stdout).toContain('bubble      (P-1)/(m+P-1) = 27.3%');
+  });
+
   it.each([
+    [
+      ['info', '--config', 'bench-m', '--pipeline', '3', '--workers', '4'],
+      /4 workers do not form pipelines of 3 stages; use a multiple of 3 \(3, 6, 9, \.\.\.\)/,
+    ],
+    [
+      ['info', '--config', 'bench-m', '--pipeline', '2', '--schedule', 'zigzag'],
+      /--schedule zigzag is not one of 1f1b, gpipe/,
+    ],
+    [
+      ['info', '--config', 'bench-m', '--pipeline', '7'],
+      /P=7 must be an integer from 1 to nLayer=6/,
+    ],
     [
       ['info', '--config', 'configs/bench-s.json', '--set', 'nHead=3'],
       /nEmbd=256 is not divisible by nHead=3/,
