@@ -7,9 +7,13 @@
 //   wpe, wte                              final after the embeddings (wte also gets the tied
 //                                         head's gradient, at the very start)
 // A reduction walks positions 0..total in this order and copies each range where it belongs.
+// A pipeline stage's order is the same over its own blocks and ends.
 
 import type { GPTConfig } from './config.ts';
-import { namedTensors } from './layout.ts';
+import type { ParamKey } from './layout.ts';
+import { PARAM_KEYS, isLayerParam } from './layout.ts';
+import type { StageSpan } from './stage.ts';
+import { stageLayout, wholeModel } from './stage.ts';
 
 /** One tensor's gradient: `size` elements at `offset` of the flat buffer, at `position` in the order. */
 export interface OrderedRange {
@@ -25,13 +29,29 @@ export interface BackwardOrder {
   total: number;
 }
 
-export function backwardOrder(config: GPTConfig): BackwardOrder {
-  const tensors = namedTensors(config);
-  const byLayer = (layer: number | null) => tensors.filter((t) => t.layer === layer);
+/**
+ * The order for a model holding `span` (default the whole model), in the offsets of its own flat
+ * buffer. A stage with the head but not the embeddings has wte's whole gradient (the head's part)
+ * after the head; with both, wte is final only at the end.
+ */
+export function backwardOrder(
+  config: GPTConfig,
+  span: StageSpan = wholeModel(config),
+): BackwardOrder {
+  const layout = stageLayout(config, span);
+  const L = span.endLayer - span.firstLayer;
+  const whole = (key: ParamKey) => (layout.byKey[key].size > 0 ? [layout.byKey[key]] : []);
+  const row = (key: ParamKey, l: number) => {
+    const slot = layout.byKey[key];
+    return { offset: slot.offset + (l * slot.size) / L, size: slot.size / L };
+  };
+  const headPart = [...whole('lnfw'), ...whole('lnfb'), ...(span.embeddings ? [] : whole('wte'))];
   const stages = [
-    byLayer(null).filter((t) => t.key === 'lnfw' || t.key === 'lnfb'),
-    ...Array.from({ length: config.nLayer }, (_, i) => byLayer(config.nLayer - 1 - i)),
-    byLayer(null).filter((t) => t.key === 'wpe' || t.key === 'wte'),
+    headPart,
+    ...Array.from({ length: L }, (_, i) =>
+      PARAM_KEYS.filter(isLayerParam).map((key) => row(key, L - 1 - i)),
+    ),
+    span.embeddings ? [...whole('wpe'), ...whole('wte')] : [],
   ];
   const ranges: OrderedRange[] = [];
   const stageEnds: number[] = [];

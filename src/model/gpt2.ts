@@ -2,6 +2,9 @@
 // same list in reverse (docs/design.md invariant 2). Parameters and gradients are one Float32Array
 // each (named views p.* and g.*); activations are sized for the (B, T) of the last forward. The
 // kernels come from a Backend (reference by default), which also allocates every buffer.
+// A model can be one pipeline stage (stage.ts): its blocks only, taking the previous stage's
+// output instead of tokens and handing its own output on instead of a loss; and it can hold
+// several micro-batches' activations at once (useSlot), as a 1F1B schedule needs.
 
 import type { Backend } from '../kernels/backend.ts';
 import { referenceBackend } from '../kernels/backend.ts';
@@ -9,13 +12,15 @@ import { WeftError, check } from '../util/errors.ts';
 import type { GPTConfig } from './config.ts';
 import { validateConfig } from './config.ts';
 import { initParams } from './init.ts';
+import type { StageSpan } from './stage.ts';
+import { copyStage, stageLayout, stageRanges, wholeModel } from './stage.ts';
 import type { ActGradViews, ActViews, Layout, ParamKey, ParamViews } from './layout.ts';
 import {
   PARAM_KEYS,
   actGradLayout,
   actLayout,
   isLayerParam,
-  paramLayout,
+  paramCount,
   viewsOf,
 } from './layout.ts';
 
@@ -27,11 +32,15 @@ export interface ForwardResult {
   targetCount: number;
   /** (B, T, V) logits; a view into the model's activations, overwritten by the next forward. */
   logits: Float32Array;
+  /** A stage without the head: its (B, T, C) output for the next stage (a view, as logits). */
+  output?: Float32Array;
 }
 
 export interface ForwardOptions {
   /** Without targets: compute only each sequence's last logits, returned as (B, V). */
   lastOnly?: boolean;
+  /** A stage without the embeddings: the previous stage's (B, T, C) output (idx is not read). */
+  input?: Float32Array;
 }
 
 export interface GPT2Options {
@@ -39,7 +48,30 @@ export interface GPT2Options {
   backend?: Backend;
   /** Parameter values to start from (copied in); zeros when absent. */
   params?: Float32Array;
+  /** Only this pipeline stage's part of the model (default: the whole model). */
+  stage?: StageSpan;
 }
+
+/** One micro-batch's saved activations and inputs (a stage may hold several: useSlot). */
+interface ActSlot {
+  B: number;
+  T: number;
+  acts: ActViews | null;
+  buffer: Float32Array | null;
+  idx: Int32Array;
+  targets: Int32Array | null;
+  targetCount: number;
+}
+
+const emptySlot = (): ActSlot => ({
+  B: 0,
+  T: 0,
+  acts: null,
+  buffer: null,
+  idx: new Int32Array(0),
+  targets: null,
+  targetCount: 0,
+});
 
 type LayerParams = Record<ParamKey, Float32Array>;
 
@@ -58,19 +90,26 @@ export class GPT2 {
   readonly p: ParamViews;
   readonly g: ParamViews;
   readonly backend: Backend;
+  /** The blocks (and ends) of the model this one holds; the whole model unless a stage. */
+  readonly span: StageSpan;
+  /** Blocks held (L of the whole model). */
+  readonly layers: number;
 
-  private B = 0;
-  private T = 0;
-  private acts: ActViews | null = null;
-  private actBuffers: Float32Array[] | null = null;
+  private slots: ActSlot[] = [emptySlot()];
+  private slot: ActSlot = this.slots[0];
   private actGrads: ActGradViews | null = null;
-  private idx = new Int32Array(0);
-  private targets: Int32Array | null = null;
-  private targetCount = 0;
+  private actGradBuffer: Float32Array | null = null;
 
   constructor(config: GPTConfig, options: GPT2Options = {}) {
     this.config = validateConfig({ ...config });
-    this.layout = paramLayout(this.config);
+    this.span = options.stage ?? wholeModel(this.config);
+    this.layers = this.span.endLayer - this.span.firstLayer;
+    check(
+      this.span.firstLayer >= 0 && this.layers >= 0 && this.span.endLayer <= this.config.nLayer,
+      'WEFT_E_CONFIG',
+      `stage blocks ${this.span.firstLayer}..${this.span.endLayer} are not within the model's ${this.config.nLayer}`,
+    );
+    this.layout = stageLayout(this.config, this.span);
     this.backend = options.backend ?? referenceBackend;
     this.params = this.backend.allocF32(this.layout.total);
     this.grads = this.backend.allocF32(this.layout.total);
@@ -87,11 +126,33 @@ export class GPT2 {
     this.backend.markParameters?.(this.params, true);
   }
 
-  /** A model with GPT-2's initialisation drawn from `seed`. */
+  /** A model with GPT-2's initialisation drawn from `seed` (a stage: its part of the whole model's). */
   static init(config: GPTConfig, seed: number, options: GPT2Options = {}): GPT2 {
     const model = new GPT2(config, options);
-    initParams(model.params, model.config, seed);
+    if (!options.stage) {
+      initParams(model.params, model.config, seed);
+    } else {
+      const whole = new Float32Array(paramCount(model.config));
+      initParams(whole, model.config, seed);
+      copyStage(stageRanges(model.config, model.span), model.params, whole, 'stage');
+    }
+    model.backend.weightsChanged?.();
     return model;
+  }
+
+  /**
+   * Makes slot `i` the micro-batch forward() saves into and backward() reads (slot 0 unless
+   * changed): a pipeline stage holds several micro-batches' activations at once.
+   */
+  useSlot(i: number): void {
+    while (this.slots.length <= i) this.slots.push(emptySlot());
+    this.slot = this.slots[i];
+  }
+
+  /** A stage without the embeddings: the gradient of its input after backward() (a view). */
+  get inputGrad(): Float32Array {
+    check(this.actGrads !== null, 'WEFT_E_STATE', 'inputGrad needs a backward() first');
+    return this.actGrads.dresidualA;
   }
 
   get paramCount(): number {
@@ -113,7 +174,9 @@ export class GPT2 {
     targets?: Int32Array,
     options: ForwardOptions = {},
   ): ForwardResult {
-    const { nLayer: L, nHead: NH, nEmbd: C, vocabSize: V, blockSize } = this.config;
+    const { nHead: NH, nEmbd: C, vocabSize: V, blockSize } = this.config;
+    const L = this.layers;
+    const { embeddings, head } = this.span;
     check(
       Number.isSafeInteger(B) && B > 0,
       'WEFT_E_SHAPE',
@@ -129,11 +192,19 @@ export class GPT2 {
       'WEFT_E_SHAPE',
       `sequence length T=${T} exceeds the model's blockSize=${blockSize}`,
     );
-    check(
-      idx.length === B * T,
-      'WEFT_E_SHAPE',
-      `idx has ${idx.length} tokens but B*T = ${B}*${T} = ${B * T}`,
-    );
+    if (embeddings) {
+      check(
+        idx.length === B * T,
+        'WEFT_E_SHAPE',
+        `idx has ${idx.length} tokens but B*T = ${B}*${T} = ${B * T}`,
+      );
+    } else {
+      check(
+        options.input?.length === B * T * C,
+        'WEFT_E_SHAPE',
+        `a stage without the embeddings needs its (B, T, C) = ${B * T * C} input, got ${options.input?.length ?? 'none'}`,
+      );
+    }
     if (targets) {
       check(
         targets.length === B * T,
@@ -145,12 +216,17 @@ export class GPT2 {
     const p = this.p;
     const k = this.backend;
     const BT = B * T;
-    this.idx = Int32Array.from(idx);
-    this.targets = null;
+    const slot = this.slot;
+    slot.targets = null;
 
-    k.encoderForward(a.encoded, idx, p.wte, p.wpe, B, T, C);
+    if (embeddings) {
+      slot.idx = Int32Array.from(idx);
+      k.encoderForward(a.encoded, idx, p.wte, p.wpe, B, T, C);
+    } else {
+      a.encoded.set(options.input as Float32Array);
+    }
     for (let l = 0; l < L; l++) {
-      const x = this.layerActs(l);
+      const x = this.layerActs(a, l);
       const w = this.layerParams(p, l);
       k.layernormForward(x.ln1, x.ln1Mean, x.ln1Rstd, x.residual, w.ln1w, w.ln1b, BT, C);
       k.matmulForward(x.qkv, x.ln1, w.qkvw, w.qkvb, BT, C, 3 * C);
@@ -163,7 +239,8 @@ export class GPT2 {
       k.matmulForward(x.fcproj, x.fchGelu, w.fcprojw, w.fcprojb, BT, 4 * C, C);
       k.residualForward(x.residual3, x.residual2, x.fcproj, BT * C);
     }
-    const last = layerOf(a.residual3, L - 1, L);
+    const last = L > 0 ? layerOf(a.residual3, L - 1, L) : a.encoded;
+    if (!head) return { loss: NaN, lossSum: 0, targetCount: 0, logits: a.logits, output: last };
     k.layernormForward(a.lnf, a.lnfMean, a.lnfRstd, last, p.lnfw, p.lnfb, BT, C);
     if (options.lastOnly && !targets) {
       // generation: only the logits that predict the next token, row b of (B, V)
@@ -176,12 +253,12 @@ export class GPT2 {
     k.lmHeadForward(a.logits, a.lnf, p.wte, BT, C, V);
 
     if (!targets) return { loss: NaN, lossSum: 0, targetCount: 0, logits: a.logits };
-    this.targets = Int32Array.from(targets);
-    this.targetCount = k.crossEntropyForward(a.losses, a.probs, a.logits, targets, BT, V);
+    slot.targets = Int32Array.from(targets);
+    slot.targetCount = k.crossEntropyForward(a.losses, a.probs, a.logits, targets, BT, V);
     let lossSum = 0;
     for (let i = 0; i < BT; i++) lossSum += a.losses[i];
-    const loss = this.targetCount > 0 ? lossSum / this.targetCount : NaN;
-    return { loss, lossSum, targetCount: this.targetCount, logits: a.logits };
+    const loss = slot.targetCount > 0 ? lossSum / slot.targetCount : NaN;
+    return { loss, lossSum, targetCount: slot.targetCount, logits: a.logits };
   }
 
   /**
@@ -189,53 +266,70 @@ export class GPT2 {
    * default normalizer is this batch's target count (the gradient of the mean loss); data-
    * parallel training passes the global target count instead.
    */
-  backward(normalizer: number = this.targetCount): void {
-    for (const stage of this.backwardStages(normalizer)) void stage;
+  backward(normalizer: number = this.slot.targetCount, dOutput?: Float32Array): void {
+    for (const stage of this.backwardStages(normalizer, dOutput)) void stage;
   }
 
   /**
    * backward() in stages, pausing after each: the head and final LayerNorm (yields 0), layer
    * L-1 .. 0 (yields 1 .. L), the embeddings (yields L + 1). After stage s the gradients up to
    * backwardOrder(config).stageEnds[s] are final (backward-order.ts): a caller can reduce them
-   * while the rest runs.
+   * while the rest runs. A stage without the head starts from `dOutput`, the gradient of its
+   * (B, T, C) output (and yields 0 at once); one without the embeddings ends with the gradient of
+   * its input in inputGrad.
    */
-  *backwardStages(normalizer: number = this.targetCount): Generator<number, void, void> {
-    const { acts: a, actGrads: d, targets } = this;
-    if (!a || !d || !targets) {
+  *backwardStages(
+    normalizer: number = this.slot.targetCount,
+    dOutput?: Float32Array,
+  ): Generator<number, void, void> {
+    const { acts: a, targets, B, T } = this.slot;
+    const { head, embeddings } = this.span;
+    const d = this.actGrads;
+    if (!a || !d || (head && !targets)) {
       throw new WeftError('WEFT_E_STATE', 'backward() needs a forward() with targets first');
     }
-    check(
-      normalizer > 0,
-      'WEFT_E_STATE',
-      `backward() normalizer ${normalizer} must be positive (no targets counted?)`,
-    );
-    const { nLayer: L, nHead: NH, nEmbd: C, vocabSize: V } = this.config;
-    const { B, T, p, g } = this;
+    const { nHead: NH, nEmbd: C, vocabSize: V } = this.config;
+    const L = this.layers;
+    const { p, g } = this;
     const k = this.backend;
     const BT = B * T;
 
-    d.dlogits.fill(0);
-    d.dlnf.fill(0);
-    d.dresidualA.fill(0);
-    k.crossEntropyBackward(d.dlogits, a.probs, targets, 1 / normalizer, BT, V);
-    k.lmHeadBackward(d.dlnf, g.wte, d.dlogits, a.lnf, p.wte, BT, C, V);
-    const last = layerOf(a.residual3, L - 1, L);
-    k.layernormBackward(
-      d.dresidualA,
-      g.lnfw,
-      g.lnfb,
-      d.dlnf,
-      last,
-      p.lnfw,
-      a.lnfMean,
-      a.lnfRstd,
-      BT,
-      C,
-    );
+    if (head) {
+      check(
+        normalizer > 0,
+        'WEFT_E_STATE',
+        `backward() normalizer ${normalizer} must be positive (no targets counted?)`,
+      );
+      d.dlogits.fill(0);
+      d.dlnf.fill(0);
+      d.dresidualA.fill(0);
+      k.crossEntropyBackward(d.dlogits, a.probs, targets as Int32Array, 1 / normalizer, BT, V);
+      k.lmHeadBackward(d.dlnf, g.wte, d.dlogits, a.lnf, p.wte, BT, C, V);
+      const last = L > 0 ? layerOf(a.residual3, L - 1, L) : a.encoded;
+      k.layernormBackward(
+        d.dresidualA,
+        g.lnfw,
+        g.lnfb,
+        d.dlnf,
+        last,
+        p.lnfw,
+        a.lnfMean,
+        a.lnfRstd,
+        BT,
+        C,
+      );
+    } else {
+      check(
+        dOutput?.length === BT * C,
+        'WEFT_E_SHAPE',
+        `a stage without the head needs the (B, T, C) = ${BT * C} gradient of its output, got ${dOutput?.length ?? 'none'}`,
+      );
+      d.dresidualA.set(dOutput);
+    }
     yield 0;
     for (let l = L - 1; l >= 0; l--) {
       // d.dresidualA holds the gradient of this layer's output (residual3)
-      const x = this.layerActs(l);
+      const x = this.layerActs(a, l);
       const w = this.layerParams(p, l);
       const dw = this.layerParams(g, l);
       for (const key of [
@@ -296,46 +390,52 @@ export class GPT2 {
       );
       yield L - l;
     }
-    k.encoderBackward(g.wte, g.wpe, d.dresidualA, this.idx, B, T, C);
+    if (embeddings) k.encoderBackward(g.wte, g.wpe, d.dresidualA, this.slot.idx, B, T, C);
     yield L + 1;
   }
 
   /** Returns the model's buffers to its backend; the model is unusable afterwards. */
   dispose(): void {
     this.backend.markParameters?.(this.params, false);
-    for (const buffer of [this.params, this.grads, ...(this.actBuffers ?? [])])
-      this.backend.free(buffer);
-    this.actBuffers = null;
-    this.acts = null;
+    const held = [...this.slots.map((s) => s.buffer), this.actGradBuffer];
+    for (const buffer of [this.params, this.grads, ...held]) if (buffer) this.backend.free(buffer);
+    this.slots = [emptySlot()];
+    this.slot = this.slots[0];
     this.actGrads = null;
+    this.actGradBuffer = null;
   }
 
   /** Layer l's (B, T, 3C) query, key and value activations of the last forward. */
   layerQkv(l: number): Float32Array {
-    check(this.acts !== null, 'WEFT_E_STATE', 'layerQkv() needs a forward() first');
-    return this.layerActs(l).qkv;
+    const { acts } = this.slot;
+    check(acts !== null, 'WEFT_E_STATE', 'layerQkv() needs a forward() first');
+    return this.layerActs(acts, l).qkv;
   }
 
+  /** The current slot's activations for (B, T), and the shared activation gradients, made to fit. */
   private ensureActivations(B: number, T: number): ActViews {
-    if (this.acts && this.B === B && this.T === T) return this.acts;
-    this.B = B;
-    this.T = T;
-    if (this.actBuffers) for (const buffer of this.actBuffers) this.backend.free(buffer);
-    const layout = actLayout(this.config, B, T);
-    const gradLayout = actGradLayout(this.config, B, T);
-    this.actBuffers = [
-      this.backend.allocF32(layout.total),
-      this.backend.allocF32(gradLayout.total),
-    ];
-    this.acts = viewsOf(this.actBuffers[0], layout);
-    this.actGrads = viewsOf(this.actBuffers[1], gradLayout);
-    return this.acts;
+    const slot = this.slot;
+    const parts = { layers: this.layers, head: this.span.head };
+    if (!slot.acts || slot.B !== B || slot.T !== T) {
+      if (slot.buffer) this.backend.free(slot.buffer);
+      const layout = actLayout(this.config, B, T, parts);
+      slot.buffer = this.backend.allocF32(layout.total);
+      slot.acts = viewsOf(slot.buffer, layout);
+      slot.B = B;
+      slot.T = T;
+    }
+    const gradLayout = actGradLayout(this.config, B, T, parts.head);
+    if (!this.actGradBuffer || this.actGradBuffer.length !== gradLayout.total) {
+      if (this.actGradBuffer) this.backend.free(this.actGradBuffer);
+      this.actGradBuffer = this.backend.allocF32(gradLayout.total);
+      this.actGrads = viewsOf(this.actGradBuffer, gradLayout);
+    }
+    return slot.acts;
   }
 
   /** Layer l's slice of every per-layer activation, plus its input (the residual stream). */
-  private layerActs(l: number) {
-    const a = this.acts as ActViews;
-    const L = this.config.nLayer;
+  private layerActs(a: ActViews, l: number) {
+    const L = this.layers;
     const at = (view: Float32Array) => layerOf(view, l, L);
     return {
       residual: l === 0 ? a.encoded : layerOf(a.residual3, l - 1, L),
@@ -359,7 +459,7 @@ export class GPT2 {
 
   /** Layer l's slice of every per-layer parameter kind in `views` (params or grads). */
   private layerParams(views: ParamViews, l: number): LayerParams {
-    const L = this.config.nLayer;
+    const L = this.layers;
     const out = {} as LayerParams;
     for (const key of PARAM_KEYS)
       out[key] = isLayerParam(key) ? layerOf(views[key], l, L) : views[key];

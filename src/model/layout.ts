@@ -178,9 +178,27 @@ export const ACT_KEYS = [
 export type ActKey = (typeof ACT_KEYS)[number];
 export type ActViews = Record<ActKey, Float32Array>;
 
-/** Activations the forward pass saves for the backward, sized for a (B, T) batch. */
-export function actLayout(config: GPTConfig, B: number, T: number): Layout<ActKey> {
-  const { nLayer: L, nEmbd: C, nHead: NH, vocabSize: V } = config;
+/** What of the model a set of activations covers: `layers` blocks, and the head or not (a pipeline stage). */
+export interface ActParts {
+  layers: number;
+  head: boolean;
+}
+
+/**
+ * Activations the forward pass saves for the backward, sized for a (B, T) batch (of a pipeline
+ * stage: its blocks, and the final LayerNorm and logits only with the head; `encoded` is the
+ * stage's input).
+ */
+export function actLayout(
+  config: GPTConfig,
+  B: number,
+  T: number,
+  parts: ActParts = { layers: config.nLayer, head: true },
+): Layout<ActKey> {
+  const { nEmbd: C, nHead: NH } = config;
+  const L = parts.layers;
+  const V = parts.head ? config.vocabSize : 0;
+  const H = parts.head ? 1 : 0;
   return makeLayout<ActKey>([
     ['encoded', [B, T, C]],
     ['ln1', [L, B, T, C]],
@@ -198,12 +216,12 @@ export function actLayout(config: GPTConfig, B: number, T: number): Layout<ActKe
     ['fchGelu', [L, B, T, 4 * C]],
     ['fcproj', [L, B, T, C]],
     ['residual3', [L, B, T, C]],
-    ['lnf', [B, T, C]],
-    ['lnfMean', [B, T]],
-    ['lnfRstd', [B, T]],
+    ['lnf', [H, B, T, C]],
+    ['lnfMean', [H, B, T]],
+    ['lnfRstd', [H, B, T]],
     ['logits', [B, T, V]],
     ['probs', [B, T, V]],
-    ['losses', [B, T]],
+    ['losses', [H, B, T]],
   ]);
 }
 
@@ -218,8 +236,14 @@ export type ActGradViews = Record<ActGradKey, Float32Array>;
  * Gradients of activations for the backward pass. Only one layer's worth: the backward walks the
  * layers in reverse and reuses these buffers; dresidualA/B carry the residual stream's gradient.
  */
-export function actGradLayout(config: GPTConfig, B: number, T: number): Layout<ActGradKey> {
-  const { nEmbd: C, vocabSize: V } = config;
+export function actGradLayout(
+  config: GPTConfig,
+  B: number,
+  T: number,
+  head = true,
+): Layout<ActGradKey> {
+  const { nEmbd: C } = config;
+  const V = head ? config.vocabSize : 0;
   return makeLayout<ActGradKey>([
     ['dresidualA', [B, T, C]],
     ['dresidualB', [B, T, C]],
@@ -231,7 +255,7 @@ export function actGradLayout(config: GPTConfig, B: number, T: number): Layout<A
     ['datty', [B, T, C]],
     ['dqkv', [B, T, 3 * C]],
     ['dln1', [B, T, C]],
-    ['dlnf', [B, T, C]],
+    ['dlnf', [B, T, head ? C : 0]],
     ['dlogits', [B, T, V]],
   ]);
 }

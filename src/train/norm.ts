@@ -8,6 +8,8 @@
 
 import type { GPTConfig } from '../model/config.ts';
 import { namedTensors } from '../model/layout.ts';
+import type { StageSpan } from '../model/stage.ts';
+import { stageRanges } from '../model/stage.ts';
 
 /** Largest block, in elements (a tensor larger than this is cut into blocks this size). */
 export const NORM_BLOCK = 2 ** 20;
@@ -50,4 +52,29 @@ export function clipToNorm(g: Float32Array, norm: number, maxNorm: number): void
   if (!(maxNorm > 0 && norm > maxNorm)) return;
   const scale = maxNorm / (norm + 1e-6);
   for (let i = 0; i < g.length; i++) g[i] *= scale;
+}
+
+/**
+ * The whole model's sum of squares from pipeline stages' gradients: every block of the whole
+ * model taken from the first stage that holds it (wte from the first stage), added in block
+ * order, so the bits are those of sumOfSquares over the whole model's gradient.
+ */
+export function stagedSumOfSquares(
+  config: GPTConfig,
+  stages: { span: StageSpan; grads: Float32Array }[],
+): number {
+  const located = stages.map((s) => ({ grads: s.grads, ranges: stageRanges(config, s.span) }));
+  let total = 0;
+  for (const block of normBlocks(config)) {
+    const owner = located
+      .map(({ grads, ranges }) => ({
+        grads,
+        r: ranges.find((r) => r.full <= block.begin && block.end <= r.full + r.size),
+      }))
+      .find((o) => o.r !== undefined);
+    if (!owner?.r) throw new Error(`no stage holds parameters ${block.begin}..${block.end}`);
+    const shift = owner.r.stage - owner.r.full;
+    total += blockSumOfSquares(owner.grads, { begin: block.begin + shift, end: block.end + shift });
+  }
+  return total;
 }

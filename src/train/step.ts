@@ -90,8 +90,8 @@ export class TrainingStep {
     readonly options: StepOptions,
   ) {
     this.acc = model.backend.allocF64(model.paramCount);
-    this.blocks = normBlocks(model.config);
-    this.order = backwardOrder(model.config);
+    this.blocks = model.span.head && model.span.embeddings ? normBlocks(model.config) : [];
+    this.order = backwardOrder(model.config, model.span);
     this.progress = {
       order: this.order,
       whenReady: (end) =>
@@ -126,27 +126,54 @@ export class TrainingStep {
   }
 
   private *stages(batch: Batch, globalTargets: number): Generator<void, ShardResult, void> {
-    const { model, order } = this;
-    const { bits, shards } = this.options;
     try {
-      model.zeroGrad();
-      const { lossSum, targetCount } = model.forward(batch.idx, batch.B, batch.T, batch.targets);
+      const { lossSum, targetCount } = this.model.forward(
+        batch.idx,
+        batch.B,
+        batch.T,
+        batch.targets,
+      );
       if (targetCount === 0) return { lossSum: 0, targets: 0, overflow: false };
-      let overflow = false;
-      for (const stage of model.backwardStages(globalTargets)) {
-        const begin = stage === 0 ? 0 : order.stageEnds[stage - 1];
-        forEachPart(order, begin, order.stageEnds[stage], (offset, _, count) => {
-          const acc = this.acc.subarray(offset, offset + count);
-          const grads = model.grads.subarray(offset, offset + count);
-          overflow = model.backend.accumulateExact(acc, grads, bits, shards) || overflow;
-        });
-        this.setReady(order.stageEnds[stage]);
-        yield;
-      }
+      const overflow = yield* this.backwardInStages(globalTargets);
       return { lossSum, targets: targetCount, overflow };
     } finally {
       this.setReady(Infinity);
     }
+  }
+
+  /**
+   * The backward pass of the micro-batch the model last ran forward (in its current slot), added
+   * exactly into the accumulator stage by stage; returns whether a value overflowed the grid. A
+   * pipeline stage without the head starts from `dOutput`, its output's gradient. The tied wte's
+   * two parts (the head's, then the embeddings') are put on the grid separately, as two stages
+   * holding one each do, so every pipeline layout sums the same integers.
+   */
+  *backwardInStages(globalTargets: number, dOutput?: Float32Array): Generator<void, boolean, void> {
+    const { model, order } = this;
+    const { bits, shards } = this.options;
+    const add = (offset: number, count: number) =>
+      model.backend.accumulateExact(
+        this.acc.subarray(offset, offset + count),
+        model.grads.subarray(offset, offset + count),
+        bits,
+        shards,
+      );
+    model.zeroGrad();
+    let overflow = false;
+    for (const stage of model.backwardStages(globalTargets, dOutput)) {
+      const begin = stage === 0 ? 0 : order.stageEnds[stage - 1];
+      forEachPart(order, begin, order.stageEnds[stage], (offset, _, count) => {
+        overflow = add(offset, count) || overflow;
+      });
+      if (stage === 0 && model.span.head && model.span.embeddings) {
+        const wte = model.layout.byKey.wte;
+        overflow = add(wte.offset, wte.size) || overflow; // the head's part
+        model.g.wte.fill(0);
+      }
+      this.setReady(order.stageEnds[stage]);
+      yield;
+    }
+    return overflow;
   }
 
   private setReady(upTo: number): void {
@@ -158,10 +185,23 @@ export class TrainingStep {
 
   /** The summed gradient into model.grads; returns the global norm (before clipping). */
   async reduce(reducer: Reducer): Promise<number> {
-    if (!reducer.overlaps) await this.progress.whenReady(this.order.total);
-    await reducer.reduce(this.acc, this.model.grads, this.progress);
+    await this.reduceOnly(reducer);
     this.norm = Math.sqrt(sumOfSquares(this.model.grads, this.blocks));
     return this.norm;
+  }
+
+  /**
+   * The summed gradient into model.grads, without the norm: a pipeline stage holds only some of
+   * the norm's blocks, and its caller sets the global norm (setNorm) from every stage's.
+   */
+  async reduceOnly(reducer: Reducer): Promise<void> {
+    if (!reducer.overlaps) await this.progress.whenReady(this.order.total);
+    await reducer.reduce(this.acc, this.model.grads, this.progress);
+  }
+
+  /** The global gradient norm apply() clips to, found across a pipeline's stages (norm.ts). */
+  setNorm(norm: number): void {
+    this.norm = norm;
   }
 
   /** Clips to the norm reduce found and takes the AdamW step (nothing when `skip`). */
