@@ -149,6 +149,17 @@ export class GPT2 {
     this.slot = this.slots[i];
   }
 
+  /** Bytes of activations held: every slot's, and the shared activation gradients. */
+  get activationBytes(): number {
+    const buffers = [...this.slots.map((s) => s.buffer), this.actGradBuffer];
+    return buffers.reduce((n, b) => n + (b?.byteLength ?? 0), 0);
+  }
+
+  /** Micro-batches whose activations this model can hold at once (slots made so far). */
+  get activationSlots(): number {
+    return this.slots.filter((s) => s.buffer !== null).length;
+  }
+
   /** A stage without the embeddings: the gradient of its input after backward() (a view). */
   get inputGrad(): Float32Array {
     check(this.actGrads !== null, 'WEFT_E_STATE', 'inputGrad needs a backward() first');

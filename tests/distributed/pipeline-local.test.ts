@@ -85,6 +85,29 @@ describe('a pipeline in one process', () => {
   });
 });
 
+describe('held activations', () => {
+  it('a 1F1B stage s holds at most P - s micro-batches, and nothing grows over 20 steps', async () => {
+    const P = 4;
+    const pipeline = new LocalPipeline(config, {
+      stages: P,
+      schedule: '1f1b',
+      bits: DEFAULT_EXACT_BITS,
+    });
+    await pipeline.step(batches(0), config.lr);
+    const after1 = pipeline.steps.map((s) => s.model.activationBytes);
+    for (let step = 1; step < 20; step++) await pipeline.step(batches(step % 3), config.lr);
+    expect(pipeline.steps.map((s) => s.model.activationBytes)).toEqual(after1);
+    expect(pipeline.steps.map((s) => s.model.activationSlots)).toEqual([4, 3, 2, 1]);
+    const gpipe = new LocalPipeline(config, {
+      stages: P,
+      schedule: 'gpipe',
+      bits: DEFAULT_EXACT_BITS,
+    });
+    await gpipe.step(batches(0), config.lr);
+    expect(gpipe.steps.map((s) => s.model.activationSlots)).toEqual([6, 6, 6, 6]); // all m
+  });
+});
+
 describe('stage layouts', () => {
   it("the whole model's is the parameter layout, offsets and all", () => {
     expect(stageLayout(config, wholeModel(config))).toEqual(paramLayout(config));

@@ -1,6 +1,6 @@
 // One data-parallel replica's pipeline in this process: P stage models (each a GPT2 holding its
-// blocks, its own training step and AdamW state), the schedule's actions run in an order that
-// respects it, activations and their gradients handed over in memory. The reference that stage
+// blocks, its own training step and AdamW state), each running its schedule (stage-runner.ts)
+// concurrently with the others, activations and their gradients handed over in memory. The reference that stage
 // workers are checked against, and a pipeline's numbers without a network. Its weights after
 // each step are the bytes of one worker training the whole model on the same micro-batches:
 //   - every stage runs the same kernels on the same numbers as the whole model would;
@@ -19,8 +19,9 @@ import type { RunConfig } from '../../train/config.ts';
 import { stagedSumOfSquares } from '../../train/norm.ts';
 import { TrainingStep, countTargets, localReducer } from '../../train/step.ts';
 import { partitionStages } from './partition.ts';
-import type { PipelineAction, ScheduleKind } from './schedule.ts';
-import { pipelineSchedule, simulate } from './schedule.ts';
+import type { ScheduleKind } from './schedule.ts';
+import type { StageLinks } from './stage-runner.ts';
+import { runStage } from './stage-runner.ts';
 
 export interface LocalPipelineOptions {
   stages: number;
@@ -67,63 +68,37 @@ export class LocalPipeline {
   ): Promise<{ lossSum: number; gradNorm: number; overflow: boolean }> {
     const { steps } = this;
     const P = steps.length;
-    const schedules = pipelineSchedule(this.options.schedule, P, batches.length);
-    const { peakHeld } = simulate(schedules); // slots per stage: micro-batch mb uses mb % peak
     const globalTargets = batches.reduce((n, b) => n + countTargets(b), 0);
     for (const s of steps) s.begin();
-    const inFlight = new Map<string, Float32Array>(); // sent, not yet received
-    const key = (what: 'act' | 'grad', to: number, mb: number) => `${what}/${to}/${mb}`;
-    let lossSum = 0;
-    let overflow = false;
-    let output: Float32Array | null = null;
-    const perform = (s: number, a: PipelineAction): boolean => {
-      const { model } = steps[s];
-      const batch = batches[a.mb];
-      switch (a.op) {
-        case 'recvActivation':
-          return inFlight.has(key('act', s, a.mb));
-        case 'recvGradient':
-          return inFlight.has(key('grad', s, a.mb));
-        case 'forward': {
-          model.useSlot(a.mb % peakHeld[s]);
-          const input = take(inFlight, key('act', s, a.mb));
-          const targets = s === P - 1 ? batch.targets : undefined;
-          const r = model.forward(batch.idx, batch.B, batch.T, targets, { input });
-          lossSum += r.lossSum;
-          output = r.output ?? null;
-          return true;
-        }
-        case 'sendActivation':
-          inFlight.set(key('act', s + 1, a.mb), (output as Float32Array).slice());
-          return true;
-        case 'backward': {
-          model.useSlot(a.mb % peakHeld[s]);
-          const dOutput = take(inFlight, key('grad', s, a.mb));
-          const stages = steps[s].backwardInStages(globalTargets, dOutput);
-          for (let r = stages.next(); ; r = stages.next())
-            if (r.done) {
-              overflow ||= r.value;
-              break;
-            }
-          return true;
-        }
-        case 'sendGradient':
-          inFlight.set(key('grad', s - 1, a.mb), model.inputGrad.slice());
-          return true;
-        default:
-          return a.op satisfies never;
-      }
-    };
-    const next = new Array<number>(P).fill(0);
-    for (let progressed = true; progressed;) {
-      progressed = false;
-      for (let s = 0; s < P; s++)
-        while (next[s] < schedules[s].length && perform(s, schedules[s][next[s]])) {
-          next[s]++;
-          progressed = true;
-        }
-    }
-    if (next.some((i, s) => i < schedules[s].length)) throw new Error('pipeline step deadlocked');
+    // the links: what stage s sends to stage t waits in a mailbox of t until t takes it
+    const mailboxes = steps.map(() => new Map<string, Float32Array>());
+    const waiting = steps.map(() => new Map<string, (data: Float32Array) => void>());
+    const linksOf = (s: number): StageLinks => ({
+      send: (what, mb, data) => {
+        const to = what === 'act' ? s + 1 : s - 1;
+        const key = `${what}/${mb}`;
+        const copy = data.slice();
+        const taker = waiting[to].get(key);
+        if (taker) {
+          waiting[to].delete(key);
+          taker(copy);
+        } else mailboxes[to].set(key, copy);
+      },
+      receive: (what, mb) => {
+        const key = `${what}/${mb}`;
+        const ready = mailboxes[s].get(key);
+        mailboxes[s].delete(key);
+        if (ready) return Promise.resolve(ready);
+        return new Promise((resolve) => waiting[s].set(key, resolve));
+      },
+    });
+    const results = await Promise.all(
+      steps.map((step, s) =>
+        runStage(step, this.options.schedule, s, P, batches, globalTargets, linksOf(s)),
+      ),
+    );
+    const lossSum = results.reduce((n, r) => n + r.lossSum, 0);
+    const overflow = results.some((r) => r.overflow);
 
     // the tied wte: its two parts summed exactly, into both copies
     if (P > 1) {
@@ -148,11 +123,4 @@ export class LocalPipeline {
     }
     return { lossSum, gradNorm, overflow };
   }
-}
-
-/** The value under `key`, removed; undefined when absent. */
-function take(map: Map<string, Float32Array>, key: string): Float32Array | undefined {
-  const value = map.get(key);
-  map.delete(key);
-  return value;
 }

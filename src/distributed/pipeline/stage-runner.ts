@@ -1,0 +1,94 @@
+// One pipeline stage's part of a step: its schedule's actions (schedule.ts) in order, on its
+// training step (a GPT2 holding the stage's blocks), with the activations and their gradients
+// going to and coming from the neighbouring stages through `links`. The same code runs a stage of
+// a pipeline in one process (local.ts, links in memory) and a stage worker (links over the
+// workers' peer connections). Every backward pass goes into the step's exact accumulator; the
+// reduction, the norm and the update come after, from the caller.
+
+import type { Batch } from '../../data/loader.ts';
+import type { TrainingStep } from '../../train/step.ts';
+import type { ScheduleKind } from './schedule.ts';
+import { pipelineSchedule, simulate } from './schedule.ts';
+
+/** What flows between neighbouring stages: a micro-batch's activation forward, its gradient back. */
+export type StageTraffic = 'act' | 'grad';
+
+export interface StageLinks {
+  /**
+   * Hands `data` (B, T, C) to the next stage ('act') or the previous one ('grad'). It is a view
+   * of the stage's buffers, overwritten later: the link copies it (or has it out) before returning.
+   */
+  send(what: StageTraffic, mb: number, data: Float32Array): void;
+  /** The activation from the previous stage ('act') or the gradient from the next ('grad'). */
+  receive(what: StageTraffic, mb: number): Promise<Float32Array>;
+}
+
+export interface StageResult {
+  /** Sum of the micro-batches' per-target losses (the last stage's; 0 elsewhere). */
+  lossSum: number;
+  overflow: boolean;
+}
+
+/**
+ * Runs stage `s` of `P` through one step over `batches` (its replica's micro-batches, in order:
+ * stage 0 reads their tokens, the last stage their targets). `globalTargets` counts the targets
+ * of the whole step, across replicas.
+ */
+export async function runStage(
+  step: TrainingStep,
+  kind: ScheduleKind,
+  s: number,
+  P: number,
+  batches: Batch[],
+  globalTargets: number,
+  links: StageLinks,
+): Promise<StageResult> {
+  const { model } = step;
+  const schedules = pipelineSchedule(kind, P, batches.length);
+  // activation slots: micro-batch mb uses mb % held (the micro-batches held are consecutive)
+  const held = simulate(schedules).peakHeld[s];
+  let lossSum = 0;
+  let overflow = false;
+  let received: Float32Array | undefined;
+  let output: Float32Array | undefined;
+  for (const a of schedules[s]) {
+    const batch = batches[a.mb];
+    switch (a.op) {
+      case 'recvActivation':
+        received = await links.receive('act', a.mb);
+        break;
+      case 'recvGradient':
+        received = await links.receive('grad', a.mb);
+        break;
+      case 'forward': {
+        model.useSlot(a.mb % held);
+        const targets = s === P - 1 ? batch.targets : undefined;
+        const r = model.forward(batch.idx, batch.B, batch.T, targets, { input: received });
+        lossSum += r.lossSum;
+        output = r.output;
+        received = undefined;
+        break;
+      }
+      case 'sendActivation':
+        links.send('act', a.mb, output as Float32Array);
+        break;
+      case 'backward': {
+        model.useSlot(a.mb % held);
+        const stages = step.backwardInStages(globalTargets, received);
+        for (let r = stages.next(); ; r = stages.next())
+          if (r.done) {
+            overflow ||= r.value;
+            break;
+          }
+        received = undefined;
+        break;
+      }
+      case 'sendGradient':
+        links.send('grad', a.mb, model.inputGrad);
+        break;
+      default:
+        return a.op satisfies never;
+    }
+  }
+  return { lossSum, overflow };
+}
