@@ -194,6 +194,8 @@ export interface AllReduceOptions {
   cancelled: () => boolean;
   /** Elements per bucket (default DEFAULT_BUCKET_ELEMS). */
   bucketElems?: number;
+  /** Tag of the first bucket (default 0): all-reduces of one step among other members keep theirs apart. */
+  firstBucket?: number;
   /** Before a bucket [begin, end): puts this member's partial sums into sums[begin, end). */
   fill?: (begin: number, end: number) => Promise<void>;
   /** After a bucket: out[begin, end) holds its result. */
@@ -236,7 +238,8 @@ export async function exactAllReduce(options: AllReduceOptions): Promise<void> {
     stopIfCancelled();
   };
   try {
-    for (let bucket = 0, begin = 0; begin < sums.length; bucket++, begin += bucketElems) {
+    const first = options.firstBucket ?? 0;
+    for (let bucket = first, begin = 0; begin < sums.length; bucket++, begin += bucketElems) {
       const end = Math.min(sums.length, begin + bucketElems);
       await options.fill?.(begin, end);
       stopIfCancelled();

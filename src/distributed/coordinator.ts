@@ -20,12 +20,16 @@ import { TokenWindowLoader } from '../data/loader.ts';
 import type { BackendName } from '../kernels/backend.ts';
 import { createBackend, defaultBackendName } from '../kernels/select.ts';
 import { GPT2 } from '../model/gpt2.ts';
+import { paramCount } from '../model/layout.ts';
+import type { StageSpan } from '../model/stage.ts';
+import { copyStage, stageRanges } from '../model/stage.ts';
 import type { RunConfig } from '../train/config.ts';
 import { resolveForData } from '../train/config.ts';
 import { DEFAULT_EXACT_BITS, countTargets } from '../train/step.ts';
 import type { EvalMetrics, StepMetrics, WorkerMetrics } from '../train/metrics.ts';
-import { WeftError } from '../util/errors.ts';
+import { WeftError, check } from '../util/errors.ts';
 import type { MessageOf, TrainingState } from './messages.ts';
+import { partitionStages, pipelineGrid } from './pipeline/partition.ts';
 import type {
   ConnId,
   CoordinatorEffect,
@@ -157,7 +161,10 @@ export class CoordinatorShell {
   private readonly queue: CoordinatorEvent[] = [];
   private feeding = false;
   /** Pieces of the state being fetched (a checkpoint, or the final state). */
-  private incoming: Partial<Record<'params' | 'm' | 'v', Float32Array>> = {};
+  /** The state being fetched: per pipeline stage (-1: the whole model), params, m and v. */
+  private incoming = new Map<number, Partial<Record<'params' | 'm' | 'v', Float32Array>>>();
+  /** A pipeline run's stages (null: none). */
+  private readonly spans: StageSpan[] | null;
   private readonly plan: ReturnType<typeof planner>;
 
   constructor(
@@ -180,6 +187,20 @@ export class CoordinatorShell {
     this.tickMs = Math.min(250, heartbeatMs);
     const resume = cluster.resume;
     const firstStep = resume?.step ?? 0;
+    // a pipeline: the stages' blocks, balanced by compute for one micro-batch
+    const P = config.pipelineStages;
+    if (P > 1) {
+      pipelineGrid(cluster.workers, P, config.shards);
+      check(
+        (cluster.minWorkers ?? cluster.workers) === cluster.workers,
+        'WEFT_E_CONFIG',
+        `a pipeline run needs all its ${cluster.workers} workers: drop --min-workers`,
+      );
+    }
+    const spans = P > 1 ? partitionStages(config, P, config.batchSize / config.shards, T) : null;
+    this.spans = spans;
+    if (spans && dataset.val.length >= 2)
+      hooks.log?.('pipeline runs do not evaluate yet: no validation loss is measured');
     this.state = initialCoordinator({
       workers: cluster.workers,
       minWorkers: cluster.minWorkers ?? cluster.workers,
@@ -191,7 +212,7 @@ export class CoordinatorShell {
       tokensPerStep: config.batchSize * T,
       evalEvery: config.evalEvery,
       evalWindows: config.evalWindows,
-      hasValidation: dataset.val.length >= 2,
+      hasValidation: dataset.val.length >= 2 && spans === null,
       assign: {
         // in every peer hello, which must fit the pre-authentication frame limit
         runId: `${config.name.slice(0, 40)}-${config.seed}-${Date.now().toString(36)}`,
@@ -220,6 +241,7 @@ export class CoordinatorShell {
       initialState: resume
         ? { params: resume.params, m: resume.m, v: resume.v, adamSteps: resume.adamSteps }
         : null,
+      pipeline: spans && spans.map(({ firstLayer, endLayer }) => ({ firstLayer, endLayer })),
     });
     this.metricsPath = join(outDir, METRICS_FILE);
     this.plan = planner(config, dataset);
@@ -335,16 +357,37 @@ export class CoordinatorShell {
   }
 
   /** Puts a piece of the state being fetched in place (the machine checked that it fits). */
-  private takePiece({ what, total, offset, data }: MessageOf<'state'>): void {
-    const part = (this.incoming[what] ??= new Float32Array(total));
-    part.set(data, offset);
+  private takePiece({ what, total, offset, data }: MessageOf<'state'>, stage: number): void {
+    const parts = this.incoming.get(stage) ?? {};
+    this.incoming.set(stage, parts);
+    (parts[what] ??= new Float32Array(total)).set(data, offset);
   }
 
-  /** The state whose pieces have all arrived (the buffers are handed over, not copied). */
+  /**
+   * The state whose pieces have all arrived: the buffers handed over, or, from a pipeline's
+   * stages, put together into the whole model's.
+   */
   private takeState(adamSteps: number): TrainingState {
-    const { params, m, v } = this.incoming as Required<typeof this.incoming>;
-    this.incoming = {};
-    return { params, m, v, adamSteps };
+    const parts = this.incoming;
+    this.incoming = new Map();
+    const whole = parts.get(-1);
+    if (whole) {
+      const { params, m, v } = whole as Required<typeof whole>;
+      return { params, m, v, adamSteps };
+    }
+    const size = paramCount(this.config);
+    const state = {
+      params: new Float32Array(size),
+      m: new Float32Array(size),
+      v: new Float32Array(size),
+      adamSteps,
+    };
+    for (const [stage, part] of parts) {
+      const ranges = stageRanges(this.config, (this.spans as StageSpan[])[stage]);
+      for (const what of ['params', 'm', 'v'] as const)
+        copyStage(ranges, part[what] as Float32Array, state[what], 'full');
+    }
+    return state;
   }
 
   /** The full checkpoint of `state` after `step` steps. */
@@ -460,10 +503,10 @@ export class CoordinatorShell {
         return;
       }
       case 'fetchState':
-        this.incoming = {};
+        this.incoming = new Map();
         return;
       case 'statePiece':
-        return this.takePiece(effect.piece);
+        return this.takePiece(effect.piece, effect.stage);
       case 'checkpoint': {
         const state = this.takeState(effect.adamSteps);
         void this.save(effect.step, state).catch(() => {}); // a failed periodic save is logged; training goes on

@@ -3,6 +3,8 @@
 // type, that every field has its declared type and that no other field is present. Three links
 // use it: handshake (any link), control (coordinator <-> worker) and peer (worker <-> worker).
 
+import type { StageRange } from '../model/stage.ts';
+import { copyStage } from '../model/stage.ts';
 import { CompactSums } from './compact-sums.ts';
 import { WeftError } from '../util/errors.ts';
 
@@ -26,7 +28,10 @@ type FieldType =
   | { fields: Schema };
 type Schema = Record<string, FieldType | { optional: FieldType }>;
 
-const member = { fields: { rank: 'int', name: 'string', address: 'string' } } as const;
+/** A worker as its peers know it; `stage`: its pipeline stage, in a pipeline run. */
+const member = {
+  fields: { rank: 'int', name: 'string', address: 'string', stage: { optional: 'int' } },
+} as const;
 const batch = { fields: { shard: 'int', idx: 'i32', targets: 'i32' } } as const;
 
 export const SCHEMAS = {
@@ -58,6 +63,12 @@ export const SCHEMAS = {
     resume: 'bool',
     /** Kernel backend every worker uses (the same everywhere, for bit-identical sums). */
     backend: { oneOf: ['reference', 'wasm', 'gpu'] },
+    /** A pipeline run: this worker's stage (its replica and stage follow from its place in members). */
+    stage: {
+      optional: {
+        fields: { index: 'int', stages: 'int', firstLayer: 'int', endLayer: 'int' },
+      },
+    },
   },
   start: {
     step: 'int',
@@ -69,7 +80,8 @@ export const SCHEMAS = {
     batches: { array: batch },
   },
   abort: { step: 'int', attempt: 'int', reason: 'string' },
-  commit: { step: 'int', attempt: 'int', skip: 'bool' },
+  /** gradNorm: a pipeline's global norm, from every stage's blocks (workers hold only theirs). */
+  commit: { step: 'int', attempt: 'int', skip: 'bool', gradNorm: { optional: 'number' } },
   evaluate: { step: 'int', maxWindows: 'int', tokens: 'i32' },
   fetch: { what: { oneOf: ['state'] } },
   shutdown: { reason: 'string' },
@@ -83,7 +95,18 @@ export const SCHEMAS = {
     targets: 'int',
     overflow: 'bool',
   },
-  reduced: { step: 'int', attempt: 'int', gradNorm: 'number' },
+  /**
+   * A pipeline stage also sends the sums of squares of the norm's blocks it owns (train/norm.ts:
+   * their indices and sums) and whether any of its values overflowed the exact grid.
+   */
+  reduced: {
+    step: 'int',
+    attempt: 'int',
+    gradNorm: 'number',
+    normBlocks: { optional: 'i32' },
+    normSums: { optional: 'f64' },
+    overflow: { optional: 'bool' },
+  },
   /** Where the worker's time went in step `step` (1-based, as metrics.jsonl counts): step-clock.ts. */
   stepTime: {
     step: 'int',
@@ -112,6 +135,15 @@ export const SCHEMAS = {
   leave: { reason: 'string' },
   // both directions, any link
   ping: {},
+  // peer, worker <-> worker: a micro-batch's activation to the next pipeline stage, or its
+  // gradient back to the previous one
+  act: {
+    step: 'int',
+    attempt: 'int',
+    what: { oneOf: ['act', 'grad'] },
+    mb: 'int',
+    data: 'f32',
+  },
   // peer, worker <-> worker: one piece of a collective
   chunk: {
     step: 'int',
@@ -330,6 +362,22 @@ export interface TrainingState {
 
 /** Largest piece of state in one message (elements). */
 const STATE_PIECE = 2 ** 22;
+
+/** The part of a whole model's state that a pipeline stage holds (copies), by its ranges (model/stage.ts). */
+export function stageState(state: TrainingState, ranges: StageRange[]): TrainingState {
+  const size = ranges.reduce((n, r) => Math.max(n, r.stage + r.size), 0);
+  const part = (whole: Float32Array) => {
+    const out = new Float32Array(size);
+    copyStage(ranges, out, whole, 'stage');
+    return out;
+  };
+  return {
+    params: part(state.params),
+    m: part(state.m),
+    v: part(state.v),
+    adamSteps: state.adamSteps,
+  };
+}
 
 /** A state as state messages of at most STATE_PIECE elements each (the data are copies). */
 export function statePieces(state: TrainingState): MessageOf<'state'>[] {

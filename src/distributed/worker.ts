@@ -14,6 +14,7 @@ import { TokenWindowLoader } from '../data/loader.ts';
 import type { Backend } from '../kernels/backend.ts';
 import { createBackend } from '../kernels/select.ts';
 import { GPT2 } from '../model/gpt2.ts';
+import type { StageSpan } from '../model/stage.ts';
 import { tokenizerFromJSON } from '../tokenizer/index.ts';
 import type { Tokenizer } from '../tokenizer/index.ts';
 import { AdamW } from '../train/adamw.ts';
@@ -24,6 +25,8 @@ import { TrainingStep, localReducer } from '../train/step.ts';
 import { WeftError } from '../util/errors.ts';
 import { readBytes, sha256 } from '../util/files.ts';
 import { Mailbox, ringReducer } from './collectives.ts';
+import type { StageContext } from './pipeline/stage-worker.ts';
+import { ActivationBox, reduceStage, runStageStep } from './pipeline/stage-worker.ts';
 import type { Exchange } from './shared-reduce.ts';
 import { StepClock } from './step-clock.ts';
 import { reductionSeq, sharedReducer, threadSlots } from './shared-reduce.ts';
@@ -60,6 +63,8 @@ interface Prepared {
   staged: Float32Array | null;
   dataset: Dataset | null;
   loader: TokenWindowLoader | null;
+  /** A pipeline stage's context (null: this worker holds the whole model). */
+  stage: StageContext | null;
 }
 
 type ComputeEffect = Extract<WorkerEffect, { type: 'compute' }>;
@@ -71,12 +76,16 @@ interface Reduction {
   result: Promise<number>;
   cancelled: () => boolean;
   settled: boolean;
+  /** A pipeline stage's sums of squares of the norm's blocks it owns, once reduced. */
+  norm?: { blocks: Int32Array; sums: Float64Array };
 }
 
 export class WorkerShell {
   private state: WorkerState = initialWorker();
   private prepared: Prepared | null = null;
   private readonly mailbox = new Mailbox();
+  /** A pipeline stage's incoming activations and gradients. */
+  private readonly activations = new ActivationBox();
   private reduceGeneration = 0;
   /** Where this step's time goes (sent to the coordinator after each update). */
   private readonly clock = new StepClock();
@@ -99,6 +108,7 @@ export class WorkerShell {
   /** Deliver a peer's message (wired as the peer mesh's sink). */
   onPeerMessage(fromRank: number, message: Message): void {
     if (message.t === 'chunk') this.mailbox.deliver(fromRank, message);
+    else if (message.t === 'act') this.activations.deliver(message);
   }
 
   /** Runs until the coordinator shuts the worker down (resolves) or something fails (rejects). */
@@ -177,8 +187,11 @@ export class WorkerShell {
         return this.reduce(effect.step, effect.attempt, effect.members);
       case 'cancelReduce':
         return this.cancelReduction(effect.reason, effect.step, effect.attempt);
+      case 'pipeline':
+        return void setImmediate(() => void this.runPipeline(effect));
       case 'apply': {
         const p = this.prepared as Prepared;
+        if (effect.gradNorm !== undefined) p.step.setNorm(effect.gradNorm);
         this.clock.time('optim', () => p.step.apply(effect.lr, effect.skip));
         const times = this.clock.finish();
         this.coordinator.send(msg('stepTime', { step: this.state.step + 1, ...times }));
@@ -205,9 +218,15 @@ export class WorkerShell {
     const dataset = this.localDataset(assign.dataPath, assign.dataSha256);
     const backend = createBackend(assign.backend, { threads: this.options.threads ?? 1 });
     // a resumed run's weights arrive next; there is no point drawing the initial ones
+    const stage: StageSpan | undefined = assign.stage && {
+      firstLayer: assign.stage.firstLayer,
+      endLayer: assign.stage.endLayer,
+      embeddings: assign.stage.index === 0,
+      head: assign.stage.index === assign.stage.stages - 1,
+    };
     const model = assign.resume
-      ? new GPT2(config, { backend })
-      : GPT2.init(config, config.seed, { backend });
+      ? new GPT2(config, { backend, stage })
+      : GPT2.init(config, config.seed, { backend, stage });
     const optimizer = new AdamW(model.layout, config, backend);
     this.prepared = {
       config,
@@ -222,6 +241,7 @@ export class WorkerShell {
       }),
       work: null,
       staged: null,
+      stage: null,
       dataset,
       loader: dataset
         ? new TokenWindowLoader(
@@ -233,8 +253,22 @@ export class WorkerShell {
           )
         : null,
     };
+    const p = this.prepared;
+    if (stage && assign.stage)
+      p.stage = {
+        config,
+        step: p.step,
+        span: stage,
+        stage: assign.stage.index,
+        stages: assign.stage.stages,
+        rank: assign.rank,
+        link: (member) => this.peers.link(member),
+      };
+    const what = assign.stage
+      ? `pipeline stage ${assign.stage.index} (blocks ${stage?.firstLayer}-${(stage?.endLayer ?? 0) - 1}): `
+      : '';
     this.log(
-      `rank ${assign.rank}: ${model.paramCount.toLocaleString('en-US')} parameters, ${backend.name} backend${backend.device ? ` (${backend.device})` : ''} with ${backend.threads} thread(s), data ${dataset ? `read from ${assign.dataPath}` : 'streamed'}`,
+      `rank ${assign.rank}: ${what}${model.paramCount.toLocaleString('en-US')} parameters, ${backend.name} backend${backend.device ? ` (${backend.device})` : ''} with ${backend.threads} thread(s), data ${dataset ? `read from ${assign.dataPath}` : 'streamed'}`,
     );
     return { type: 'prepared', dataLocal: dataset !== null };
   }
@@ -251,7 +285,7 @@ export class WorkerShell {
     }
   }
 
-  private batchOf(effect: ComputeEffect): Batch {
+  private batchOf(effect: Pick<ComputeEffect, 'step' | 'shard' | 'batch'>): Batch {
     const p = this.prepared as Prepared;
     return effect.batch
       ? {
@@ -301,6 +335,45 @@ export class WorkerShell {
     }
   }
 
+  /** A pipeline stage's step: its schedule over its replica's shards, with its neighbours. */
+  private async runPipeline(effect: Extract<WorkerEffect, { type: 'pipeline' }>): Promise<void> {
+    if (this.state.phase === 'done') return;
+    const p = this.prepared as Prepared;
+    const ctx = p.stage as StageContext;
+    try {
+      const batches = this.clock.time('data', () =>
+        effect.shards.map((shard) =>
+          this.batchOf({
+            step: effect.step,
+            shard,
+            batch: effect.batches.find((b) => b.shard === shard) ?? null,
+          }),
+        ),
+      );
+      const start = performance.now();
+      const r = await runStageStep(
+        ctx,
+        effect.members,
+        effect.step,
+        effect.attempt,
+        batches,
+        effect.targetCount,
+        this.activations,
+      );
+      this.clock.add('compute', start);
+      const last = ctx.stage === ctx.stages - 1;
+      const results = last ? effect.shards.map((shard, i) => ({ shard, ...r.losses[i] })) : [];
+      this.dispatch({ type: 'pipelined', step: effect.step, results, overflow: r.overflow });
+    } catch (err) {
+      if (!this.ended()) this.fail(err as Error);
+    }
+  }
+
+  /** Whether the worker has ended (read across awaits, where a field's narrowing does not hold). */
+  private ended(): boolean {
+    return this.state.phase === 'done';
+  }
+
   /** True when a reduction among `members` runs over the ring (the one path that overlaps). */
   private ringPath(members: Member[]): boolean {
     const p = this.prepared as Prepared;
@@ -323,10 +396,12 @@ export class WorkerShell {
   private reduce(step: number, attempt: number, members: Member[]): void {
     const r = this.reduction;
     const current = r && r.step === step && r.attempt === attempt ? r : null;
-    const { result, cancelled } = current ?? this.startReduction(step, attempt, members);
+    const reduction = current ?? this.startReduction(step, attempt, members);
+    const { result, cancelled } = reduction;
     result.then(
-      (norm) => {
-        if (!cancelled()) this.dispatch({ type: 'reducedLocally', step, attempt, gradNorm: norm });
+      (gradNorm) => {
+        if (!cancelled())
+          this.dispatch({ type: 'reducedLocally', step, attempt, gradNorm, norm: reduction.norm });
       },
       (err: Error) => {
         // a cancelled attempt fails by design; the coordinator replans after a peer is lost
@@ -345,6 +420,21 @@ export class WorkerShell {
     const position = ranks.indexOf(this.state.rank);
     const n = members.length;
     const run = async () => {
+      // a pipeline stage: wte and the rest among their groups; the norm is the coordinator's
+      if (p.stage) {
+        const bits = p.step.options.bits;
+        const norm = await reduceStage(p.stage, members, {
+          mailbox: this.mailbox,
+          work: (p.work ??= new Float64Array(p.model.paramCount)),
+          bits,
+          stepIndex: step,
+          attempt,
+          cancelled,
+          fromExact: (out, acc) => p.backend.fromExact(out, acc, bits),
+        });
+        reduction.norm = norm;
+        return 0;
+      }
       // alone: the accumulator is the sum (no copy, no work buffer)
       if (n === 1) return p.step.reduce(localReducer(p.model, p.step.options.bits));
       // all threads of this process: through their shared memory
@@ -472,6 +562,7 @@ export class WorkerShell {
     void this.prepared?.backend.dispose?.();
     this.reduceGeneration++;
     this.mailbox.abort(reason, Number.MAX_SAFE_INTEGER, 0);
+    this.activations.abort(reason);
     this.peers.close();
     this.coordinator.close(reason);
     if (code === 'ok') this.settle?.resolve(reason);

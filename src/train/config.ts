@@ -34,6 +34,10 @@ export interface RunConfig extends GPTConfig {
   gradClip: number;
   /** Virtual shards per step (the unit of data-parallel work); 0 means batchSize (one sequence each). */
   shards: number;
+  /** Pipeline stages P: the blocks split over P workers per replica (1: every worker holds the model). */
+  pipelineStages: number;
+  /** The pipeline's schedule: '1f1b' (Megatron-LM) or 'gpipe'. */
+  pipelineSchedule: string;
   /** Tokenizer for raw-text --data: 'bpe:N', 'gpt2' or 'byte'. */
   tokenizer: string;
   /** Fraction of raw-text --data held out for validation. */
@@ -75,6 +79,8 @@ export const DEFAULT_RUN_CONFIG: RunConfig = {
   eps: 1e-8,
   gradClip: 1.0,
   shards: 0,
+  pipelineStages: 1,
+  pipelineSchedule: '1f1b',
   tokenizer: 'bpe:1024',
   valFraction: 0.1,
   evalEvery: 100,
@@ -214,6 +220,18 @@ export function validateRunConfig(config: RunConfig): RunConfig {
     Number.isSafeInteger(config.seqLen) && config.seqLen >= 0 && config.seqLen <= config.blockSize,
     'WEFT_E_CONFIG',
     `config seqLen=${config.seqLen} must be an integer from 0 (= blockSize) to blockSize=${config.blockSize}`,
+  );
+  check(
+    Number.isSafeInteger(config.pipelineStages) &&
+      config.pipelineStages >= 1 &&
+      config.pipelineStages <= config.nLayer,
+    'WEFT_E_CONFIG',
+    `config pipelineStages=${config.pipelineStages} must be an integer from 1 to nLayer=${config.nLayer}`,
+  );
+  check(
+    config.pipelineSchedule === '1f1b' || config.pipelineSchedule === 'gpipe',
+    'WEFT_E_CONFIG',
+    `config pipelineSchedule="${config.pipelineSchedule}" must be "1f1b" or "gpipe"`,
   );
   check(
     config.shards === 0 || config.batchSize % config.shards === 0,

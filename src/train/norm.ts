@@ -55,26 +55,38 @@ export function clipToNorm(g: Float32Array, norm: number, maxNorm: number): void
 }
 
 /**
- * The whole model's sum of squares from pipeline stages' gradients: every block of the whole
- * model taken from the first stage that holds it (wte from the first stage), added in block
- * order, so the bits are those of sumOfSquares over the whole model's gradient.
+ * The norm's blocks a pipeline stage owns, in its own buffer's offsets: every block of the whole
+ * model the stage holds, wte's only on the stage with the embeddings (the first), so each block
+ * has one owner. `index` is the block's place in the whole model's order.
+ */
+export function ownedBlocks(config: GPTConfig, span: StageSpan): { index: number; block: Block }[] {
+  const ranges = stageRanges(config, span);
+  const wte = namedTensors(config)[0]; // wte: the first tensor of the flat buffer
+  const owned: { index: number; block: Block }[] = [];
+  normBlocks(config).forEach((block, index) => {
+    if (!span.embeddings && block.begin < wte.offset + wte.size) return;
+    const r = ranges.find((r) => r.full <= block.begin && block.end <= r.full + r.size);
+    if (!r) return;
+    const shift = r.stage - r.full;
+    owned.push({ index, block: { begin: block.begin + shift, end: block.end + shift } });
+  });
+  return owned;
+}
+
+/**
+ * The whole model's sum of squares from pipeline stages' gradients: every block's sum taken from
+ * its owner and added in the whole model's block order, so the bits are those of sumOfSquares
+ * over the whole model's gradient.
  */
 export function stagedSumOfSquares(
   config: GPTConfig,
   stages: { span: StageSpan; grads: Float32Array }[],
 ): number {
-  const located = stages.map((s) => ({ grads: s.grads, ranges: stageRanges(config, s.span) }));
+  const sums: number[] = [];
+  for (const { span, grads } of stages)
+    for (const { index, block } of ownedBlocks(config, span))
+      sums[index] = blockSumOfSquares(grads, block);
   let total = 0;
-  for (const block of normBlocks(config)) {
-    const owner = located
-      .map(({ grads, ranges }) => ({
-        grads,
-        r: ranges.find((r) => r.full <= block.begin && block.end <= r.full + r.size),
-      }))
-      .find((o) => o.r !== undefined);
-    if (!owner?.r) throw new Error(`no stage holds parameters ${block.begin}..${block.end}`);
-    const shift = owner.r.stage - owner.r.full;
-    total += blockSumOfSquares(owner.grads, { begin: block.begin + shift, end: block.end + shift });
-  }
+  for (const sum of sums) total += sum;
   return total;
 }

@@ -53,6 +53,7 @@ const config: CoordinatorConfig = {
   stopAt: 2,
   ckptEvery: 0,
   initialState: null,
+  pipeline: null,
 };
 
 /** Runs events through the coordinator, as a shell would, collecting everything it sends and does. */

@@ -13,6 +13,7 @@ import type { RunHooks, RunResult } from '../../distributed/coordinator.ts';
 import { generate } from '../../model/generate.ts';
 import { paramCount } from '../../model/layout.ts';
 import { streamDecoder } from '../../tokenizer/types.ts';
+import type { RunConfig } from '../../train/config.ts';
 import { DEFAULT_RUN_CONFIG, loadRunConfig, parseOverrides } from '../../train/config.ts';
 import type { OpenedRun } from '../../train/run-dir.ts';
 import { openFreshRun, openResumedRun } from '../../train/run-dir.ts';
@@ -32,6 +33,7 @@ export interface RunFlags {
   resume?: boolean;
   stopAfter?: string;
   backend?: string;
+  pipeline?: string;
 }
 
 export function addRunOptions(cmd: Command): Command {
@@ -58,6 +60,10 @@ export function addRunOptions(cmd: Command): Command {
       'stop after this many steps of this invocation, saving a checkpoint',
     )
     .option(
+      '--pipeline <P>',
+      'split the model into P pipeline stages, one worker each (workers: a multiple of P)',
+    )
+    .option(
       '--backend <name>',
       `compute backend of every worker: ${BACKEND_NAMES.join(', ')} (default: the fastest that works)`,
     );
@@ -69,13 +75,15 @@ export interface PreparedRun extends OpenedRun {
   backend: BackendName;
 }
 
-/** --set, then --steps and --seed (each checked and named as the flag it came from). */
+/** --set, then --steps, --seed and --pipeline (each checked and named as the flag it came from). */
 function overridesOf(flags: RunFlags): Record<string, unknown> {
   const overrides = parseOverrides(flags.set);
   if (flags.steps !== undefined)
     overrides.steps = numberFlag('--steps', flags.steps, { min: 1, integer: true });
   if (flags.seed !== undefined)
     overrides.seed = numberFlag('--seed', flags.seed, { integer: true });
+  if (flags.pipeline !== undefined)
+    overrides.pipelineStages = numberFlag('--pipeline', flags.pipeline, { min: 1, integer: true });
   return overrides;
 }
 
@@ -128,6 +136,14 @@ export async function prepareRun(
   return { ...opened, progress: new Progress(opened.config.logEvery), stopAfter, backend };
 }
 
+/** ", as 2 replicas x 2 pipeline stages (1f1b)" for a pipeline run; "" otherwise. */
+function pipeline(c: RunConfig, workers: number): string {
+  const P = c.pipelineStages;
+  return P > 1
+    ? `, as ${workers / P} replica(s) x ${P} pipeline stages (${c.pipelineSchedule})`
+    : '';
+}
+
 /** Progress hooks that print the run's header, steps, evaluations and cluster events. */
 export function progressHooks(run: PreparedRun): RunHooks {
   const { progress, dataset } = run;
@@ -137,7 +153,7 @@ export function progressHooks(run: PreparedRun): RunHooks {
       progress.line(
         `training ${c.name}: ${paramCount(c).toLocaleString('en-US')} parameters ` +
           `(L=${c.nLayer} H=${c.nHead} C=${c.nEmbd} V=${c.vocabSize}), B=${c.batchSize} x T=${c.seqLen} in ${c.shards} shards, ` +
-          `${c.steps} steps on ${workers} worker${workers === 1 ? '' : 's'} (${run.backend} backend); ` +
+          `${c.steps} steps on ${workers} worker${workers === 1 ? '' : 's'}${pipeline(c, workers)} (${run.backend} backend); ` +
           `data: ${dataset.train.length.toLocaleString('en-US')} train / ${dataset.val.length.toLocaleString('en-US')} val tokens (${dataset.tokenizer.name})`,
       ),
     onStep: (m, total) => progress.step(m, total),

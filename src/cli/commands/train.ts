@@ -26,8 +26,10 @@ export function registerTrain(program: Command): void {
           ? undefined
           : numberFlag('--workers', flags.workers, { min: 1, integer: true });
       const run = await prepareRun(flags);
-      // one worker per core on the CPU backends; one per GPU (there is one device) on gpu
-      const workers = asked ?? (run.backend === 'gpu' ? 1 : availableParallelism());
+      // one worker per core on the CPU backends; one per GPU (there is one device) on gpu; a
+      // pipeline: one per stage
+      const P = run.config.pipelineStages;
+      const workers = asked ?? (P > 1 ? P : run.backend === 'gpu' ? 1 : availableParallelism());
       if (workers > availableParallelism())
         run.progress.line(
           `${workers} worker threads on ${availableParallelism()} cores: they take turns, so starting them takes a while and steps are no faster than with ${availableParallelism()}`,

@@ -97,7 +97,7 @@ export class LocalPipeline {
         runStage(step, this.options.schedule, s, P, batches, globalTargets, linksOf(s)),
       ),
     );
-    const lossSum = results.reduce((n, r) => n + r.lossSum, 0);
+    const lossSum = results[P - 1].losses.reduce((n, r) => n + r.lossSum, 0);
     const overflow = results.some((r) => r.overflow);
 
     // the tied wte: its two parts summed exactly, into both copies

@@ -24,8 +24,8 @@ export interface StageLinks {
 }
 
 export interface StageResult {
-  /** Sum of the micro-batches' per-target losses (the last stage's; 0 elsewhere). */
-  lossSum: number;
+  /** Per micro-batch, the sum of its per-target losses and its target count (the last stage's; 0 elsewhere). */
+  losses: { lossSum: number; targets: number }[];
   overflow: boolean;
 }
 
@@ -47,7 +47,7 @@ export async function runStage(
   const schedules = pipelineSchedule(kind, P, batches.length);
   // activation slots: micro-batch mb uses mb % held (the micro-batches held are consecutive)
   const held = simulate(schedules).peakHeld[s];
-  let lossSum = 0;
+  const losses = batches.map(() => ({ lossSum: 0, targets: 0 }));
   let overflow = false;
   let received: Float32Array | undefined;
   let output: Float32Array | undefined;
@@ -64,7 +64,7 @@ export async function runStage(
         model.useSlot(a.mb % held);
         const targets = s === P - 1 ? batch.targets : undefined;
         const r = model.forward(batch.idx, batch.B, batch.T, targets, { input: received });
-        lossSum += r.lossSum;
+        losses[a.mb] = { lossSum: r.lossSum, targets: r.targetCount };
         output = r.output;
         received = undefined;
         break;
@@ -90,5 +90,5 @@ export async function runStage(
         return a.op satisfies never;
     }
   }
-  return { lossSum, overflow };
+  return { losses, overflow };
 }

@@ -23,8 +23,11 @@
 import type { EvalResult } from '../../train/evaluate.ts';
 import type { LrSchedule } from '../../train/schedule.ts';
 import { learningRate } from '../../train/schedule.ts';
+import type { GPTConfig } from '../../model/config.ts';
+import type { StageSpan } from '../../model/stage.ts';
+import { stageRanges } from '../../model/stage.ts';
 import type { Member, Message, MessageOf, TrainingState } from '../messages.ts';
-import { msg, statePieces } from '../messages.ts';
+import { msg, stageState, statePieces } from '../messages.ts';
 
 export type ConnId = number;
 
@@ -68,6 +71,11 @@ export interface CoordinatorConfig {
   ckptEvery: number;
   /** The state a resumed run starts from, streamed to every worker; null for a new run. */
   initialState: TrainingState | null;
+  /**
+   * A pipeline run: each stage's blocks (P stages; distributed/pipeline/partition.ts). Workers
+   * take stages as they join, each replica one worker of every stage; null: no pipeline.
+   */
+  pipeline: { firstLayer: number; endLayer: number }[] | null;
 }
 
 interface Worker {
@@ -75,6 +83,8 @@ interface Worker {
   name: string;
   address: string;
   rank: number;
+  /** Pipeline stage (-1: no pipeline). */
+  stage: number;
   ready: boolean;
   dataLocal: boolean;
   lastSeen: number;
@@ -100,6 +110,8 @@ export interface CoordinatorState {
   owner: Map<number, number>;
   results: Map<number, { lossSum: number; targets: number; overflow: boolean }>;
   reduced: Map<number, number>;
+  /** A pipeline's reduced members: the sums of squares of the norm's blocks each owns, and its overflow. */
+  normParts: Map<number, { blocks: Int32Array; sums: Float64Array; overflow: boolean }>;
   /** The current step's plan, once the shell has answered planStep (null while it is asked). */
   plan: { step: number; targetCount: number; batches: ShardBatch[] | null } | null;
   /** Rank asked to evaluate, while waiting for it. */
@@ -109,13 +121,14 @@ export interface CoordinatorState {
    * pieces, the machine counts them and checks that each fits.
    */
   transfer: {
-    rank: number;
+    /** The workers sending: one, or one per stage of a pipeline's first replica. */
+    ranks: number[];
     step: number;
     final: boolean;
-    /** Elements of params, m and v, from their first piece. */
-    totals: Partial<Record<'params' | 'm' | 'v', number>>;
-    /** Elements of each received so far: pieces come in order, each starting where the last ended. */
-    received: Partial<Record<'params' | 'm' | 'v', number>>;
+    /** Per rank, elements of params, m and v, from their first piece. */
+    totals: Record<number, Partial<Record<'params' | 'm' | 'v', number>>>;
+    /** Per rank, elements of each received so far: pieces come in order, each starting where the last ended. */
+    received: Record<number, Partial<Record<'params' | 'm' | 'v', number>>>;
   } | null;
   /** A stop was requested: finish after the step in progress. */
   stopping: boolean;
@@ -162,8 +175,8 @@ export type CoordinatorEffect =
   | { type: 'planStep'; step: number; streamed: boolean }
   /** A fetch of the state begins (the shell starts its buffers afresh). */
   | { type: 'fetchState'; step: number; final: boolean }
-  /** One piece of the state being fetched, checked to follow the last; the shell puts it in place. */
-  | { type: 'statePiece'; piece: MessageOf<'state'> }
+  /** One piece of the state being fetched, checked to follow the last; the shell puts it in place (a pipeline stage's: by its stage). */
+  | { type: 'statePiece'; piece: MessageOf<'state'>; stage: number }
   /** The state fetched (every piece delivered) is the checkpoint after `step` steps. */
   | { type: 'checkpoint'; step: number; adamSteps: number }
   | { type: 'finished'; steps: number; adamSteps: number }
@@ -195,6 +208,7 @@ export function initialCoordinator(config: CoordinatorConfig): CoordinatorState 
     plan: null,
     askedRank: null,
     transfer: null,
+    normParts: new Map(),
     stopping: false,
   };
 }
@@ -233,10 +247,15 @@ export function coordinatorTransition(state: CoordinatorState, event: Coordinato
     owner: new Map(state.owner),
     results: new Map(state.results),
     reduced: new Map(state.reduced),
+    normParts: new Map(state.normParts),
     transfer: state.transfer && {
       ...state.transfer,
-      totals: { ...state.transfer.totals },
-      received: { ...state.transfer.received },
+      totals: Object.fromEntries(
+        Object.entries(state.transfer.totals).map(([r, t]) => [r, { ...t }]),
+      ),
+      received: Object.fromEntries(
+        Object.entries(state.transfer.received).map(([r, t]) => [r, { ...t }]),
+      ),
     },
   });
   const s = st.s;
@@ -319,20 +338,65 @@ function onJoined(st: Transition, e: Extract<CoordinatorEvent, { type: 'joined' 
     return;
   }
   const rank = s.nextRank++;
+  const { pipeline } = s.config;
+  // a pipeline stage: the one fewest workers hold (the lowest of those), so replicas fill up
+  const held = (i: number) => [...s.workers.values()].filter((w) => w.stage === i).length;
+  const stage = pipeline
+    ? pipeline.reduce((best, _, i) => (held(i) < held(best) ? i : best), 0)
+    : -1;
   s.workers.set(e.conn, {
     conn: e.conn,
     name: e.name,
     address: e.address,
     rank,
+    stage,
     ready: false,
     dataLocal: false,
     lastSeen: e.now,
   });
   const reach = e.address ? `; peers reach it at ${e.address}` : '';
-  st.log(`worker ${e.name} joined as rank ${rank} (${s.workers.size}/${s.config.workers})${reach}`);
+  const as = pipeline ? `, pipeline stage ${stage}` : '';
+  st.log(
+    `worker ${e.name} joined as rank ${rank}${as} (${s.workers.size}/${s.config.workers})${reach}`,
+  );
   const initial = s.config.initialState;
-  st.to(e.conn, msg('assign', { ...s.config.assign, rank, resume: initial !== null }));
-  if (initial) for (const piece of statePieces(initial)) st.to(e.conn, piece);
+  const span = pipeline && stageSpan(pipeline, stage);
+  const stageField = pipeline
+    ? { stage: { index: stage, stages: pipeline.length, ...pipeline[stage] } }
+    : {};
+  st.to(
+    e.conn,
+    msg('assign', { ...s.config.assign, ...stageField, rank, resume: initial !== null }),
+  );
+  if (initial) {
+    const mine = span ? stageState(initial, stageRanges(modelConfig(s.config), span)) : initial;
+    for (const piece of statePieces(mine)) st.to(e.conn, piece);
+  }
+}
+
+/** Stage i of a pipeline as a model/stage.ts span. */
+function stageSpan(pipeline: NonNullable<CoordinatorConfig['pipeline']>, i: number): StageSpan {
+  return { ...pipeline[i], embeddings: i === 0, head: i === pipeline.length - 1 };
+}
+
+/** The model's shape, from the run config every worker is assigned. */
+function modelConfig(config: CoordinatorConfig): GPTConfig {
+  return config.assign.config as unknown as GPTConfig;
+}
+
+/** A pipeline's grid: for each stage, its workers by rank (replica r is everyone's r-th). */
+function grid(st: Transition): Worker[][] {
+  const P = st.s.config.pipeline?.length ?? 1;
+  return Array.from({ length: P }, (_, i) => st.live().filter((w) => w.stage === i));
+}
+
+/** How a lost pipeline worker is named: its stage and replica. */
+function whereIn(st: Transition, w: Worker): string {
+  if (w.stage < 0) return `rank ${w.rank}`;
+  const replica = [...st.s.workers.values(), w].filter(
+    (o) => o.stage === w.stage && o.rank < w.rank,
+  ).length;
+  return `rank ${w.rank}, pipeline stage ${w.stage} of replica ${replica}`;
 }
 
 function onMessage(st: Transition, w: Worker, m: Message, now: number): void {
@@ -358,6 +422,13 @@ function onMessage(st: Transition, w: Worker, m: Message, now: number): void {
     case 'reduced':
       if (m.step !== s.step || m.attempt !== s.attempt || !s.members.includes(w.rank)) return; // stale
       s.reduced.set(w.rank, m.gradNorm);
+      if (s.config.pipeline) {
+        const blocks = m.normBlocks ?? new Int32Array(0);
+        const sums = m.normSums ?? new Float64Array(0);
+        if (blocks.length !== sums.length)
+          return protocolError(st, w, 'normBlocks and normSums differ in length');
+        s.normParts.set(w.rank, { blocks, sums, overflow: m.overflow === true });
+      }
       s.lastProgress = now;
       return maybeCommit(st, now);
     case 'evalResult': {
@@ -433,22 +504,48 @@ function startAttempt(st: Transition, now: number, previous: Map<number, number>
     return st.fail('WEFT_E_CLUSTER', 'all workers are lost; the run cannot continue');
   s.members = live.map((w) => w.rank);
   const owner = new Map<number, number>();
-  let next = 0;
-  for (let shard = 0; shard < s.config.shards; shard++) {
-    const kept = previous.get(shard);
-    if (kept !== undefined && s.members.includes(kept)) owner.set(shard, kept);
-    else owner.set(shard, s.members[next++ % s.members.length]);
+  const stages = grid(st);
+  const replicas = stages[0].length;
+  /** Shards of the worker of rank `rank`: a pipeline's, its replica's (dealt round-robin). */
+  let shardsOf: (w: Worker) => number[];
+  if (s.config.pipeline) {
+    if (stages.some((holders) => holders.length !== replicas))
+      return st.fail(
+        'WEFT_E_CLUSTER',
+        `the pipeline's stages have ${stages.map((h) => h.length).join(', ')} workers; every stage needs as many`,
+      );
+    // a shard's results come from its replica's last stage
+    for (let shard = 0; shard < s.config.shards; shard++)
+      owner.set(shard, stages[stages.length - 1][shard % replicas].rank);
+    shardsOf = (w) => {
+      const replica = stages[w.stage].indexOf(w);
+      return [...Array(s.config.shards).keys()].filter((shard) => shard % replicas === replica);
+    };
+  } else {
+    let next = 0;
+    for (let shard = 0; shard < s.config.shards; shard++) {
+      const kept = previous.get(shard);
+      if (kept !== undefined && s.members.includes(kept)) owner.set(shard, kept);
+      else owner.set(shard, s.members[next++ % s.members.length]);
+    }
+    shardsOf = (w) => [...owner].filter(([, r]) => r === w.rank).map(([shard]) => shard);
   }
   s.owner = owner;
+  s.normParts = new Map();
   s.reduced = new Map();
   for (const shard of [...s.results.keys()])
     if (!s.members.includes(previous.get(shard) ?? -1)) s.results.delete(shard);
   if (s.attempt === 0) s.stepStartedAt = now;
   s.lastProgress = now;
   const plan = s.plan as NonNullable<CoordinatorState['plan']>;
-  const members: Member[] = live.map((w) => ({ rank: w.rank, name: w.name, address: w.address }));
+  const members: Member[] = live.map((w) => ({
+    rank: w.rank,
+    name: w.name,
+    address: w.address,
+    ...(w.stage >= 0 ? { stage: w.stage } : {}),
+  }));
   for (const w of live) {
-    const shards = [...owner].filter(([, r]) => r === w.rank).map(([shard]) => shard);
+    const shards = shardsOf(w);
     // copies: a transport may transfer a message's arrays, and the plan stays in the state
     const batch = (shard: number) => ({
       shard,
@@ -483,17 +580,31 @@ function maybeCommit(st: Transition, now: number): void {
     targets += r.targets;
     overflow ||= r.overflow;
   }
+  // a pipeline: every worker holds some of the norm's blocks; the first replica's, in block order
+  let pipelineNorm: number | undefined;
+  if (s.config.pipeline) {
+    const parts = grid(st).map((holders) => s.normParts.get(holders[0].rank));
+    const pairs: [number, number][] = [];
+    for (const part of parts) {
+      part?.blocks.forEach((b, i) => pairs.push([b, part.sums[i]]));
+    }
+    let total = 0;
+    for (const [, sum] of pairs.sort((a, b) => a[0] - b[0])) total += sum;
+    pipelineNorm = Math.sqrt(total);
+    for (const part of s.normParts.values()) overflow ||= part.overflow;
+  }
   const skip = overflow || targets === 0;
+  const normField = pipelineNorm === undefined ? {} : { gradNorm: pipelineNorm };
   for (const rank of s.members)
     st.to(
       (st.byRank(rank) as Worker).conn,
-      msg('commit', { step: s.step, attempt: s.attempt, skip }),
+      msg('commit', { step: s.step, attempt: s.attempt, skip, ...normField }),
     );
   if (overflow)
     st.log(
       `step ${s.step + 1}: a gradient value overflowed the exact-sum grid; the step is skipped`,
     );
-  const gradNorm = s.reduced.get(s.members[0]) as number;
+  const gradNorm = pipelineNorm ?? s.reduced.get(s.members[0]) ?? NaN;
   st.effects.push({
     type: 'stepMetrics',
     step: s.step + 1,
@@ -543,9 +654,18 @@ function requestState(st: Transition, final: boolean): void {
     );
     return;
   }
-  s.transfer = { rank: first.rank, step: s.step, final, totals: {}, received: {} };
+  // a pipeline: every stage of the first replica sends its part
+  const senders = s.config.pipeline ? grid(st).map((holders) => holders[0]) : [first];
+  if (senders.some((w) => w === undefined))
+    return st.fail(
+      'WEFT_E_CLUSTER',
+      'a pipeline stage has no worker left; the run cannot continue',
+    );
+  const ranks = senders.map((w) => w.rank);
+  const empty = Object.fromEntries(ranks.map((r) => [r, {}]));
+  s.transfer = { ranks, step: s.step, final, totals: { ...empty }, received: { ...empty } };
   st.effects.push({ type: 'fetchState', step: s.step, final });
-  st.to(first.conn, msg('fetch', { what: 'state' }));
+  for (const w of senders) st.to(w.conn, msg('fetch', { what: 'state' }));
 }
 
 function finish(st: Transition): void {
@@ -556,16 +676,20 @@ function finish(st: Transition): void {
 function onStatePiece(st: Transition, w: Worker, m: MessageOf<'state'>): void {
   const s = st.s;
   const t = s.transfer;
-  if (!t || t.rank !== w.rank) return;
-  const total = (t.totals[m.what] ??= m.total);
-  const at = t.received[m.what] ?? 0;
+  if (!t || !t.ranks.includes(w.rank)) return;
+  const totals = t.totals[w.rank];
+  const received = t.received[w.rank];
+  const total = (totals[m.what] ??= m.total);
+  const at = received[m.what] ?? 0;
   if (total !== m.total || m.offset !== at || m.offset + m.data.length > m.total) {
     return protocolError(st, w, `state piece ${m.what}[${m.offset}..] out of order or range`);
   }
-  st.effects.push({ type: 'statePiece', piece: m });
-  t.received[m.what] = at + m.data.length;
+  st.effects.push({ type: 'statePiece', piece: m, stage: w.stage });
+  received[m.what] = at + m.data.length;
   const kinds = ['params', 'm', 'v'] as const;
-  if (kinds.some((k) => t.totals[k] === undefined || t.received[k] !== t.totals[k])) return;
+  const complete = (r: number) =>
+    kinds.every((k) => t.totals[r][k] !== undefined && t.received[r][k] === t.totals[r][k]);
+  if (!t.ranks.every(complete)) return;
   s.transfer = null;
   if (!t.final) {
     st.effects.push({ type: 'checkpoint', step: t.step, adamSteps: m.adamSteps });
@@ -595,14 +719,19 @@ function lose(st: Transition, conn: ConnId, reason: string, now: number): void {
     st.log(`worker ${w.name} (rank ${w.rank}) left before training: ${reason}`);
     return;
   }
-  st.log(`worker ${w.name} (rank ${w.rank}) lost: ${reason}`);
+  st.log(`worker ${w.name} (${whereIn(st, w)}) lost: ${reason}`);
+  if (s.config.pipeline)
+    return st.fail(
+      'WEFT_E_CLUSTER',
+      `worker ${w.name} (${whereIn(st, w)}) lost: ${reason}; a pipeline run cannot go on without a stage yet: resume it from its last checkpoint (--resume)`,
+    );
   // (while a plan is awaited no attempt has started: the plan's start goes to the live workers)
   if (s.phase === 'training' && s.plan !== null && s.members.includes(w.rank)) {
     retryStep(st, now, `worker ${w.name} lost`);
   } else if (s.phase === 'evaluating' && s.askedRank === w.rank) {
     askForEval(st);
   }
-  if (s.transfer?.rank === w.rank) {
+  if (s.transfer?.ranks.includes(w.rank)) {
     if (s.transfer.final) {
       s.transfer = null;
       finish(st);
@@ -632,7 +761,7 @@ function onTick(st: Transition, now: number): void {
     s.reduced.size < s.members.length &&
     now - s.lastProgress > heartbeatTimeoutMs
   ) {
-    if (++s.stalls > MAX_STALLS) {
+    if (++s.stalls > MAX_STALLS || s.config.pipeline) {
       return st.fail(
         'WEFT_E_NETWORK',
         `the all-reduce of step ${s.step + 1} stalled ${MAX_STALLS + 1} times; check that workers can reach each other's peer addresses`,

@@ -8,7 +8,8 @@
 // the next event; an effect whose work finishes later feeds its event back then.
 //
 //   assign -> prepare [-> load the streamed state of a resumed run] -> ready;
-//   start(step, attempt) -> compute each new shard -> reduce ->
+//   start(step, attempt) -> compute each new shard (a pipeline stage: its replica's whole
+//   schedule at once, one `pipeline` effect) -> reduce ->
 //   reduced; commit -> apply -> idle. The last shard's compute names the reduction that follows
 //   it, which the shell may begin while that shard's backward pass runs (the attempt it names is
 //   the state's until a start or abort changes it). abort(step, attempt) cancels the reduction; the shards
@@ -37,6 +38,9 @@ export interface WorkerState {
   /** Shards of the current attempt still to compute, with their streamed batches if any. */
   todo: number[];
   batches: MessageOf<'start'>['batches'];
+  /** A pipeline stage's index (-1: no pipeline), and whether its step overflowed the exact grid. */
+  stage: number;
+  overflow: boolean;
 }
 
 export type WorkerEvent =
@@ -50,7 +54,21 @@ export type WorkerEvent =
       targets: number;
       overflow: boolean;
     }
-  | { type: 'reducedLocally'; step: number; attempt: number; gradNorm: number }
+  | {
+      type: 'reducedLocally';
+      step: number;
+      attempt: number;
+      gradNorm: number;
+      /** A pipeline stage: the sums of squares of the norm's blocks it owns. */
+      norm?: { blocks: Int32Array; sums: Float64Array };
+    }
+  /** A pipeline stage ran its schedule: per shard of its replica, the last stage's losses. */
+  | {
+      type: 'pipelined';
+      step: number;
+      results: { shard: number; lossSum: number; targets: number }[];
+      overflow: boolean;
+    }
   | { type: 'evaluated'; step: number; result: EvalResult }
   | { type: 'coordinatorLost'; reason: string };
 
@@ -69,9 +87,20 @@ export type WorkerEffect =
        */
       reduceAfter: { attempt: number; members: Member[] } | null;
     }
+  /** A pipeline stage's step: its schedule over its replica's shards, with its neighbours. */
+  | {
+      type: 'pipeline';
+      step: number;
+      attempt: number;
+      shards: number[];
+      targetCount: number;
+      batches: MessageOf<'start'>['batches'];
+      members: Member[];
+    }
   | { type: 'reduce'; step: number; attempt: number; members: Member[] }
   | { type: 'cancelReduce'; step: number; attempt: number; reason: string }
-  | { type: 'apply'; lr: number; skip: boolean }
+  /** gradNorm: a pipeline's global norm, from the coordinator. */
+  | { type: 'apply'; lr: number; skip: boolean; gradNorm?: number }
   | { type: 'evaluate'; step: number; maxWindows: number; tokens: Int32Array }
   | { type: 'loadState'; piece: MessageOf<'state'> }
   | { type: 'sendState' }
@@ -97,6 +126,8 @@ export function initialWorker(): WorkerState {
     done: [],
     todo: [],
     batches: [],
+    stage: -1,
+    overflow: false,
   };
 }
 
@@ -139,6 +170,7 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
           if (s.phase !== 'joining')
             return (protocolError('assign after joining'), { state: s, send, effects });
           s.rank = m.rank;
+          s.stage = m.stage?.index ?? -1;
           s.phase = 'preparing';
           s.stateToLoad = m.resume ? -1 : 0; // the size is known from the first piece
           effects.push({ type: 'prepare', assign: m });
@@ -181,6 +213,23 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
           s.targetCount = m.targetCount;
           s.members = m.members;
           s.batches = m.batches;
+          if (s.stage >= 0) {
+            // a pipeline step runs whole: the coordinator never retries one
+            if (retry)
+              return (protocolError('a retried pipeline step'), { state: s, send, effects });
+            s.phase = 'computing';
+            s.overflow = false;
+            effects.push({
+              type: 'pipeline',
+              step: m.step,
+              attempt: m.attempt,
+              shards: m.shards,
+              targetCount: m.targetCount,
+              batches: m.batches,
+              members: m.members,
+            });
+            break;
+          }
           s.todo = m.shards.filter((shard) => !s.done.includes(shard));
           if (s.phase !== 'computing') advance();
           break;
@@ -207,7 +256,7 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
               { state: s, send, effects }
             );
           }
-          effects.push({ type: 'apply', lr: s.lr, skip: m.skip });
+          effects.push({ type: 'apply', lr: s.lr, skip: m.skip, gradNorm: m.gradNorm });
           s.phase = 'idle';
           break;
         case 'evaluate':
@@ -266,13 +315,24 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
       );
       advance();
       break;
-    case 'reducedLocally':
+    case 'pipelined':
+      if (event.step !== s.step || s.phase !== 'computing') break;
+      for (const r of event.results)
+        send.push(msg('shardDone', { step: s.step, attempt: s.attempt, ...r, overflow: false }));
+      s.overflow = event.overflow;
+      s.phase = 'reducing';
+      effects.push({ type: 'reduce', step: s.step, attempt: s.attempt, members: s.members });
+      break;
+    case 'reducedLocally': {
       if (event.step !== s.step || event.attempt !== s.attempt || s.phase !== 'reducing') break; // an aborted attempt
       s.phase = 'committing';
-      send.push(
-        msg('reduced', { step: event.step, attempt: event.attempt, gradNorm: event.gradNorm }),
-      );
+      const { step, attempt, gradNorm, norm } = event;
+      const stage = norm
+        ? { normBlocks: norm.blocks, normSums: norm.sums, overflow: s.overflow }
+        : {};
+      send.push(msg('reduced', { step, attempt, gradNorm, ...stage }));
       break;
+    }
     case 'evaluated':
       send.push(msg('evalResult', { step: event.step, ...event.result }));
       break;
