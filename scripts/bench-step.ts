@@ -16,8 +16,8 @@
 //                              [--workers 1,2 [--transport threads|ws]]
 //                              [--torch-device cpu|cuda]   (cuda: the anchor for --backend gpu)
 
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +31,7 @@ import { createBackend, defaultBackendName, parseBackendName } from '../src/kern
 import { actGradLayout, actLayout, trainingFlops } from '../src/model/layout.ts';
 import { AdamW } from '../src/train/adamw.ts';
 import type { WorkerMetrics } from '../src/train/metrics.ts';
+import { workerProcesses, workerRecords } from './bench-workers.ts';
 import type { RunConfig } from '../src/train/config.ts';
 import { loadRunConfig, sequenceLength } from '../src/train/config.ts';
 import { DEFAULT_EXACT_BITS, TrainingStep, runStep } from '../src/train/step.ts';
@@ -200,11 +201,7 @@ function print(rows: Row[], mode: 'torch' | 'speed-up' = 'torch'): void {
 
 /** The workers' mean split of the timed steps, from the run's metrics.jsonl "worker" records. */
 function splitOf(runDir: string): NonNullable<Row['split']> {
-  const records = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as WorkerMetrics)
-    .filter((m) => m.type === 'worker' && m.step > warmup);
+  const records = workerRecords(runDir, warmup);
   const mean = (f: (m: WorkerMetrics) => number) =>
     records.reduce((a, m) => a + f(m), 0) / records.length;
   return {
@@ -213,20 +210,6 @@ function splitOf(runDir: string): NonNullable<Row['split']> {
     overlapMs: mean((m) => m.overlapMs),
     otherMs: mean((m) => m.waitMs + m.dataMs + m.optimMs),
   };
-}
-
-/** Worker processes over loopback WebSocket for `job`'s coordinator at `address`; resolves when all exit. */
-function workerProcesses(address: string, n: number, overlap: boolean): Promise<number[]> {
-  const bin = join(root, 'bin/weft.mjs');
-  return Promise.all(
-    Array.from({ length: n }, (_, i) => {
-      const args = [bin, 'worker', '--connect', `ws://${address}`, '--name', `w${i}`];
-      const child = spawn(process.execPath, overlap ? args : [...args, '--no-overlap'], {
-        stdio: 'ignore',
-      });
-      return new Promise<number>((resolve) => child.on('exit', (code) => resolve(code ?? -1)));
-    }),
-  );
 }
 
 /**
@@ -261,7 +244,7 @@ async function benchWorkers(cfg: RunConfig, workers: number, overlap?: boolean):
       { listen: '127.0.0.1:0', workers, secret: null, onListening: (a) => (address = a) },
       hooks,
     );
-    const exited = workerProcesses(address, workers, overlap);
+    const exited = workerProcesses(address, workers, overlap ? [] : ['--no-overlap']);
     await job.result;
     await exited;
   }

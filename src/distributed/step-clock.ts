@@ -2,7 +2,8 @@
 // update (the `stepTime` message, written to metrics.jsonl as a "worker" record):
 //   dataMs     building or unpacking the shards' batches
 //   computeMs  forward and backward passes, into the exact accumulator (with overlap: the last
-//              shard's whole span, including the reduction work done between its stages)
+//              shard's whole span, including the reduction work done between its stages; a
+//              pipeline stage: its passes only, so its bubble falls in waitMs)
 //   commMs     the reduction's exposed part: from the end of the compute (or its own start, if
 //              later) to its end
 //   overlapMs  the reduction's hidden part: while the compute still ran (counted in computeMs)
@@ -46,6 +47,12 @@ export class StepClock {
       this.computeMs += now - start;
       this.computeEnd = now;
     }
+  }
+
+  /** Counts `ms` as compute, ending now (a pipeline stage's passes, without its waits). */
+  computed(ms: number): void {
+    this.computeMs += ms;
+    this.computeEnd = performance.now();
   }
 
   /** A reduction starts (a later one, for a new attempt, replaces it). */

@@ -350,7 +350,6 @@ export class WorkerShell {
           }),
         ),
       );
-      const start = performance.now();
       const r = await runStageStep(
         ctx,
         effect.members,
@@ -360,7 +359,7 @@ export class WorkerShell {
         effect.targetCount,
         this.activations,
       );
-      this.clock.add('compute', start);
+      this.clock.computed(r.computeMs); // the waits for neighbours (the bubble) count as waiting
       const last = ctx.stage === ctx.stages - 1;
       const results = last ? effect.shards.map((shard, i) => ({ shard, ...r.losses[i] })) : [];
       this.dispatch({ type: 'pipelined', step: effect.step, results, overflow: r.overflow });

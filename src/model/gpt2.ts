@@ -13,14 +13,13 @@ import type { GPTConfig } from './config.ts';
 import { validateConfig } from './config.ts';
 import { initParams } from './init.ts';
 import type { StageSpan } from './stage.ts';
-import { copyStage, stageLayout, stageRanges, wholeModel } from './stage.ts';
+import { stageLayout, stageRanges, wholeModel } from './stage.ts';
 import type { ActGradViews, ActViews, Layout, ParamKey, ParamViews } from './layout.ts';
 import {
   PARAM_KEYS,
   actGradLayout,
   actLayout,
   isLayerParam,
-  paramCount,
   viewsOf,
 } from './layout.ts';
 
@@ -129,13 +128,8 @@ export class GPT2 {
   /** A model with GPT-2's initialisation drawn from `seed` (a stage: its part of the whole model's). */
   static init(config: GPTConfig, seed: number, options: GPT2Options = {}): GPT2 {
     const model = new GPT2(config, options);
-    if (!options.stage) {
-      initParams(model.params, model.config, seed);
-    } else {
-      const whole = new Float32Array(paramCount(model.config));
-      initParams(whole, model.config, seed);
-      copyStage(stageRanges(model.config, model.span), model.params, whole, 'stage');
-    }
+    const ranges = options.stage && stageRanges(model.config, model.span);
+    initParams(model.params, model.config, seed, ranges);
     model.backend.weightsChanged?.();
     return model;
   }

@@ -37,13 +37,34 @@ export function initRule(key: ParamKey, config: GPTConfig): { std: number } | { 
   }
 }
 
-/** Fills the flat parameter buffer `params` with GPT-2's initialisation drawn from `seed`. */
-export function initParams(params: Float32Array, config: GPTConfig, seed: number): void {
+/**
+ * Fills the flat parameter buffer `params` with GPT-2's initialisation drawn from `seed`. With
+ * `ranges` (model/stage.ts), `params` is a pipeline stage's buffer: every value of the whole
+ * model is drawn in order, and only the stage's are kept, so it holds exactly the whole model's
+ * bytes for its parts without the whole model ever being in memory.
+ */
+export function initParams(
+  params: Float32Array,
+  config: GPTConfig,
+  seed: number,
+  ranges?: { full: number; stage: number; size: number }[],
+): void {
   const rng = new Rng(seed);
   for (const slot of paramLayout(config).slots) {
-    const view = params.subarray(slot.offset, slot.offset + slot.size);
     const rule = initRule(slot.key, config);
-    if ('value' in rule) view.fill(rule.value);
-    else for (let i = 0; i < view.length; i++) view[i] = rng.normal() * rule.std;
+    // where this slot's values go: all of it, or the stage's parts of it
+    const parts = ranges
+      ? ranges.filter((r) => r.full < slot.offset + slot.size && slot.offset < r.full + r.size)
+      : [{ full: slot.offset, stage: slot.offset, size: slot.size }];
+    if ('value' in rule) {
+      for (const r of parts) params.fill(rule.value, r.stage, r.stage + r.size);
+      continue;
+    }
+    let i = slot.offset;
+    for (const r of parts) {
+      for (; i < r.full; i++) rng.normal(); // drawn for the whole model, not kept here
+      for (let at = r.stage; i < r.full + r.size; i++, at++) params[at] = rng.normal() * rule.std;
+    }
+    for (; i < slot.offset + slot.size; i++) rng.normal();
   }
 }

@@ -27,6 +27,9 @@ export interface StageResult {
   /** Per micro-batch, the sum of its per-target losses and its target count (the last stage's; 0 elsewhere). */
   losses: { lossSum: number; targets: number }[];
   overflow: boolean;
+  /** Time in forward and backward passes, and waiting for a neighbour's activation or gradient (the bubble). */
+  computeMs: number;
+  waitMs: number;
 }
 
 /**
@@ -49,30 +52,41 @@ export async function runStage(
   const held = simulate(schedules).peakHeld[s];
   const losses = batches.map(() => ({ lossSum: 0, targets: 0 }));
   let overflow = false;
+  let computeMs = 0;
+  let waitMs = 0;
+  const timed = async <T>(work: () => Promise<T>): Promise<T> => {
+    const start = performance.now();
+    const value = await work();
+    waitMs += performance.now() - start;
+    return value;
+  };
   let received: Float32Array | undefined;
   let output: Float32Array | undefined;
   for (const a of schedules[s]) {
     const batch = batches[a.mb];
     switch (a.op) {
       case 'recvActivation':
-        received = await links.receive('act', a.mb);
+        received = await timed(() => links.receive('act', a.mb));
         break;
       case 'recvGradient':
-        received = await links.receive('grad', a.mb);
+        received = await timed(() => links.receive('grad', a.mb));
         break;
       case 'forward': {
+        const start = performance.now();
         model.useSlot(a.mb % held);
         const targets = s === P - 1 ? batch.targets : undefined;
         const r = model.forward(batch.idx, batch.B, batch.T, targets, { input: received });
         losses[a.mb] = { lossSum: r.lossSum, targets: r.targetCount };
         output = r.output;
         received = undefined;
+        computeMs += performance.now() - start;
         break;
       }
       case 'sendActivation':
         links.send('act', a.mb, output as Float32Array);
         break;
       case 'backward': {
+        const start = performance.now();
         model.useSlot(a.mb % held);
         const stages = step.backwardInStages(globalTargets, received);
         for (let r = stages.next(); ; r = stages.next())
@@ -81,6 +95,7 @@ export async function runStage(
             break;
           }
         received = undefined;
+        computeMs += performance.now() - start;
         break;
       }
       case 'sendGradient':
@@ -90,5 +105,5 @@ export async function runStage(
         return a.op satisfies never;
     }
   }
-  return { losses, overflow };
+  return { losses, overflow, computeMs, waitMs };
 }
