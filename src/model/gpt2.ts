@@ -15,13 +15,7 @@ import { initParams } from './init.ts';
 import type { StageSpan } from './stage.ts';
 import { stageLayout, stageRanges, wholeModel } from './stage.ts';
 import type { ActGradViews, ActViews, Layout, ParamKey, ParamViews } from './layout.ts';
-import {
-  PARAM_KEYS,
-  actGradLayout,
-  actLayout,
-  isLayerParam,
-  viewsOf,
-} from './layout.ts';
+import { PARAM_KEYS, actGradLayout, actLayout, isLayerParam, viewsOf } from './layout.ts';
 
 export interface ForwardResult {
   /** Mean cross-entropy over counted targets; NaN when no targets were given or all are -1. */
