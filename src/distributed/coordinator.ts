@@ -25,6 +25,7 @@ import type { StageSpan } from '../model/stage.ts';
 import { copyStage, stageRanges } from '../model/stage.ts';
 import type { RunConfig } from '../train/config.ts';
 import { resolveForData } from '../train/config.ts';
+import { evaluate } from '../train/evaluate.ts';
 import { DEFAULT_EXACT_BITS, countTargets } from '../train/step.ts';
 import type { EvalMetrics, StepMetrics, WorkerMetrics } from '../train/metrics.ts';
 import { WeftError, check } from '../util/errors.ts';
@@ -200,7 +201,7 @@ export class CoordinatorShell {
     const spans = P > 1 ? partitionStages(config, P, config.batchSize / config.shards, T) : null;
     this.spans = spans;
     if (spans && dataset.val.length >= 2)
-      hooks.log?.('pipeline runs do not evaluate yet: no validation loss is measured');
+      hooks.log?.('a pipeline run is evaluated on the validation split at its end only');
     this.state = initialCoordinator({
       workers: cluster.workers,
       minWorkers: cluster.minWorkers ?? cluster.workers,
@@ -354,6 +355,17 @@ export class CoordinatorShell {
       this.feeding = false;
       this.queue.length = 0;
     }
+  }
+
+  /** Evaluates `model` on the validation split here (as a worker would) and records it. */
+  private evaluateHere(model: GPT2, step: number): void {
+    const { seqLen, batchSize, evalWindows } = this.config;
+    const result = evaluate(model, this.dataset.val, this.dataset.tokenizer, {
+      seqLen,
+      batchSize,
+      maxWindows: evalWindows,
+    });
+    this.perform({ type: 'evalMetrics', step, result });
   }
 
   /** Puts a piece of the state being fetched in place (the machine checked that it fits). */
@@ -520,6 +532,13 @@ export class CoordinatorShell {
         // the model keeps a copy (the state's buffers go to the writer thread), for sampling here
         const backend = createBackend(this.cluster.backend ?? defaultBackendName());
         const model = new GPT2(this.config, { params: state.params, backend });
+        // no worker of a pipeline holds the whole model: the final evaluation is done here
+        if (
+          this.spans &&
+          this.dataset.val.length >= 2 &&
+          effect.steps > (this.cluster.resume?.step ?? 0)
+        )
+          this.evaluateHere(model, effect.steps);
         const interrupted = effect.steps < this.config.steps;
         // a resumed run that trained no step holds its checkpoint's state: nothing to save
         const resume = this.cluster.resume;

@@ -35,6 +35,8 @@ const pipelined = (P: number, schedule = '1f1b'): RunConfig => ({
   pipelineSchedule: schedule,
 });
 const weights = (run: string) => finalWeights(join(dir, run));
+const evals = (run: string) =>
+  metricsOf(join(dir, run)).filter((m) => m.type === 'eval') as { step: number; loss: number }[];
 /** Each step's loss and gradient norm: the same bits whatever the layout. */
 const steps = (run: string) =>
   metricsOf(join(dir, run))
@@ -62,6 +64,10 @@ describe('pipeline parallelism', () => {
       ).result;
       expect(weights(run).equals(one), run).toBe(true);
       expect(steps(run), run).toEqual(steps('one'));
+      // evaluated at the end (by the coordinator: no worker holds the whole model)
+      const [evaluated] = evals(run);
+      expect(evaluated.step).toBe(config.steps);
+      expect(evaluated.loss).toBeCloseTo(evals('one')[0].loss, 5);
       // each worker holds only its stage's blocks
       const stages = logs.filter((l) => /pipeline stage \d \(blocks/.test(l));
       expect(stages).toHaveLength(workers);
