@@ -8,8 +8,11 @@ import { copyStage } from '../model/stage.ts';
 import { CompactSums } from './compact-sums.ts';
 import { WeftError } from '../util/errors.ts';
 
-/** 2: a collective's pieces carry their offset, and travel as binary frames on WebSocket links. */
-export const PROTOCOL_VERSION = 3;
+/**
+ * 2: a collective's pieces carry their offset, and travel as binary frames on WebSocket links.
+ * 3: stepTime. 4: pipelines (assign.stage, act, norm blocks), wte's two parts rounded apart.
+ */
+export const PROTOCOL_VERSION = 4;
 
 /** A field's type: scalars, typed arrays, arrays of a type, or a nested schema. */
 type FieldType =

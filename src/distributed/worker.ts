@@ -218,6 +218,14 @@ export class WorkerShell {
     const dataset = this.localDataset(assign.dataPath, assign.dataSha256);
     const backend = createBackend(assign.backend, { threads: this.options.threads ?? 1 });
     // a resumed run's weights arrive next; there is no point drawing the initial ones
+    if (assign.stage) {
+      const { index, stages, firstLayer, endLayer } = assign.stage;
+      if (!(index >= 0 && index < stages && firstLayer < endLayer && endLayer <= config.nLayer))
+        throw new WeftError(
+          'WEFT_E_PROTOCOL',
+          `assign names an impossible pipeline stage ${index} of ${stages}`,
+        );
+    }
     const stage: StageSpan | undefined = assign.stage && {
       firstLayer: assign.stage.firstLayer,
       endLayer: assign.stage.endLayer,

@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Batch } from '../../src/data/loader.ts';
 import { LocalPipeline } from '../../src/distributed/pipeline/local.ts';
+import { runStage } from '../../src/distributed/pipeline/stage-runner.ts';
 import { GPT2 } from '../../src/model/gpt2.ts';
 import { paramCount, paramLayout } from '../../src/model/layout.ts';
 import { stageLayout, wholeModel } from '../../src/model/stage.ts';
@@ -105,6 +106,34 @@ describe('held activations', () => {
     });
     await gpipe.step(batches(0), config.lr);
     expect(gpipe.steps.map((s) => s.model.activationSlots)).toEqual([6, 6, 6, 6]); // all m
+  });
+});
+
+describe('a stage', () => {
+  it('lets the event loop run between passes, even when its inputs are all there', async () => {
+    const P = 2;
+    const pipeline = new LocalPipeline(config, {
+      stages: P,
+      schedule: 'gpipe',
+      bits: DEFAULT_EXACT_BITS,
+    });
+    const ready = new Float32Array(8 * config.nEmbd).fill(0.1);
+    let turns = 0;
+    let running = true;
+    const spin = () =>
+      setImmediate(() => {
+        turns++;
+        if (running) spin();
+      });
+    spin();
+    pipeline.steps[1].begin();
+    await runStage(pipeline.steps[1], 'gpipe', 1, P, batches(0), 40, {
+      send: () => {},
+      receive: () => Promise.resolve(ready),
+    });
+    running = false;
+    // heartbeats and sends get a turn after each of the 6 forwards and 6 backwards
+    expect(turns).toBeGreaterThanOrEqual(12);
   });
 });
 

@@ -114,6 +114,23 @@ describe('pipeline parallelism', () => {
     }
   });
 
+  it('a link between neighbouring stages that resets mid-step ends the run, naming it (no hang)', async () => {
+    const job = trainInProcess({ ...pipelined(2), steps: 20 }, dataset, join(dir, 'reset'), {
+      workers: 2,
+      onNetwork: (net) => {
+        // the link carrying step 3's first activation resets with it in flight
+        let done = false;
+        net.resetOn = (m) => {
+          if (done || m.t !== 'act' || m.step !== 2) return false;
+          return (done = true);
+        };
+      },
+    });
+    await expect(job.result).rejects.toThrow(
+      /left: the link to a neighbouring pipeline stage closed: .*reset/,
+    );
+  });
+
   it('a lost stage worker is named with its stage and replica, and the run stops', async () => {
     let net: { kill(node: string): void } | null = null;
     const logs: string[] = [];

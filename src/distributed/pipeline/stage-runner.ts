@@ -10,6 +10,9 @@ import type { TrainingStep } from '../../train/step.ts';
 import type { ScheduleKind } from './schedule.ts';
 import { pipelineSchedule, simulate } from './schedule.ts';
 
+/** One turn of the event loop (awaiting a settled promise would not give it one). */
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 /** What flows between neighbouring stages: a micro-batch's activation forward, its gradient back. */
 export type StageTraffic = 'act' | 'grad';
 
@@ -80,10 +83,12 @@ export async function runStage(
         output = r.output;
         received = undefined;
         computeMs += performance.now() - start;
+        await turn(); // heartbeats and sends go out between passes
         break;
       }
       case 'sendActivation':
         links.send('act', a.mb, output as Float32Array);
+        await turn();
         break;
       case 'backward': {
         const start = performance.now();
@@ -96,10 +101,12 @@ export async function runStage(
           }
         received = undefined;
         computeMs += performance.now() - start;
+        await turn();
         break;
       }
       case 'sendGradient':
         links.send('grad', a.mb, model.inputGrad);
+        await turn();
         break;
       default:
         return a.op satisfies never;

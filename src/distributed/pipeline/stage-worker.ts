@@ -32,12 +32,24 @@ export class ActivationBox {
     string,
     { resolve: (d: Float32Array) => void; reject: (e: Error) => void }
   >();
+  /** Why the step in progress cannot get its inputs (a neighbour's link closed), until the next one. */
+  private failure: WeftError | null = null;
+  private step = -1;
 
   private static key(step: number, attempt: number, what: string, mb: number): string {
     return `${step}/${attempt}/${what}/${mb}`;
   }
 
+  /** A new step: what arrived for earlier ones is dropped, and an earlier failure forgotten. */
+  begin(step: number): void {
+    this.step = step;
+    this.failure = null;
+    for (const key of [...this.arrived.keys()])
+      if (Number(key.split('/')[0]) < step) this.arrived.delete(key);
+  }
+
   deliver(m: MessageOf<'act'>): void {
+    if (m.step < this.step) return; // a step that is over
     const key = ActivationBox.key(m.step, m.attempt, m.what, m.mb);
     const waiter = this.waiting.get(key);
     if (waiter) {
@@ -51,15 +63,29 @@ export class ActivationBox {
     const data = this.arrived.get(key);
     this.arrived.delete(key);
     if (data) return Promise.resolve(data);
+    if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => this.waiting.set(key, { resolve, reject }));
   }
 
-  /** Fails every waiting take (the worker is ending) and forgets what arrived. */
+  /** Fails every waiting take, and the step's later ones (a neighbour is gone, or the worker ends). */
   abort(reason: string): void {
-    for (const w of this.waiting.values()) w.reject(new WeftError('WEFT_E_PROTOCOL', reason));
+    this.failure = new WeftError('WEFT_E_NETWORK', reason);
+    for (const w of this.waiting.values()) w.reject(this.failure);
     this.waiting.clear();
-    this.arrived.clear();
   }
+}
+
+const watched = new WeakSet<Connection>();
+
+/** Aborts `box`'s waiting takes when `link` closes (once per link, whatever the step). */
+function watchClose(link: Connection, box: ActivationBox): void {
+  if (watched.has(link)) return;
+  watched.add(link);
+  const before = link.onClose;
+  link.onClose = (reason) => {
+    before?.(reason);
+    box.abort(`the link to a neighbouring pipeline stage closed: ${reason}`);
+  };
 }
 
 /** The members holding stage `stage`, by rank: replica r is the r-th. */
@@ -91,7 +117,10 @@ export async function runStageStep(
   const replica = mine.findIndex((m) => m.rank === ctx.rank);
   const neighbour = (stage: number) =>
     stage >= 0 && stage < ctx.stages ? ctx.link(holders(members, stage)[replica]) : null;
+  box.begin(stepIndex);
   const [prev, next] = await Promise.all([neighbour(ctx.stage - 1), neighbour(ctx.stage + 1)]);
+  // a neighbour's link closing means its activations or gradients will never come
+  for (const link of [prev, next]) if (link) watchClose(link, box);
   const links: StageLinks = {
     send: (what, mb, data) => {
       const to = (what === 'act' ? next : prev) as Connection;

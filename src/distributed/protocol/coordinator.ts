@@ -25,7 +25,8 @@ import type { LrSchedule } from '../../train/schedule.ts';
 import { learningRate } from '../../train/schedule.ts';
 import type { GPTConfig } from '../../model/config.ts';
 import type { StageSpan } from '../../model/stage.ts';
-import { stageRanges } from '../../model/stage.ts';
+import { stageLayout, stageRanges } from '../../model/stage.ts';
+import { ownedBlocks } from '../../train/norm.ts';
 import type { Member, Message, MessageOf, TrainingState } from '../messages.ts';
 import { msg, stageState, statePieces } from '../messages.ts';
 
@@ -423,11 +424,21 @@ function onMessage(st: Transition, w: Worker, m: Message, now: number): void {
       if (m.step !== s.step || m.attempt !== s.attempt || !s.members.includes(w.rank)) return; // stale
       s.reduced.set(w.rank, m.gradNorm);
       if (s.config.pipeline) {
-        const blocks = m.normBlocks ?? new Int32Array(0);
-        const sums = m.normSums ?? new Float64Array(0);
-        if (blocks.length !== sums.length)
-          return protocolError(st, w, 'normBlocks and normSums differ in length');
-        s.normParts.set(w.rank, { blocks, sums, overflow: m.overflow === true });
+        // exactly the norm's blocks this worker's stage owns, each with a sum
+        const owned = ownedBlocks(modelConfig(s.config), stageSpan(s.config.pipeline, w.stage));
+        const { normBlocks: blocks, normSums: sums } = m;
+        if (
+          !blocks ||
+          !sums ||
+          blocks.length !== owned.length ||
+          sums.length !== owned.length ||
+          owned.some((o, i) => blocks[i] !== o.index) ||
+          m.overflow === undefined
+        )
+          return protocolError(st, w, `reduced without the norm blocks of stage ${w.stage}`);
+        s.normParts.set(w.rank, { blocks, sums, overflow: m.overflow });
+      } else if (m.normBlocks || m.normSums || m.overflow !== undefined) {
+        return protocolError(st, w, 'norm blocks in a run without a pipeline');
       }
       s.lastProgress = now;
       return maybeCommit(st, now);
@@ -679,9 +690,13 @@ function onStatePiece(st: Transition, w: Worker, m: MessageOf<'state'>): void {
   if (!t || !t.ranks.includes(w.rank)) return;
   const totals = t.totals[w.rank];
   const received = t.received[w.rank];
+  // a pipeline stage's part is put into the whole model's place by place: it must be its size
+  const { pipeline } = s.config;
+  const size = pipeline && stageLayout(modelConfig(s.config), stageSpan(pipeline, w.stage)).total;
   const total = (totals[m.what] ??= m.total);
   const at = received[m.what] ?? 0;
-  if (total !== m.total || m.offset !== at || m.offset + m.data.length > m.total) {
+  const wrongSize = total !== m.total || (size !== null && total !== size);
+  if (wrongSize || m.offset !== at || m.offset + m.data.length > m.total) {
     return protocolError(st, w, `state piece ${m.what}[${m.offset}..] out of order or range`);
   }
   st.effects.push({ type: 'statePiece', piece: m, stage: w.stage });
@@ -720,7 +735,9 @@ function lose(st: Transition, conn: ConnId, reason: string, now: number): void {
     return;
   }
   st.log(`worker ${w.name} (${whereIn(st, w)}) lost: ${reason}`);
-  if (s.config.pipeline)
+  // a pipeline needs every stage until the final state is in (a worker not sending it may go)
+  const needed = s.phase !== 'fetching' || (s.transfer?.ranks.includes(w.rank) ?? false);
+  if (s.config.pipeline && needed)
     return st.fail(
       'WEFT_E_CLUSTER',
       `worker ${w.name} (${whereIn(st, w)}) lost: ${reason}; a pipeline run cannot go on without a stage yet: resume it from its last checkpoint (--resume)`,
@@ -761,7 +778,12 @@ function onTick(st: Transition, now: number): void {
     s.reduced.size < s.members.length &&
     now - s.lastProgress > heartbeatTimeoutMs
   ) {
-    if (++s.stalls > MAX_STALLS || s.config.pipeline) {
+    if (s.config.pipeline)
+      return st.fail(
+        'WEFT_E_NETWORK',
+        `the all-reduce of pipeline step ${s.step + 1} made no progress for ${Math.round((now - s.lastProgress) / 1000)} s; check that workers can reach each other's peer addresses`,
+      );
+    if (++s.stalls > MAX_STALLS) {
       return st.fail(
         'WEFT_E_NETWORK',
         `the all-reduce of step ${s.step + 1} stalled ${MAX_STALLS + 1} times; check that workers can reach each other's peer addresses`,

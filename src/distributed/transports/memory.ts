@@ -2,8 +2,8 @@
 // direction (as TCP and MessagePort are), but which link delivers next is chosen by a seeded
 // generator, so messages from different senders arrive in random interleavings. Messages can go
 // through the real codec (encode: true). Scripted failures: kill a node (its links close, as a
-// killed process's sockets do) or partition it (its messages vanish and nothing closes, so only
-// heartbeats can tell).
+// killed process's sockets do), partition it (its messages vanish and nothing closes, so only
+// heartbeats can tell), or reset one link (cut, or resetOn a given message).
 
 import { Rng } from '../../util/rng.ts';
 import { WeftError } from '../../util/errors.ts';
@@ -33,6 +33,7 @@ class MemoryConnection extends BaseConnection {
 
   send(message: Message): void {
     if (this.isClosed || !this.peer) return;
+    if (this.net.resetOn?.(message)) return void this.net.cut(this.node, this.remote);
     // a copy either way: a collective's pieces are views of buffers the sender goes on using
     this.net.enqueue(this, {
       to: this.peer,
@@ -65,6 +66,8 @@ export class MemoryNetwork {
   private scheduled = false;
   /** Messages delivered so far (for tests). */
   delivered = 0;
+  /** A scripted failure: the link a message this returns true for is sent on resets instead. */
+  resetOn: ((message: Message) => boolean) | null = null;
 
   constructor(options: { seed?: number; randomOrder?: boolean; encode?: boolean } = {}) {
     this.rng = new Rng(options.seed ?? 1, 7);
@@ -124,6 +127,16 @@ export class MemoryNetwork {
       if (link.node === node || link.remote === node) {
         link.outbox.length = 0;
         link.end(`${node} was killed`);
+      }
+    }
+  }
+
+  /** Closes every link between nodes `a` and `b` (both ends), as a connection reset does. */
+  cut(a: string, b: string): void {
+    for (const link of this.links) {
+      if ((link.node === a && link.remote === b) || (link.node === b && link.remote === a)) {
+        link.outbox.length = 0;
+        link.end(`the link between ${a} and ${b} was reset`);
       }
     }
   }

@@ -1,0 +1,195 @@
+// The coordinator machine in a pipeline run (on deep-frozen states): the grid stays whole when a
+// worker leaves during rendezvous; a stage's `reduced` must carry exactly the norm blocks its
+// stage owns, and its state pieces must be its stage's size, or it is refused.
+
+import { describe, expect, it } from 'vitest';
+import type { Message, MessageOf } from '../../src/distributed/messages.ts';
+import { msg, statePieces } from '../../src/distributed/messages.ts';
+import { partitionStages } from '../../src/distributed/pipeline/partition.ts';
+import type {
+  CoordinatorConfig,
+  CoordinatorEvent,
+  CoordinatorState,
+} from '../../src/distributed/protocol/coordinator.ts';
+import {
+  coordinatorTransition,
+  initialCoordinator,
+} from '../../src/distributed/protocol/coordinator.ts';
+import { stageLayout } from '../../src/model/stage.ts';
+import { blockSumOfSquares, ownedBlocks } from '../../src/train/norm.ts';
+import { deepFreeze } from '../helpers/freeze.ts';
+
+const model = { nLayer: 2, nHead: 2, nEmbd: 8, blockSize: 8, vocabSize: 16 };
+const spans = partitionStages(model, 2, 1, 8);
+const config: CoordinatorConfig = {
+  workers: 4,
+  minWorkers: 4,
+  rendezvousMs: 10_000,
+  heartbeatMs: 1000,
+  heartbeatTimeoutMs: 5000,
+  steps: 2,
+  shards: 4,
+  tokensPerStep: 64,
+  evalEvery: 0,
+  evalWindows: 4,
+  hasValidation: false,
+  assign: {
+    runId: 'run',
+    config: { ...model },
+    tokenizer: {},
+    dataPath: '/data',
+    dataSha256: 'abc',
+    heartbeatMs: 1000,
+    timeoutMs: 5000,
+    exactBits: 40,
+    backend: 'reference',
+  },
+  schedule: { lr: 1, minLr: 0, warmupSteps: 10, decaySteps: 10 },
+  evalTokens: new Int32Array(0),
+  firstStep: 0,
+  stopAt: 2,
+  ckptEvery: 1,
+  initialState: null,
+  pipeline: spans.map(({ firstLayer, endLayer }) => ({ firstLayer, endLayer })),
+};
+
+class Driver {
+  state: CoordinatorState = initialCoordinator(config);
+  sent: { conn: number; message: Message }[] = [];
+  feed(event: CoordinatorEvent): void {
+    const o = coordinatorTransition(deepFreeze(this.state), event);
+    this.state = o.state;
+    this.sent.push(...o.send);
+    for (const e of o.effects)
+      if (e.type === 'planStep')
+        this.feed({ type: 'stepPlanned', step: e.step, targetCount: 64, batches: null, now: 0 });
+  }
+  to(conn: number, type: string): Message[] {
+    return this.sent.filter((s) => s.conn === conn && s.message.t === type).map((s) => s.message);
+  }
+  message(conn: number, message: Message): void {
+    this.feed({ type: 'message', conn, message, now: 0 });
+  }
+  /** Four workers joined and ready (conns 10-13: stages 0, 1, 0, 1), training started. */
+  static training(): Driver {
+    const d = new Driver();
+    d.feed({ type: 'start', now: 0 });
+    for (const conn of [10, 11, 12, 13])
+      d.feed({ type: 'joined', conn, name: `w${conn}`, address: `a${conn}`, now: 0 });
+    for (const conn of [10, 11, 12, 13]) d.message(conn, msg('ready', { dataLocal: true }));
+    return d;
+  }
+  /** The last stages report their shards' losses. */
+  computed(): void {
+    for (const conn of [11, 13]) {
+      const start = this.to(conn, 'start').at(-1) as MessageOf<'start'>;
+      for (const shard of start.shards)
+        this.message(
+          conn,
+          msg('shardDone', {
+            step: 0,
+            attempt: 0,
+            shard,
+            lossSum: 1,
+            targets: 16,
+            overflow: false,
+          }),
+        );
+    }
+  }
+}
+
+/** A stage's honest `reduced`: its owned blocks, each with a sum of squares of ones. */
+function reduced(stage: number) {
+  const owned = ownedBlocks(model, spans[stage]);
+  const ones = new Float32Array(stageLayout(model, spans[stage]).total).fill(1);
+  return msg('reduced', {
+    step: 0,
+    attempt: 0,
+    gradNorm: 0,
+    normBlocks: Int32Array.from(owned, (o) => o.index),
+    normSums: Float64Array.from(owned, (o) => blockSumOfSquares(ones, o.block)),
+    overflow: false,
+  });
+}
+
+describe('a pipeline coordinator', () => {
+  it('fills the grid when a worker leaves during rendezvous', () => {
+    const d = new Driver();
+    d.feed({ type: 'start', now: 0 });
+    for (const conn of [10, 11, 12])
+      d.feed({ type: 'joined', conn, name: `w${conn}`, address: `a${conn}`, now: 0 });
+    d.feed({ type: 'closed', conn: 11, reason: 'gone', now: 0 }); // stage 1's only worker
+    for (const conn of [13, 14])
+      d.feed({ type: 'joined', conn, name: `w${conn}`, address: `a${conn}`, now: 0 });
+    const stages = [10, 12, 13, 14].map(
+      (conn) => (d.to(conn, 'assign')[0] as MessageOf<'assign'>).stage?.index,
+    );
+    expect(stages.sort()).toEqual([0, 0, 1, 1]);
+  });
+
+  it('commits the norm of every block, added in order, from honest stages', () => {
+    const d = Driver.training();
+    d.computed();
+    for (const [conn, stage] of [
+      [10, 0],
+      [11, 1],
+      [12, 0],
+      [13, 1],
+    ])
+      d.message(conn, reduced(stage));
+    const commit = d.to(10, 'commit')[0] as MessageOf<'commit'>;
+    const total = stageLayout(model, spans[0]).total + stageLayout(model, spans[1]).total;
+    const wte = model.vocabSize * model.nEmbd; // held by both stages, counted once
+    expect(commit.gradNorm).toBe(Math.sqrt(total - wte));
+  });
+
+  it.each([
+    ['no norm blocks', msg('reduced', { step: 0, attempt: 0, gradNorm: 0 })],
+    [
+      'blocks it does not own, twice',
+      msg('reduced', {
+        step: 0,
+        attempt: 0,
+        gradNorm: 0,
+        normBlocks: Int32Array.from([-5, 7, 7, 1e9]),
+        normSums: Float64Array.from([100, 1, 1, 100]),
+        overflow: false,
+      }),
+    ],
+    ['another stage’s blocks', reduced(1)],
+  ])('refuses a reduced with %s, and commits nothing', (_, bad) => {
+    const d = Driver.training();
+    d.computed();
+    d.message(10, bad);
+    for (const [conn, stage] of [
+      [11, 1],
+      [12, 0],
+      [13, 1],
+    ])
+      d.message(conn, reduced(stage));
+    expect(d.to(10, 'commit')).toEqual([]);
+    expect(d.to(10, 'reject')[0]).toMatchObject({ code: 'WEFT_E_PROTOCOL' });
+  });
+
+  it("refuses a stage's state pieces of another size than its stage's", () => {
+    const d = Driver.training();
+    d.computed();
+    for (const [conn, stage] of [
+      [10, 0],
+      [11, 1],
+      [12, 0],
+      [13, 1],
+    ])
+      d.message(conn, reduced(stage));
+    expect(d.to(10, 'fetch')).toHaveLength(1); // ckptEvery 1: the first replica's stages send
+    const tiny = {
+      params: Float32Array.of(1),
+      m: Float32Array.of(1),
+      v: Float32Array.of(1),
+      adamSteps: 1,
+    };
+    for (const piece of statePieces(tiny)) d.message(10, piece);
+    expect(d.to(10, 'reject')[0]).toMatchObject({ code: 'WEFT_E_PROTOCOL' });
+  });
+});
