@@ -31,6 +31,7 @@ import type { EvalMetrics, StepMetrics, WorkerMetrics } from '../train/metrics.t
 import { WeftError, check } from '../util/errors.ts';
 import type { MessageOf, TrainingState } from './messages.ts';
 import { partitionStages, pipelineGrid } from './pipeline/partition.ts';
+import { loadCheckpoint } from '../checkpoint/read.ts';
 import type {
   ConnId,
   CoordinatorEffect,
@@ -116,6 +117,19 @@ function planner(
   };
 }
 
+/** Whether two stage spans (or two nulls: the whole model) are the same. */
+function sameSpan(a: StageSpan | null, b: StageSpan | null): boolean {
+  return (
+    a === b ||
+    (a !== null &&
+      b !== null &&
+      a.firstLayer === b.firstLayer &&
+      a.endLayer === b.endLayer &&
+      a.embeddings === b.embeddings &&
+      a.head === b.head)
+  );
+}
+
 /** The worker's advertised peer address, with a wildcard host replaced by where it connected from. */
 function peerAddress(advertised: string | undefined, remote: string): string {
   if (!advertised) return '';
@@ -162,8 +176,11 @@ export class CoordinatorShell {
   private readonly queue: CoordinatorEvent[] = [];
   private feeding = false;
   /** Pieces of the state being fetched (a checkpoint, or the final state). */
-  /** The state being fetched: per pipeline stage (-1: the whole model), params, m and v. */
-  private incoming = new Map<number, Partial<Record<'params' | 'm' | 'v', Float32Array>>>();
+  /** The state being fetched: per pipeline stage's span (null: the whole model), params, m and v. */
+  private incoming = new Map<
+    StageSpan | null,
+    Partial<Record<'params' | 'm' | 'v', Float32Array>>
+  >();
   /** A pipeline run's stages (null: none). */
   private readonly spans: StageSpan[] | null;
   private readonly plan: ReturnType<typeof planner>;
@@ -357,6 +374,31 @@ export class CoordinatorShell {
     }
   }
 
+  /**
+   * A pipeline lost a worker: the newest checkpoint on disk (once the saves under way are done),
+   * else the state the run started from; the metrics after its step are dropped, as a resume's.
+   */
+  private rollBack(): void {
+    void this.writes.then(() => {
+      let step = this.cluster.resume?.step ?? 0;
+      let state: TrainingState | null = this.cluster.resume ?? null;
+      try {
+        const saved = loadCheckpoint(this.outDir);
+        if (saved.step >= step) {
+          step = saved.step;
+          state = saved;
+        }
+      } catch {
+        // no checkpoint yet: from the start
+      }
+      truncateMetrics(this.metricsPath, step);
+      this.hooks.log?.(
+        `rolling back to step ${step} (${state ? 'its checkpoint' : 'the initialisation'})`,
+      );
+      this.feed({ type: 'rolledBack', step, state, now: Date.now() });
+    });
+  }
+
   /** Evaluates `model` on the validation split here (as a worker would) and records it. */
   private evaluateHere(model: GPT2, step: number): void {
     const { seqLen, batchSize, evalWindows } = this.config;
@@ -369,9 +411,13 @@ export class CoordinatorShell {
   }
 
   /** Puts a piece of the state being fetched in place (the machine checked that it fits). */
-  private takePiece({ what, total, offset, data }: MessageOf<'state'>, stage: number): void {
-    const parts = this.incoming.get(stage) ?? {};
-    this.incoming.set(stage, parts);
+  private takePiece(
+    { what, total, offset, data }: MessageOf<'state'>,
+    span: StageSpan | null,
+  ): void {
+    const key = [...this.incoming.keys()].find((k) => sameSpan(k, span)) ?? span;
+    const parts = this.incoming.get(key) ?? {};
+    this.incoming.set(key, parts);
     (parts[what] ??= new Float32Array(total)).set(data, offset);
   }
 
@@ -382,7 +428,7 @@ export class CoordinatorShell {
   private takeState(adamSteps: number): TrainingState {
     const parts = this.incoming;
     this.incoming = new Map();
-    const whole = parts.get(-1);
+    const whole = parts.get(null);
     if (whole) {
       const { params, m, v } = whole as Required<typeof whole>;
       return { params, m, v, adamSteps };
@@ -394,8 +440,8 @@ export class CoordinatorShell {
       v: new Float32Array(size),
       adamSteps,
     };
-    for (const [stage, part] of parts) {
-      const ranges = stageRanges(this.config, (this.spans as StageSpan[])[stage]);
+    for (const [span, part] of parts) {
+      const ranges = stageRanges(this.config, span as StageSpan);
       for (const what of ['params', 'm', 'v'] as const)
         copyStage(ranges, part[what] as Float32Array, state[what], 'full');
     }
@@ -518,7 +564,9 @@ export class CoordinatorShell {
         this.incoming = new Map();
         return;
       case 'statePiece':
-        return this.takePiece(effect.piece, effect.stage);
+        return this.takePiece(effect.piece, effect.span);
+      case 'rollback':
+        return this.rollBack();
       case 'checkpoint': {
         const state = this.takeState(effect.adamSteps);
         void this.save(effect.step, state).catch(() => {}); // a failed periodic save is logged; training goes on

@@ -65,6 +65,8 @@ interface Prepared {
   loader: TokenWindowLoader | null;
   /** A pipeline stage's context (null: this worker holds the whole model). */
   stage: StageContext | null;
+  /** The coordinator's heartbeat timeout (ms). */
+  timeoutMs: number;
 }
 
 type ComputeEffect = Extract<WorkerEffect, { type: 'compute' }>;
@@ -83,9 +85,11 @@ interface Reduction {
 export class WorkerShell {
   private state: WorkerState = initialWorker();
   private prepared: Prepared | null = null;
-  private readonly mailbox = new Mailbox();
+  private mailbox = new Mailbox();
   /** A pipeline stage's incoming activations and gradients. */
-  private readonly activations = new ActivationBox();
+  private activations = new ActivationBox();
+  /** Bumped by a re-plan: a pipeline step of an earlier plan ends quietly. */
+  private plan = 0;
   private reduceGeneration = 0;
   /** Where this step's time goes (sent to the coordinator after each update). */
   private readonly clock = new StepClock();
@@ -189,6 +193,20 @@ export class WorkerShell {
         return this.cancelReduction(effect.reason, effect.step, effect.attempt);
       case 'pipeline':
         return void setImmediate(() => void this.runPipeline(effect));
+      case 'replan': {
+        // the step under way stops; what arrives for it from now on goes nowhere
+        this.plan++;
+        this.reduceGeneration++;
+        this.reduction = null;
+        this.mailbox.abort('re-planned', Number.MAX_SAFE_INTEGER, 0);
+        this.activations.abort('re-planned');
+        this.mailbox = new Mailbox();
+        this.activations = new ActivationBox();
+        const old = this.prepared;
+        this.prepared = null;
+        if (old) void old.backend.dispose?.();
+        return;
+      }
       case 'apply': {
         const p = this.prepared as Prepared;
         if (effect.gradNorm !== undefined) p.step.setNorm(effect.gradNorm);
@@ -250,6 +268,7 @@ export class WorkerShell {
       work: null,
       staged: null,
       stage: null,
+      timeoutMs: assign.timeoutMs,
       dataset,
       loader: dataset
         ? new TokenWindowLoader(
@@ -348,6 +367,7 @@ export class WorkerShell {
     if (this.state.phase === 'done') return;
     const p = this.prepared as Prepared;
     const ctx = p.stage as StageContext;
+    const plan = this.plan;
     try {
       const batches = this.clock.time('data', () =>
         effect.shards.map((shard) =>
@@ -372,7 +392,14 @@ export class WorkerShell {
       const results = last ? effect.shards.map((shard, i) => ({ shard, ...r.losses[i] })) : [];
       this.dispatch({ type: 'pipelined', step: effect.step, results, overflow: r.overflow });
     } catch (err) {
-      if (!this.ended()) this.fail(err as Error);
+      if (this.ended() || plan !== this.plan) return; // re-planned meanwhile
+      if (!(err instanceof WeftError && err.code === 'WEFT_E_NETWORK'))
+        return this.fail(err as Error);
+      // a neighbour gone: the coordinator re-plans if it lost it; else (only the link broke) this
+      // worker leaves after the heartbeat timeout, and the coordinator re-plans without it
+      setTimeout(() => {
+        if (!this.ended() && plan === this.plan) this.fail(err);
+      }, p.timeoutMs).unref();
     }
   }
 

@@ -172,6 +172,35 @@ describe('a pipeline coordinator', () => {
     expect(d.to(10, 'reject')[0]).toMatchObject({ code: 'WEFT_E_PROTOCOL' });
   });
 
+  it('on losing a stage: aborts, asks for the newest state, re-plans the survivors and goes on', () => {
+    const d = Driver.training();
+    const effects: string[] = [];
+    const feed = (e: CoordinatorEvent) => {
+      const before = d.sent.length;
+      const o = coordinatorTransition(deepFreeze(d.state), e);
+      d.state = o.state;
+      d.sent.push(...o.send);
+      effects.push(...o.effects.map((x) => x.type));
+      return d.sent.slice(before);
+    };
+    const lost = feed({ type: 'closed', conn: 13, reason: 'killed', now: 0 });
+    expect(effects).toContain('rollback');
+    expect(lost.filter((s) => s.message.t === 'abort').map((s) => s.conn)).toEqual([10, 11, 12]);
+    expect(d.state.phase).toBe('replanning');
+    // the shell answers with the newest state: none saved, so the seed's, at step 0
+    const replanned = feed({ type: 'rolledBack', step: 0, state: null, now: 0 });
+    const assigns = replanned.filter((s) => s.message.t === 'assign');
+    expect(assigns.map((s) => s.conn)).toEqual([10, 11]); // one replica of 2 stages
+    expect(assigns.map((s) => (s.message as MessageOf<'assign'>).stage?.index)).toEqual([0, 1]);
+    expect(replanned.find((s) => s.message.t === 'shutdown')?.conn).toBe(12); // beyond the replica
+    for (const conn of [10, 11])
+      feed({ type: 'message', conn, message: msg('ready', { dataLocal: true }), now: 0 });
+    // planStep is answered, and the step starts again with an attempt above every earlier one
+    const planned = feed({ type: 'stepPlanned', step: 0, targetCount: 64, batches: null, now: 0 });
+    const start = planned.find((s) => s.message.t === 'start')?.message as MessageOf<'start'>;
+    expect(start).toMatchObject({ step: 0, attempt: 1 });
+  });
+
   it("refuses a stage's state pieces of another size than its stage's", () => {
     const d = Driver.training();
     d.computed();

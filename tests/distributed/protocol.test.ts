@@ -567,14 +567,25 @@ describe('worker state machine', () => {
   it('leaves on a protocol error', () => {
     const outs = run([
       { type: 'message', message: assign },
-      { type: 'message', message: assign },
+      { type: 'message', message: { ...assign, rank: assign.rank + 1 } },
     ]);
     expect(outs[1].send).toEqual([
-      msg('leave', { reason: 'protocol error: assign after joining' }),
+      msg('leave', { reason: 'protocol error: a new assign with another rank' }),
     ]);
     expect(outs[1].effects).toEqual([
-      { type: 'exit', code: 'error', reason: 'protocol error: assign after joining' },
+      { type: 'exit', code: 'error', reason: 'protocol error: a new assign with another rank' },
     ]);
+  });
+
+  it('a second assign (a re-planned pipeline) stops what is under way and prepares anew', () => {
+    const outs = run([
+      { type: 'message', message: assign },
+      { type: 'prepared', dataLocal: true },
+      { type: 'message', message: start(0, 0, [1]) },
+      { type: 'message', message: assign },
+    ]);
+    expect(outs[3].effects.map((e) => e.type)).toEqual(['replan', 'prepare']);
+    expect(outs[3].state).toMatchObject({ phase: 'preparing', step: -1, done: [] });
   });
 
   it("loads a resumed run's state before saying ready", () => {

@@ -27,6 +27,7 @@ import type { GPTConfig } from '../../model/config.ts';
 import type { StageSpan } from '../../model/stage.ts';
 import { stageLayout, stageRanges } from '../../model/stage.ts';
 import { ownedBlocks } from '../../train/norm.ts';
+import { partitionStages } from '../pipeline/partition.ts';
 import type { Member, Message, MessageOf, TrainingState } from '../messages.ts';
 import { msg, stageState, statePieces } from '../messages.ts';
 
@@ -92,7 +93,14 @@ interface Worker {
 }
 
 export interface CoordinatorState {
-  phase: 'rendezvous' | 'training' | 'evaluating' | 'fetching' | 'done' | 'failed';
+  phase: 'rendezvous' | 'replanning' | 'training' | 'evaluating' | 'fetching' | 'done' | 'failed';
+  /** The pipeline's stages now (config.pipeline's, or fewer after losing workers; null: none). */
+  pipeline: CoordinatorConfig['pipeline'];
+  /**
+   * Attempts of a step start here: after a pipeline rolls back, above every attempt used before,
+   * so nothing sent before the rollback is taken for what is sent after it.
+   */
+  attemptBase: number;
   config: CoordinatorConfig;
   workers: Map<ConnId, Worker>;
   nextRank: number;
@@ -142,6 +150,8 @@ export type CoordinatorEvent =
   | { type: 'closed'; conn: ConnId; reason: string; now: number }
   | { type: 'tick'; now: number }
   | { type: 'stop'; now: number }
+  /** The answer to rollback: the newest state the shell has (its step; null state: the seed's). */
+  | { type: 'rolledBack'; step: number; state: TrainingState | null; now: number }
   /** The answer to planStep: the step's global target count, and its batches when asked for. */
   | {
       type: 'stepPlanned';
@@ -177,10 +187,15 @@ export type CoordinatorEffect =
   /** A fetch of the state begins (the shell starts its buffers afresh). */
   | { type: 'fetchState'; step: number; final: boolean }
   /** One piece of the state being fetched, checked to follow the last; the shell puts it in place (a pipeline stage's: by its stage). */
-  | { type: 'statePiece'; piece: MessageOf<'state'>; stage: number }
+  | { type: 'statePiece'; piece: MessageOf<'state'>; span: StageSpan | null }
   /** The state fetched (every piece delivered) is the checkpoint after `step` steps. */
   | { type: 'checkpoint'; step: number; adamSteps: number }
   | { type: 'finished'; steps: number; adamSteps: number }
+  /**
+   * A pipeline lost a worker: the shell finds the newest checkpoint (or the run's starting state),
+   * keeps the metrics up to it, and answers with rolledBack.
+   */
+  | { type: 'rollback' }
   | { type: 'failed'; code: string; message: string };
 
 export interface Output {
@@ -210,6 +225,8 @@ export function initialCoordinator(config: CoordinatorConfig): CoordinatorState 
     askedRank: null,
     transfer: null,
     normParts: new Map(),
+    pipeline: config.pipeline,
+    attemptBase: 0,
     stopping: false,
   };
 }
@@ -290,6 +307,9 @@ export function coordinatorTransition(state: CoordinatorState, event: Coordinato
         finish(st); // a stop came while the plan was asked for: the step never began
       else startAttempt(st, event.now, new Map());
       break;
+    case 'rolledBack':
+      if (s.phase === 'replanning') onRolledBack(st, event);
+      break;
     case 'stop':
       if (s.phase === 'rendezvous') {
         st.fail('WEFT_E_CLUSTER', 'stopped before training started');
@@ -339,7 +359,7 @@ function onJoined(st: Transition, e: Extract<CoordinatorEvent, { type: 'joined' 
     return;
   }
   const rank = s.nextRank++;
-  const { pipeline } = s.config;
+  const { pipeline } = s;
   // a pipeline stage: the one fewest workers hold (the lowest of those), so replicas fill up
   const held = (i: number) => [...s.workers.values()].filter((w) => w.stage === i).length;
   const stage = pipeline
@@ -360,18 +380,30 @@ function onJoined(st: Transition, e: Extract<CoordinatorEvent, { type: 'joined' 
   st.log(
     `worker ${e.name} joined as rank ${rank}${as} (${s.workers.size}/${s.config.workers})${reach}`,
   );
-  const initial = s.config.initialState;
-  const span = pipeline && stageSpan(pipeline, stage);
-  const stageField = pipeline
-    ? { stage: { index: stage, stages: pipeline.length, ...pipeline[stage] } }
+  assignWorker(st, s.workers.get(e.conn) as Worker, s.config.initialState);
+}
+
+/** Sends `w` its assign (its stage, if a pipeline) and its part of `state` (null: the seed's). */
+function assignWorker(st: Transition, w: Worker, state: TrainingState | null): void {
+  const { pipeline } = st.s;
+  const span = pipeline && w.stage >= 0 ? stageSpan(pipeline, w.stage) : null;
+  const stageField = span
+    ? {
+        stage: {
+          index: w.stage,
+          stages: (pipeline as []).length,
+          firstLayer: span.firstLayer,
+          endLayer: span.endLayer,
+        },
+      }
     : {};
   st.to(
-    e.conn,
-    msg('assign', { ...s.config.assign, ...stageField, rank, resume: initial !== null }),
+    w.conn,
+    msg('assign', { ...st.s.config.assign, ...stageField, rank: w.rank, resume: state !== null }),
   );
-  if (initial) {
-    const mine = span ? stageState(initial, stageRanges(modelConfig(s.config), span)) : initial;
-    for (const piece of statePieces(mine)) st.to(e.conn, piece);
+  if (state) {
+    const mine = span ? stageState(state, stageRanges(modelConfig(st.s.config), span)) : state;
+    for (const piece of statePieces(mine)) st.to(w.conn, piece);
   }
 }
 
@@ -387,7 +419,7 @@ function modelConfig(config: CoordinatorConfig): GPTConfig {
 
 /** A pipeline's grid: for each stage, its workers by rank (replica r is everyone's r-th). */
 function grid(st: Transition): Worker[][] {
-  const P = st.s.config.pipeline?.length ?? 1;
+  const P = st.s.pipeline?.length ?? 1;
   return Array.from({ length: P }, (_, i) => st.live().filter((w) => w.stage === i));
 }
 
@@ -404,6 +436,15 @@ function onMessage(st: Transition, w: Worker, m: Message, now: number): void {
   const s = st.s;
   switch (m.t) {
     case 'ready':
+      if (s.phase === 'replanning' && !w.ready) {
+        w.ready = true;
+        // every worker left is ready with its new stage: the run goes on
+        if ([...s.workers.values()].every((o) => o.ready)) {
+          s.phase = 'training';
+          startStep(st);
+        }
+        return;
+      }
       if (s.phase !== 'rendezvous' || w.ready)
         return protocolError(st, w, `unexpected ${m.t} message`);
       w.ready = true;
@@ -423,9 +464,9 @@ function onMessage(st: Transition, w: Worker, m: Message, now: number): void {
     case 'reduced':
       if (m.step !== s.step || m.attempt !== s.attempt || !s.members.includes(w.rank)) return; // stale
       s.reduced.set(w.rank, m.gradNorm);
-      if (s.config.pipeline) {
+      if (s.pipeline) {
         // exactly the norm's blocks this worker's stage owns, each with a sum
-        const owned = ownedBlocks(modelConfig(s.config), stageSpan(s.config.pipeline, w.stage));
+        const owned = ownedBlocks(modelConfig(s.config), stageSpan(s.pipeline, w.stage));
         const { normBlocks: blocks, normSums: sums } = m;
         if (
           !blocks ||
@@ -519,7 +560,7 @@ function startAttempt(st: Transition, now: number, previous: Map<number, number>
   const replicas = stages[0].length;
   /** Shards of the worker of rank `rank`: a pipeline's, its replica's (dealt round-robin). */
   let shardsOf: (w: Worker) => number[];
-  if (s.config.pipeline) {
+  if (s.pipeline) {
     if (stages.some((holders) => holders.length !== replicas))
       return st.fail(
         'WEFT_E_CLUSTER',
@@ -593,7 +634,7 @@ function maybeCommit(st: Transition, now: number): void {
   }
   // a pipeline: every worker holds some of the norm's blocks; the first replica's, in block order
   let pipelineNorm: number | undefined;
-  if (s.config.pipeline) {
+  if (s.pipeline) {
     const parts = grid(st).map((holders) => s.normParts.get(holders[0].rank));
     const pairs: [number, number][] = [];
     for (const part of parts) {
@@ -626,7 +667,7 @@ function maybeCommit(st: Transition, now: number): void {
     skipped: skip,
   });
   s.step++;
-  s.attempt = 0;
+  s.attempt = s.attemptBase;
   s.stalls = 0;
   s.results = new Map();
   const { evalEvery, stopAt } = s.config;
@@ -666,7 +707,7 @@ function requestState(st: Transition, final: boolean): void {
     return;
   }
   // a pipeline: every stage of the first replica sends its part
-  const senders = s.config.pipeline ? grid(st).map((holders) => holders[0]) : [first];
+  const senders = s.pipeline ? grid(st).map((holders) => holders[0]) : [first];
   if (senders.some((w) => w === undefined))
     return st.fail(
       'WEFT_E_CLUSTER',
@@ -691,7 +732,7 @@ function onStatePiece(st: Transition, w: Worker, m: MessageOf<'state'>): void {
   const totals = t.totals[w.rank];
   const received = t.received[w.rank];
   // a pipeline stage's part is put into the whole model's place by place: it must be its size
-  const { pipeline } = s.config;
+  const { pipeline } = s;
   const size = pipeline && stageLayout(modelConfig(s.config), stageSpan(pipeline, w.stage)).total;
   const total = (totals[m.what] ??= m.total);
   const at = received[m.what] ?? 0;
@@ -699,7 +740,8 @@ function onStatePiece(st: Transition, w: Worker, m: MessageOf<'state'>): void {
   if (wrongSize || m.offset !== at || m.offset + m.data.length > m.total) {
     return protocolError(st, w, `state piece ${m.what}[${m.offset}..] out of order or range`);
   }
-  st.effects.push({ type: 'statePiece', piece: m, stage: w.stage });
+  const span = s.pipeline && w.stage >= 0 ? stageSpan(s.pipeline, w.stage) : null;
+  st.effects.push({ type: 'statePiece', piece: m, span });
   received[m.what] = at + m.data.length;
   const kinds = ['params', 'm', 'v'] as const;
   const complete = (r: number) =>
@@ -735,13 +777,11 @@ function lose(st: Transition, conn: ConnId, reason: string, now: number): void {
     return;
   }
   st.log(`worker ${w.name} (${whereIn(st, w)}) lost: ${reason}`);
-  // a pipeline needs every stage until the final state is in (a worker not sending it may go)
+  // a pipeline needs every stage until the final state is in (a worker not sending it may go):
+  // it rolls back to its newest checkpoint and re-plans the grid over the workers left
   const needed = s.phase !== 'fetching' || (s.transfer?.ranks.includes(w.rank) ?? false);
-  if (s.config.pipeline && needed)
-    return st.fail(
-      'WEFT_E_CLUSTER',
-      `worker ${w.name} (${whereIn(st, w)}) lost: ${reason}; a pipeline run cannot go on without a stage yet: resume it from its last checkpoint (--resume)`,
-    );
+  if (s.pipeline && needed && s.phase !== 'replanning') return rollBack(st, reason);
+  if (s.phase === 'replanning') return;
   // (while a plan is awaited no attempt has started: the plan's start goes to the live workers)
   if (s.phase === 'training' && s.plan !== null && s.members.includes(w.rank)) {
     retryStep(st, now, `worker ${w.name} lost`);
@@ -757,6 +797,78 @@ function lose(st: Transition, conn: ConnId, reason: string, now: number): void {
       s.transfer = null;
     }
   }
+}
+
+/** A pipeline lost a stage: everyone stops, and the shell is asked for the newest state. */
+function rollBack(st: Transition, reason: string): void {
+  const s = st.s;
+  if (st.live().length === 0)
+    return st.fail('WEFT_E_CLUSTER', `all workers are lost (${reason}); the run cannot continue`);
+  for (const w of st.live())
+    st.to(w.conn, msg('abort', { step: s.step, attempt: s.attempt, reason }));
+  s.phase = 'replanning';
+  s.transfer = null;
+  s.plan = null;
+  s.results = new Map();
+  s.reduced = new Map();
+  s.normParts = new Map();
+  s.owner = new Map();
+  s.members = [];
+  st.effects.push({ type: 'rollback' });
+}
+
+/**
+ * The newest state is in: the grid re-planned over the workers left (P stages if there are P,
+ * else one stage per worker, in one replica; workers beyond whole replicas are let go), each
+ * assigned its stage anew with its part of the state, and the run goes on from that state's step
+ * once all are ready. Exact sums make the weights those of a run that never lost anyone.
+ */
+function onRolledBack(st: Transition, e: Extract<CoordinatorEvent, { type: 'rolledBack' }>): void {
+  const s = st.s;
+  const live = [...s.workers.values()].sort((a, b) => a.rank - b.rank);
+  const P0 = s.config.pipeline?.length ?? 1;
+  const P = Math.min(P0, live.length);
+  const D = Math.floor(live.length / P);
+  const model = modelConfig(s.config);
+  const shards = s.config.shards;
+  const T = Number(s.config.assign.config.seqLen) || model.blockSize;
+  const B = Number(s.config.assign.config.batchSize) / shards;
+  s.pipeline =
+    P > 1
+      ? partitionStages(model, P, B, T).map(({ firstLayer, endLayer }) => ({
+          firstLayer,
+          endLayer,
+        }))
+      : null;
+  if (s.pipeline && pipelineGridFits(D, shards, P) === false) s.pipeline = null;
+  s.step = e.step;
+  s.attemptBase = s.attempt + 1; // above every attempt sent before
+  s.attempt = s.attemptBase;
+  const used = s.pipeline ? live.slice(0, D * P) : live;
+  for (const w of live.slice(used.length)) {
+    st.to(w.conn, msg('shutdown', { reason: 'not needed after the pipeline was re-planned' }));
+    st.effects.push({
+      type: 'close',
+      conn: w.conn,
+      code: 'WEFT_E_CLUSTER',
+      reason: `${w.name} let go`,
+    });
+    s.workers.delete(w.conn);
+  }
+  const layout = s.pipeline
+    ? `${D} replica(s) x ${P} stages`
+    : `${used.length} worker(s) holding the whole model`;
+  st.log(`re-planned from step ${e.step}: ${layout}`);
+  used.forEach((w, i) => {
+    w.ready = false;
+    w.stage = s.pipeline ? i % P : -1;
+    assignWorker(st, w, e.state);
+  });
+}
+
+/** Whether D replicas of P stages get at least P micro-batches each from `shards`. */
+function pipelineGridFits(D: number, shards: number, P: number): boolean {
+  return Math.floor(shards / D) >= P;
 }
 
 function onTick(st: Transition, now: number): void {
@@ -778,7 +890,7 @@ function onTick(st: Transition, now: number): void {
     s.reduced.size < s.members.length &&
     now - s.lastProgress > heartbeatTimeoutMs
   ) {
-    if (s.config.pipeline)
+    if (s.pipeline)
       return st.fail(
         'WEFT_E_NETWORK',
         `the all-reduce of pipeline step ${s.step + 1} made no progress for ${Math.round((now - s.lastProgress) / 1000)} s; check that workers can reach each other's peer addresses`,

@@ -104,7 +104,9 @@ export type WorkerEffect =
   | { type: 'evaluate'; step: number; maxWindows: number; tokens: Int32Array }
   | { type: 'loadState'; piece: MessageOf<'state'> }
   | { type: 'sendState' }
-  | { type: 'exit'; code: 'ok' | 'error'; reason: string };
+  | { type: 'exit'; code: 'ok' | 'error'; reason: string }
+  /** A re-plan: stop the step under way (its compute, its reduction) before preparing anew. */
+  | { type: 'replan' };
 
 export interface WorkerOutput {
   state: WorkerState;
@@ -167,8 +169,16 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
       const m = event.message;
       switch (m.t) {
         case 'assign':
-          if (s.phase !== 'joining')
-            return (protocolError('assign after joining'), { state: s, send, effects });
+          // a second assign re-plans a pipeline that lost a worker: whatever is under way stops,
+          // and the worker is prepared afresh for its new stage, from the state that follows
+          if (s.phase !== 'joining') {
+            if (m.rank !== s.rank)
+              return (protocolError('a new assign with another rank'), { state: s, send, effects });
+            effects.push({ type: 'replan' });
+            s.step = -1;
+            s.done = [];
+            s.todo = [];
+          }
           s.rank = m.rank;
           s.stage = m.stage?.index ?? -1;
           s.phase = 'preparing';
