@@ -74,10 +74,14 @@ describe('pipeline parallelism', () => {
     }
   });
 
-  it('on worker threads (P = 2, and 2 x 2) give the same bytes', async () => {
-    for (const workers of [2, 4]) {
-      const run = `threads-${workers}`;
-      await trainWithThreads(pipelined(2), dataset, join(dir, run), { workers }).result;
+  it('on worker threads (P = 2, P = 4, and 2 x 2) give the same bytes', async () => {
+    for (const [P, workers] of [
+      [2, 2],
+      [4, 4],
+      [2, 4],
+    ] as const) {
+      const run = `threads-${workers}x${P}`;
+      await trainWithThreads(pipelined(P), dataset, join(dir, run), { workers }).result;
       expect(weights(run).equals(weights('one')), run).toBe(true);
     }
   });
