@@ -43,7 +43,7 @@ export function workerProcesses(
       let peak = NaN;
       const poll = setInterval(() => {
         const now = peakRss(child.pid);
-        if (!(now <= peak)) peak = now; // NaN-safe max
+        if (!Number.isNaN(now) && !(now <= peak)) peak = now; // peak starts NaN; a failed read keeps it
       }, 200);
       return new Promise<WorkerExit>((resolve) =>
         child.on('exit', (code) => {
