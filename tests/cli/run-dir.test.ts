@@ -199,6 +199,25 @@ describe('case 4: a run that never trained leaves nothing in the way', () => {
       ['coordinator', '--listen', '127.0.0.1:0', '--workers', 'two'],
       /--workers two is not an integer >= 1/,
     ],
+    [
+      ['train', '--set', 'nLayer=4', '--pipeline', '2', '--workers', '3'],
+      /3 workers do not form pipelines of 2 stages; use a multiple of 2 \(2, 4, 6, \.\.\.\)/,
+    ],
+    [
+      [
+        'coordinator',
+        '--listen',
+        '127.0.0.1:0',
+        '--workers',
+        '3',
+        '--set',
+        'nLayer=4',
+        '--pipeline',
+        '2',
+      ],
+      /3 workers do not form pipelines of 2 stages/,
+    ],
+    [['train', '--pipeline', '5'], /config pipelineStages=5 must be an integer from 1 to nLayer=2/],
   ])('%j is named, and no data is prepared', (args, message) => {
     const run = join(dir, `flags-${args.join('-')}`);
     expectCliError(runCli([...args, '--config', 'tiny', '--data', text, '--out', run]), message);

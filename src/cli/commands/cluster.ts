@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import { hostname } from 'node:os';
 import type { WorkerListener } from '../../distributed/launch.ts';
+import { pipelineGrid } from '../../distributed/pipeline/partition.ts';
 import { listenForWorkers, runNetworkWorker, serveCoordinator } from '../../distributed/launch.ts';
 import { WsNetwork, isLoopbackHost, parseAddress } from '../../distributed/transports/ws.ts';
 import { check } from '../../util/errors.ts';
@@ -83,7 +84,9 @@ export function registerCluster(program: Command): void {
         1000 * numberFlag('--heartbeat-timeout', flags.heartbeatTimeout, { min: 1 });
       // bound before the run directory is touched: an address in use changes nothing
       let listener: WorkerListener | undefined;
-      const run = await prepareRun(flags, async () => {
+      const run = await prepareRun(flags, async (config) => {
+        if (config && config.pipelineStages > 1)
+          pipelineGrid(workers, config.pipelineStages, config.shards || config.batchSize);
         listener = await listenForWorkers(flags.listen, { secret });
       });
       const job = await serveCoordinator(

@@ -89,12 +89,13 @@ function overridesOf(flags: RunFlags): Record<string, unknown> {
 
 /**
  * Every flag checked, then the run directory opened (locked, checked, data prepared) by the
- * library's policy (train/run-dir.ts). `beforeOpen` runs once the flags are checked and before
+ * library's policy (train/run-dir.ts). `beforeOpen` runs once the flags (and a fresh run's config,
+ * which it is given) are checked and before
  * anything is written (the coordinator checks its port there).
  */
 export async function prepareRun(
   flags: RunFlags,
-  beforeOpen: () => Promise<void> | void = () => {},
+  beforeOpen: (config?: RunConfig) => Promise<void> | void = () => {},
 ): Promise<PreparedRun> {
   const stopAfter =
     flags.stopAfter === undefined
@@ -130,7 +131,7 @@ export async function prepareRun(
       );
     }
     const outDir = flags.out ?? join('runs', config.name);
-    await beforeOpen();
+    await beforeOpen(config);
     opened = openFreshRun({ config, data: flags.data, outDir, overwrite: flags.overwrite, log });
   }
   return { ...opened, progress: new Progress(opened.config.logEvery), stopAfter, backend };

@@ -3,6 +3,8 @@
 // case of the same code; every worker count gives the same bytes.
 
 import type { Command } from 'commander';
+import { pipelineGrid } from '../../distributed/pipeline/partition.ts';
+import type { RunConfig } from '../../train/config.ts';
 import { availableParallelism } from 'node:os';
 import { trainWithThreads } from '../../distributed/launch.ts';
 import { numberFlag } from './options.ts';
@@ -25,11 +27,22 @@ export function registerTrain(program: Command): void {
         flags.workers === undefined
           ? undefined
           : numberFlag('--workers', flags.workers, { min: 1, integer: true });
-      const run = await prepareRun(flags);
       // one worker per core on the CPU backends; one per GPU (there is one device) on gpu; a
       // pipeline: one per stage
-      const P = run.config.pipelineStages;
-      const workers = asked ?? (P > 1 ? P : run.backend === 'gpu' ? 1 : availableParallelism());
+      const workersFor = (config: RunConfig, backend: string) => {
+        const P = config.pipelineStages;
+        return asked ?? (P > 1 ? P : backend === 'gpu' ? 1 : availableParallelism());
+      };
+      // a pipeline that the workers cannot form is refused before the run directory is touched
+      const run = await prepareRun(flags, (config) => {
+        if (config && config.pipelineStages > 1)
+          pipelineGrid(
+            workersFor(config, flags.backend ?? ''),
+            config.pipelineStages,
+            config.shards || config.batchSize,
+          );
+      });
+      const workers = workersFor(run.config, run.backend);
       if (workers > availableParallelism())
         run.progress.line(
           `${workers} worker threads on ${availableParallelism()} cores: they take turns, so starting them takes a while and steps are no faster than with ${availableParallelism()}`,
