@@ -567,6 +567,13 @@ export class CoordinatorShell {
         return this.takePiece(effect.piece, effect.span);
       case 'rollback':
         return this.rollBack();
+      case 'recovered': {
+        // the surviving replicas' state, as of the last commit: nothing to drop from the metrics
+        const state = this.takeState(effect.adamSteps);
+        this.hooks.log?.(`going on from step ${effect.step} with the surviving workers' state`);
+        this.queue.unshift({ type: 'rolledBack', step: effect.step, state, now: Date.now() });
+        return;
+      }
       case 'checkpoint': {
         const state = this.takeState(effect.adamSteps);
         void this.save(effect.step, state).catch(() => {}); // a failed periodic save is logged; training goes on

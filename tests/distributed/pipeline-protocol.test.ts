@@ -184,10 +184,22 @@ describe('a pipeline coordinator', () => {
       return d.sent.slice(before);
     };
     const lost = feed({ type: 'closed', conn: 13, reason: 'killed', now: 0 });
-    expect(effects).toContain('rollback');
     expect(lost.filter((s) => s.message.t === 'abort').map((s) => s.conn)).toEqual([10, 11, 12]);
     expect(d.state.phase).toBe('replanning');
-    // the shell answers with the newest state: none saved, so the seed's, at step 0
+    // both stages are still held (by replica 0): their state is fetched, not a checkpoint's
+    expect(lost.filter((s) => s.message.t === 'fetch').map((s) => s.conn)).toEqual([10, 11]);
+    for (const [conn, stage] of [
+      [10, 0],
+      [11, 1],
+    ]) {
+      const size = stageLayout(model, spans[stage]).total;
+      const part = () => new Float32Array(size);
+      for (const piece of statePieces({ params: part(), m: part(), v: part(), adamSteps: 0 }))
+        feed({ type: 'message', conn, message: piece, now: 0 });
+    }
+    expect(effects).toContain('recovered');
+    expect(effects).not.toContain('rollback');
+    // the shell answers with that state (here, the seed's: null) at the step it is of
     const replanned = feed({ type: 'rolledBack', step: 0, state: null, now: 0 });
     const assigns = replanned.filter((s) => s.message.t === 'assign');
     expect(assigns.map((s) => s.conn)).toEqual([10, 11]); // one replica of 2 stages
@@ -199,6 +211,19 @@ describe('a pipeline coordinator', () => {
     const planned = feed({ type: 'stepPlanned', step: 0, targetCount: 64, batches: null, now: 0 });
     const start = planned.find((s) => s.message.t === 'start')?.message as MessageOf<'start'>;
     expect(start).toMatchObject({ step: 0, attempt: 1 });
+  });
+
+  it("losing a stage's only worker rolls back to the newest checkpoint", () => {
+    const d = Driver.training();
+    d.feed({ type: 'closed', conn: 13, reason: 'killed', now: 0 }); // stage 1, replica 1
+    const o = coordinatorTransition(deepFreeze(d.state), {
+      type: 'closed',
+      conn: 11, // stage 1, replica 0: no worker holds stage 1 now
+      reason: 'killed',
+      now: 0,
+    });
+    // the survivors' fetch is abandoned (one sender is gone): the checkpoint it is
+    expect(o.effects.map((e) => e.type)).toContain('rollback');
   });
 
   it("refuses a stage's state pieces of another size than its stage's", () => {

@@ -134,6 +134,8 @@ export interface CoordinatorState {
     ranks: number[];
     step: number;
     final: boolean;
+    /** The state a re-planned pipeline goes on from, from surviving replicas (not a checkpoint). */
+    recovery?: boolean;
     /** Per rank, elements of params, m and v, from their first piece. */
     totals: Record<number, Partial<Record<'params' | 'm' | 'v', number>>>;
     /** Per rank, elements of each received so far: pieces come in order, each starting where the last ended. */
@@ -196,6 +198,8 @@ export type CoordinatorEffect =
    * keeps the metrics up to it, and answers with rolledBack.
    */
   | { type: 'rollback' }
+  /** The state fetched from surviving replicas is in: the shell answers with rolledBack at `step`. */
+  | { type: 'recovered'; step: number; adamSteps: number }
   | { type: 'failed'; code: string; message: string };
 
 export interface Output {
@@ -748,6 +752,10 @@ function onStatePiece(st: Transition, w: Worker, m: MessageOf<'state'>): void {
     kinds.every((k) => t.totals[r][k] !== undefined && t.received[r][k] === t.totals[r][k]);
   if (!t.ranks.every(complete)) return;
   s.transfer = null;
+  if (t.recovery) {
+    st.effects.push({ type: 'recovered', step: t.step, adamSteps: m.adamSteps });
+    return;
+  }
   if (!t.final) {
     st.effects.push({ type: 'checkpoint', step: t.step, adamSteps: m.adamSteps });
     return;
@@ -781,7 +789,14 @@ function lose(st: Transition, conn: ConnId, reason: string, now: number): void {
   // it rolls back to its newest checkpoint and re-plans the grid over the workers left
   const needed = s.phase !== 'fetching' || (s.transfer?.ranks.includes(w.rank) ?? false);
   if (s.pipeline && needed && s.phase !== 'replanning') return rollBack(st, reason);
-  if (s.phase === 'replanning') return;
+  if (s.phase === 'replanning') {
+    // a worker sending the survivors' state is gone too: the checkpoint it is
+    if (s.transfer?.ranks.includes(w.rank)) {
+      s.transfer = null;
+      st.effects.push({ type: 'rollback' });
+    }
+    return;
+  }
   // (while a plan is awaited no attempt has started: the plan's start goes to the live workers)
   if (s.phase === 'training' && s.plan !== null && s.members.includes(w.rank)) {
     retryStep(st, now, `worker ${w.name} lost`);
@@ -814,6 +829,24 @@ function rollBack(st: Transition, reason: string): void {
   s.normParts = new Map();
   s.owner = new Map();
   s.members = [];
+  // every stage still held by a live worker: its state, as of the last commit, from them;
+  // else the newest checkpoint
+  const holders = grid(st).map((stage) => stage[0]);
+  if (holders.every((w) => w !== undefined)) {
+    const ranks = holders.map((w) => w.rank);
+    const empty = Object.fromEntries(ranks.map((r) => [r, {}]));
+    s.transfer = {
+      ranks,
+      step: s.step,
+      final: false,
+      recovery: true,
+      totals: { ...empty },
+      received: { ...empty },
+    };
+    st.effects.push({ type: 'fetchState', step: s.step, final: false });
+    for (const w of holders) st.to(w.conn, msg('fetch', { what: 'state' }));
+    return;
+  }
   st.effects.push({ type: 'rollback' });
 }
 
