@@ -66,6 +66,8 @@ export const SCHEMAS = {
     resume: 'bool',
     /** Kernel backend every worker uses (the same everywhere, for bit-identical sums). */
     backend: { oneOf: ['reference', 'wasm', 'gpu'] },
+    /** Which plan of the run this is (0 the first; a re-planned pipeline's are higher). */
+    plan: { optional: 'int' },
     /** A pipeline run: this worker's stage (its replica and stage follow from its place in members). */
     stage: {
       optional: {
@@ -86,10 +88,12 @@ export const SCHEMAS = {
   /** gradNorm: a pipeline's global norm, from every stage's blocks (workers hold only theirs). */
   commit: { step: 'int', attempt: 'int', skip: 'bool', gradNorm: { optional: 'number' } },
   evaluate: { step: 'int', maxWindows: 'int', tokens: 'i32' },
-  fetch: { what: { oneOf: ['state'] } },
+  /** id: echoed in the state pieces that answer it, so pieces of an earlier fetch are told apart. */
+  fetch: { what: { oneOf: ['state'] }, id: { optional: 'int' } },
   shutdown: { reason: 'string' },
   // control, worker -> coordinator (state goes both ways: weights and AdamW moments in pieces)
-  ready: { dataLocal: 'bool' },
+  /** plan: the assign's (a re-planned pipeline's), echoed so a late ready of an earlier one is told apart. */
+  ready: { dataLocal: 'bool', plan: { optional: 'int' } },
   shardDone: {
     step: 'int',
     attempt: 'int',
@@ -134,6 +138,8 @@ export const SCHEMAS = {
     total: 'int',
     data: 'f32',
     adamSteps: 'int',
+    /** The id of the fetch it answers (worker -> coordinator). */
+    fetch: { optional: 'int' },
   },
   leave: { reason: 'string' },
   // both directions, any link

@@ -191,8 +191,12 @@ export class WorkerShell {
         return this.reduce(effect.step, effect.attempt, effect.members);
       case 'cancelReduce':
         return this.cancelReduction(effect.reason, effect.step, effect.attempt);
-      case 'pipeline':
-        return void setImmediate(() => void this.runPipeline(effect));
+      case 'pipeline': {
+        const plan = this.plan; // a re-plan before it runs makes it stale
+        return void setImmediate(() => {
+          if (plan === this.plan) void this.runPipeline(effect);
+        });
+      }
       case 'replan': {
         // the step under way stops; what arrives for it from now on goes nowhere
         this.plan++;
@@ -218,7 +222,7 @@ export class WorkerShell {
       case 'evaluate':
         return this.later(() => this.evaluate(effect.step, effect.maxWindows, effect.tokens));
       case 'sendState':
-        return this.sendState();
+        return this.sendState(effect.fetch);
       case 'exit':
         return this.exit(effect.code, effect.reason);
       default:
@@ -388,6 +392,7 @@ export class WorkerShell {
         this.activations,
       );
       this.clock.computed(r.computeMs); // the waits for neighbours (the bubble) count as waiting
+      if (plan !== this.plan) return; // re-planned meanwhile: this step is gone
       const last = ctx.stage === ctx.stages - 1;
       const results = last ? effect.shards.map((shard, i) => ({ shard, ...r.losses[i] })) : [];
       this.dispatch({ type: 'pipelined', step: effect.step, results, overflow: r.overflow });
@@ -541,8 +546,8 @@ export class WorkerShell {
     return { type: 'evaluated', step, result };
   }
 
-  /** The model's weights and AdamW moments, as copies, in pieces to the coordinator. */
-  private sendState(): void {
+  /** The model's weights and AdamW moments, as copies, in pieces to the coordinator (for fetch `id`). */
+  private sendState(id?: number): void {
     const { model, optimizer } = this.prepared as Prepared;
     const state = {
       params: model.params,
@@ -550,7 +555,8 @@ export class WorkerShell {
       v: optimizer.v,
       adamSteps: optimizer.stepCount,
     };
-    for (const piece of statePieces(state)) this.coordinator.send(piece);
+    for (const piece of statePieces(state))
+      this.coordinator.send(id === undefined ? piece : { ...piece, fetch: id });
   }
 
   /** One piece of a resumed run's state into the model and optimizer. */

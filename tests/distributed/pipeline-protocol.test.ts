@@ -56,10 +56,12 @@ const config: CoordinatorConfig = {
 class Driver {
   state: CoordinatorState = initialCoordinator(config);
   sent: { conn: number; message: Message }[] = [];
+  effects: string[] = [];
   feed(event: CoordinatorEvent): void {
     const o = coordinatorTransition(deepFreeze(this.state), event);
     this.state = o.state;
     this.sent.push(...o.send);
+    this.effects.push(...o.effects.map((e) => e.type));
     for (const e of o.effects)
       if (e.type === 'planStep')
         this.feed({ type: 'stepPlanned', step: e.step, targetCount: 64, batches: null, now: 0 });
@@ -194,8 +196,11 @@ describe('a pipeline coordinator', () => {
     ]) {
       const size = stageLayout(model, spans[stage]).total;
       const part = () => new Float32Array(size);
+      const fetch = (
+        lost.find((x) => x.conn === conn && x.message.t === 'fetch')?.message as MessageOf<'fetch'>
+      ).id;
       for (const piece of statePieces({ params: part(), m: part(), v: part(), adamSteps: 0 }))
-        feed({ type: 'message', conn, message: piece, now: 0 });
+        feed({ type: 'message', conn, message: { ...piece, fetch }, now: 0 });
     }
     expect(effects).toContain('recovered');
     expect(effects).not.toContain('rollback');
@@ -205,8 +210,13 @@ describe('a pipeline coordinator', () => {
     expect(assigns.map((s) => s.conn)).toEqual([10, 11]); // one replica of 2 stages
     expect(assigns.map((s) => (s.message as MessageOf<'assign'>).stage?.index)).toEqual([0, 1]);
     expect(replanned.find((s) => s.message.t === 'shutdown')?.conn).toBe(12); // beyond the replica
+    const plan = (assigns[0].message as MessageOf<'assign'>).plan;
+    expect(plan).toBe(1);
+    // a ready of an earlier plan counts for nothing; the new plan's do
+    feed({ type: 'message', conn: 10, message: msg('ready', { dataLocal: true }), now: 0 });
+    expect(d.state.workers.get(10)?.ready).toBe(false);
     for (const conn of [10, 11])
-      feed({ type: 'message', conn, message: msg('ready', { dataLocal: true }), now: 0 });
+      feed({ type: 'message', conn, message: msg('ready', { dataLocal: true, plan }), now: 0 });
     // planStep is answered, and the step starts again with an attempt above every earlier one
     const planned = feed({ type: 'stepPlanned', step: 0, targetCount: 64, batches: null, now: 0 });
     const start = planned.find((s) => s.message.t === 'start')?.message as MessageOf<'start'>;
@@ -243,7 +253,107 @@ describe('a pipeline coordinator', () => {
       v: Float32Array.of(1),
       adamSteps: 1,
     };
-    for (const piece of statePieces(tiny)) d.message(10, piece);
+    const fetch = (d.to(10, 'fetch')[0] as MessageOf<'fetch'>).id;
+    for (const piece of statePieces(tiny)) d.message(10, { ...piece, fetch });
     expect(d.to(10, 'reject')[0]).toMatchObject({ code: 'WEFT_E_PROTOCOL' });
+  });
+
+  describe('re-planning after a loss (cases from a review)', () => {
+    const stageOf: Record<number, number> = { 10: 0, 11: 1, 12: 0, 13: 1 };
+    const effects = (d: Driver) => d.effects;
+    /** Completes the current step on the full 2 x 2 grid. */
+    const step = (d: Driver) => {
+      const { step: s, attempt } = d.state;
+      for (const conn of [11, 13]) {
+        const start = d.to(conn, 'start').at(-1) as MessageOf<'start'>;
+        for (const shard of start.shards)
+          d.message(
+            conn,
+            msg('shardDone', { step: s, attempt, shard, lossSum: 1, targets: 16, overflow: false }),
+          );
+      }
+      for (const conn of [10, 11, 12, 13])
+        d.message(conn, { ...reduced(stageOf[conn]), step: s, attempt });
+    };
+    /** `conn`'s answer to the last fetch it got: its stage's state in pieces. */
+    const answer = (d: Driver, conn: number, stage: number) => {
+      const fetch = (d.to(conn, 'fetch').at(-1) as MessageOf<'fetch'>).id;
+      const part = () => new Float32Array(stageLayout(model, spans[stage]).total);
+      return statePieces({ params: part(), m: part(), v: part(), adamSteps: 0 }).map((p) => ({
+        ...p,
+        fetch,
+      }));
+    };
+    const ready = (d: Driver, conn: number) => {
+      const plan = (d.to(conn, 'assign').at(-1) as MessageOf<'assign'>).plan;
+      d.message(conn, msg('ready', { dataLocal: true, plan }));
+    };
+    const lose = (d: Driver, conn: number) =>
+      d.feed({ type: 'closed', conn, reason: 'killed', now: 0 });
+
+    it('a sender lost during the final fetch does not train a step past the end', () => {
+      const d = Driver.training();
+      step(d);
+      step(d);
+      expect(d.state).toMatchObject({ phase: 'fetching', step: 2 });
+      lose(d, 11); // a final-state sender; replica 1 still holds stage 1
+      for (const [conn, stage] of [
+        [10, 0],
+        [13, 1],
+      ])
+        for (const p of answer(d, conn, stage)) d.message(conn, p);
+      expect(effects(d)).toContain('recovered');
+      d.feed({ type: 'rolledBack', step: 2, state: null, now: 0 });
+      const before = d.sent.length;
+      for (const conn of [10, 12]) ready(d, conn); // 13 is beyond one replica: let go
+      expect(d.sent.slice(before).filter((x) => x.message.t === 'start')).toEqual([]);
+      expect(d.state.phase).toBe('fetching'); // the final state, from the new grid
+    });
+
+    it('a re-assigned worker lost, before or after the others are ready: planned again', () => {
+      for (const readyFirst of [false, true]) {
+        const d = Driver.training();
+        lose(d, 13);
+        for (const [conn, stage] of [
+          [10, 0],
+          [11, 1],
+        ])
+          for (const p of answer(d, conn, stage)) d.message(conn, p);
+        d.feed({ type: 'rolledBack', step: 0, state: null, now: 0 });
+        if (readyFirst) ready(d, 10);
+        lose(d, 11); // the re-assigned stage 1 (12 was let go: beyond one replica)
+        expect(d.state.phase).toBe('replanning');
+        // planned again over 10 alone, from the same state: the whole model
+        const assigned = d.to(10, 'assign').at(-1) as MessageOf<'assign'>;
+        expect([assigned.plan, assigned.stage]).toEqual([2, undefined]);
+        ready(d, 10);
+        expect(d.to(10, 'start').at(-1)).toMatchObject({ step: 0 });
+        expect(d.state.phase).toBe('training');
+      }
+    });
+
+    it('a checkpoint still arriving when a worker is lost: its late pieces are dropped, not refused', () => {
+      const d = new Driver();
+      d.state = initialCoordinator({ ...config, ckptEvery: 1, stopAt: 3, steps: 3 });
+      d.feed({ type: 'start', now: 0 });
+      for (const conn of [10, 11, 12, 13])
+        d.feed({ type: 'joined', conn, name: `w${conn}`, address: `a${conn}`, now: 0 });
+      for (const conn of [10, 11, 12, 13]) d.message(conn, msg('ready', { dataLocal: true }));
+      step(d); // the checkpoint after step 1 is fetched from 10 and 11
+      const old = answer(d, 10, 0);
+      d.message(10, old[0]);
+      lose(d, 13); // the survivors' state is fetched from 10 and 11 anew
+      for (const p of old.slice(1)) d.message(10, p);
+      for (const p of answer(d, 10, 0)) d.message(10, p);
+      expect(d.to(10, 'reject')).toEqual([]);
+    });
+
+    it('every worker lost while re-planning fails the run, naming it', () => {
+      const d = Driver.training();
+      lose(d, 13);
+      lose(d, 11); // a sender of the survivors' state: the checkpoint, then
+      for (const conn of [10, 12]) lose(d, conn);
+      expect(d.state.phase).toBe('failed');
+    });
   });
 });

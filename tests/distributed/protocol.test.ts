@@ -57,6 +57,11 @@ const config: CoordinatorConfig = {
 };
 
 /** Runs events through the coordinator, as a shell would, collecting everything it sends and does. */
+/** The id of the last fetch sent to `conn` (state pieces answering it carry it). */
+function fetchId(d: Driver, conn: number): number {
+  return (d.sent(conn, 'fetch').at(-1) as MessageOf<'fetch'>).id as number;
+}
+
 class Driver {
   state: CoordinatorState;
   out: Output[] = [];
@@ -198,7 +203,7 @@ describe('coordinator state machine', () => {
     d.join(11, 'b');
     d.work(10);
     d.work(11);
-    expect(d.sent(10, 'fetch')).toEqual([msg('fetch', { what: 'state' })]);
+    expect(d.sent(10, 'fetch')).toEqual([msg('fetch', { what: 'state', id: 1 })]);
     const state = {
       params: Float32Array.from([1, 2, 3]),
       m: Float32Array.from([4, 5, 6]),
@@ -206,7 +211,7 @@ describe('coordinator state machine', () => {
       adamSteps: 1,
     };
     for (const piece of statePieces(state))
-      d.feed({ type: 'message', conn: 10, message: piece, now: 0 });
+      d.feed({ type: 'message', conn: 10, message: { ...piece, fetch: fetchId(d, 10) }, now: 0 });
     expect(d.out.at(-1)?.effects).toContainEqual({ type: 'finished', steps: 1, adamSteps: 1 });
     expect(d.assembled()).toEqual({ params: [1, 2, 3], m: [4, 5, 6], v: [7, 8, 9] });
     expect(d.sent(11, 'shutdown')).toHaveLength(1);
@@ -249,13 +254,13 @@ describe('coordinator state machine', () => {
       adamSteps: 8,
     };
     for (const piece of statePieces(state))
-      d.feed({ type: 'message', conn: 10, message: piece, now: 0 });
+      d.feed({ type: 'message', conn: 10, message: { ...piece, fetch: fetchId(d, 10) }, now: 0 });
     expect(d.out.at(-1)?.effects).toContainEqual({ type: 'checkpoint', step: 2, adamSteps: 8 });
     expect(d.assembled()).toEqual({ params: [9, 9], m: [8, 8], v: [7, 7] });
     d.work(10);
     d.work(11);
     // stopAt 3: the final state is fetched instead of a fourth step
-    expect(d.sent(10).at(-1)).toEqual(msg('fetch', { what: 'state' }));
+    expect(d.sent(10).at(-1)).toMatchObject({ t: 'fetch', what: 'state' });
   });
 
   it('while a plan is asked for: a lost worker is left out of its start, a stop ends the run, a second answer is ignored', () => {
@@ -282,7 +287,7 @@ describe('coordinator state machine', () => {
     d.feed({ type: 'stop', now: 0 }); // arrives while step 1's plan is pending
     plan(1);
     expect(d.sent(10, 'start')).toHaveLength(1);
-    expect(d.sent(10).at(-1)).toEqual(msg('fetch', { what: 'state' }));
+    expect(d.sent(10).at(-1)).toMatchObject({ t: 'fetch', what: 'state' });
   });
 
   it('names a lost worker, aborts the step and gives its shards to the others', () => {

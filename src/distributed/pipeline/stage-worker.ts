@@ -75,16 +75,18 @@ export class ActivationBox {
   }
 }
 
-const watched = new WeakSet<Connection>();
+/** Per link watched, the box its closing aborts: the latest step's (a re-plan makes a new box). */
+const watched = new WeakMap<Connection, ActivationBox>();
 
-/** Aborts `box`'s waiting takes when `link` closes (once per link, whatever the step). */
+/** Aborts the waiting takes of the box last given for `link` when it closes. */
 function watchClose(link: Connection, box: ActivationBox): void {
-  if (watched.has(link)) return;
-  watched.add(link);
+  const first = !watched.has(link);
+  watched.set(link, box);
+  if (!first) return;
   const before = link.onClose;
   link.onClose = (reason) => {
     before?.(reason);
-    box.abort(`the link to a neighbouring pipeline stage closed: ${reason}`);
+    watched.get(link)?.abort(`the link to a neighbouring pipeline stage closed: ${reason}`);
   };
 }
 

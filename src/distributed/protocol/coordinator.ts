@@ -101,6 +101,12 @@ export interface CoordinatorState {
    * so nothing sent before the rollback is taken for what is sent after it.
    */
   attemptBase: number;
+  /** The latest re-plan (0: the first plan), sent in assign and echoed in ready. */
+  planId: number;
+  /** The state and step a re-plan goes on from, once assigned (a further loss re-plans from it). */
+  replan: { step: number; state: TrainingState | null } | null;
+  /** The id of the latest fetch: state pieces answering an earlier one are dropped. */
+  fetchId: number;
   config: CoordinatorConfig;
   workers: Map<ConnId, Worker>;
   nextRank: number;
@@ -136,6 +142,8 @@ export interface CoordinatorState {
     final: boolean;
     /** The state a re-planned pipeline goes on from, from surviving replicas (not a checkpoint). */
     recovery?: boolean;
+    /** The fetch's id, echoed by its pieces. */
+    id: number;
     /** Per rank, elements of params, m and v, from their first piece. */
     totals: Record<number, Partial<Record<'params' | 'm' | 'v', number>>>;
     /** Per rank, elements of each received so far: pieces come in order, each starting where the last ended. */
@@ -231,6 +239,9 @@ export function initialCoordinator(config: CoordinatorConfig): CoordinatorState 
     normParts: new Map(),
     pipeline: config.pipeline,
     attemptBase: 0,
+    planId: 0,
+    replan: null,
+    fetchId: 0,
     stopping: false,
   };
 }
@@ -401,9 +412,16 @@ function assignWorker(st: Transition, w: Worker, state: TrainingState | null): v
         },
       }
     : {};
+  const plan = st.s.planId > 0 ? { plan: st.s.planId } : {};
   st.to(
     w.conn,
-    msg('assign', { ...st.s.config.assign, ...stageField, rank: w.rank, resume: state !== null }),
+    msg('assign', {
+      ...st.s.config.assign,
+      ...stageField,
+      ...plan,
+      rank: w.rank,
+      resume: state !== null,
+    }),
   );
   if (state) {
     const mine = span ? stageState(state, stageRanges(modelConfig(st.s.config), span)) : state;
@@ -441,10 +459,14 @@ function onMessage(st: Transition, w: Worker, m: Message, now: number): void {
   switch (m.t) {
     case 'ready':
       if (s.phase === 'replanning' && !w.ready) {
+        if (!s.replan || m.plan !== s.planId) return; // ready for an earlier plan
         w.ready = true;
-        // every worker left is ready with its new stage: the run goes on
+        w.dataLocal = m.dataLocal;
+        // every worker left is ready with its new stage: the run goes on (or ends, if it is due)
         if ([...s.workers.values()].every((o) => o.ready)) {
+          s.replan = null;
           s.phase = 'training';
+          if (s.step >= s.config.stopAt || s.stopping) return finish(st);
           startStep(st);
         }
         return;
@@ -719,9 +741,10 @@ function requestState(st: Transition, final: boolean): void {
     );
   const ranks = senders.map((w) => w.rank);
   const empty = Object.fromEntries(ranks.map((r) => [r, {}]));
-  s.transfer = { ranks, step: s.step, final, totals: { ...empty }, received: { ...empty } };
+  const id = ++s.fetchId;
+  s.transfer = { ranks, step: s.step, final, id, totals: { ...empty }, received: { ...empty } };
   st.effects.push({ type: 'fetchState', step: s.step, final });
-  for (const w of senders) st.to(w.conn, msg('fetch', { what: 'state' }));
+  for (const w of senders) st.to(w.conn, msg('fetch', { what: 'state', id }));
 }
 
 function finish(st: Transition): void {
@@ -732,7 +755,8 @@ function finish(st: Transition): void {
 function onStatePiece(st: Transition, w: Worker, m: MessageOf<'state'>): void {
   const s = st.s;
   const t = s.transfer;
-  if (!t || !t.ranks.includes(w.rank)) return;
+  // (pieces of an earlier fetch, still arriving after a new one began, are dropped)
+  if (!t || !t.ranks.includes(w.rank) || m.fetch !== t.id) return;
   const totals = t.totals[w.rank];
   const received = t.received[w.rank];
   // a pipeline stage's part is put into the whole model's place by place: it must be its size
@@ -790,12 +814,18 @@ function lose(st: Transition, conn: ConnId, reason: string, now: number): void {
   const needed = s.phase !== 'fetching' || (s.transfer?.ranks.includes(w.rank) ?? false);
   if (s.pipeline && needed && s.phase !== 'replanning') return rollBack(st, reason);
   if (s.phase === 'replanning') {
+    if (s.workers.size === 0)
+      return st.fail('WEFT_E_CLUSTER', `all workers are lost (${reason}); the run cannot continue`);
     // a worker sending the survivors' state is gone too: the checkpoint it is
     if (s.transfer?.ranks.includes(w.rank)) {
       s.transfer = null;
       st.effects.push({ type: 'rollback' });
+      return;
     }
-    return;
+    // assignments are out: plan again over who is left, from the same state
+    const again = s.replan;
+    if (again) onRolledBack(st, { type: 'rolledBack', ...again, now });
+    return; // (else the shell's answer is awaited: it plans over who is left then)
   }
   // (while a plan is awaited no attempt has started: the plan's start goes to the live workers)
   if (s.phase === 'training' && s.plan !== null && s.members.includes(w.rank)) {
@@ -835,16 +865,18 @@ function rollBack(st: Transition, reason: string): void {
   if (holders.every((w) => w !== undefined)) {
     const ranks = holders.map((w) => w.rank);
     const empty = Object.fromEntries(ranks.map((r) => [r, {}]));
+    const id = ++s.fetchId;
     s.transfer = {
       ranks,
       step: s.step,
       final: false,
       recovery: true,
+      id,
       totals: { ...empty },
       received: { ...empty },
     };
     st.effects.push({ type: 'fetchState', step: s.step, final: false });
-    for (const w of holders) st.to(w.conn, msg('fetch', { what: 'state' }));
+    for (const w of holders) st.to(w.conn, msg('fetch', { what: 'state', id }));
     return;
   }
   st.effects.push({ type: 'rollback' });
@@ -859,6 +891,10 @@ function rollBack(st: Transition, reason: string): void {
 function onRolledBack(st: Transition, e: Extract<CoordinatorEvent, { type: 'rolledBack' }>): void {
   const s = st.s;
   const live = [...s.workers.values()].sort((a, b) => a.rank - b.rank);
+  if (live.length === 0)
+    return st.fail('WEFT_E_CLUSTER', 'all workers are lost; the run cannot continue');
+  s.replan = { step: e.step, state: e.state };
+  s.planId++;
   const P0 = s.config.pipeline?.length ?? 1;
   const P = Math.min(P0, live.length);
   const D = Math.floor(live.length / P);
@@ -875,7 +911,7 @@ function onRolledBack(st: Transition, e: Extract<CoordinatorEvent, { type: 'roll
       : null;
   if (s.pipeline && pipelineGridFits(D, shards, P) === false) s.pipeline = null;
   s.step = e.step;
-  s.attemptBase = s.attempt + 1; // above every attempt sent before
+  s.attemptBase = Math.max(s.attemptBase, s.attempt + 1); // above every attempt sent before
   s.attempt = s.attemptBase;
   const used = s.pipeline ? live.slice(0, D * P) : live;
   for (const w of live.slice(used.length)) {

@@ -40,6 +40,8 @@ export interface WorkerState {
   batches: MessageOf<'start'>['batches'];
   /** A pipeline stage's index (-1: no pipeline), and whether its step overflowed the exact grid. */
   stage: number;
+  /** The plan of the last assign (0 unless a pipeline was re-planned). */
+  plan: number;
   overflow: boolean;
 }
 
@@ -103,7 +105,7 @@ export type WorkerEffect =
   | { type: 'apply'; lr: number; skip: boolean; gradNorm?: number }
   | { type: 'evaluate'; step: number; maxWindows: number; tokens: Int32Array }
   | { type: 'loadState'; piece: MessageOf<'state'> }
-  | { type: 'sendState' }
+  | { type: 'sendState'; fetch?: number }
   | { type: 'exit'; code: 'ok' | 'error'; reason: string }
   /** A re-plan: stop the step under way (its compute, its reduction) before preparing anew. */
   | { type: 'replan' };
@@ -129,8 +131,14 @@ export function initialWorker(): WorkerState {
     todo: [],
     batches: [],
     stage: -1,
+    plan: 0,
     overflow: false,
   };
+}
+
+/** The plan field of ready: only after a re-plan (so a first ready is as it always was). */
+function planOf(s: WorkerState): { plan?: number } {
+  return s.plan > 0 ? { plan: s.plan } : {};
 }
 
 export function workerTransition(state: WorkerState, event: WorkerEvent): WorkerOutput {
@@ -180,6 +188,7 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
             s.todo = [];
           }
           s.rank = m.rank;
+          s.plan = m.plan ?? 0;
           s.stage = m.stage?.index ?? -1;
           s.phase = 'preparing';
           s.stateToLoad = m.resume ? -1 : 0; // the size is known from the first piece
@@ -193,7 +202,7 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
           effects.push({ type: 'loadState', piece: m });
           if (s.stateToLoad === 0) {
             s.phase = 'idle';
-            send.push(msg('ready', { dataLocal: s.dataLocal }));
+            send.push(msg('ready', { dataLocal: s.dataLocal, ...planOf(s) }));
           }
           break;
         }
@@ -280,7 +289,7 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
           });
           break;
         case 'fetch':
-          effects.push({ type: 'sendState' });
+          effects.push({ type: 'sendState', fetch: m.id });
           break;
         case 'ping':
           break;
@@ -304,7 +313,7 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
       s.dataLocal = event.dataLocal;
       if (s.stateToLoad === 0) {
         s.phase = 'idle';
-        send.push(msg('ready', { dataLocal: event.dataLocal }));
+        send.push(msg('ready', { dataLocal: event.dataLocal, ...planOf(s) }));
       } else {
         s.phase = 'loading';
       }
