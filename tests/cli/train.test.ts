@@ -149,6 +149,27 @@ describe('one-line errors', () => {
   });
 });
 
+describe('--pipeline', () => {
+  it('configs/tiny.json with --set nLayer=4 in 2 stages ends with the bytes of 1 worker', () => {
+    const weightsOf = (run: string) =>
+      readFileSync(join(run, 'checkpoints/step-00000004/model.safetensors'));
+    const runs = [
+      ['one', '--workers', '1'],
+      ['stages', '--pipeline', '2'],
+    ].map(([name, ...flags]) => {
+      const run = join(dir, `pipeline-${name}`);
+      const r = runCli([
+        'train', '--config', 'tiny', '--data', text, '--out', run,
+        '--set', 'nLayer=4', '--steps', '4', ...flags,
+      ]); // prettier-ignore
+      expect(r.status, r.stderr).toBe(0);
+      return { run, stdout: r.stdout };
+    });
+    expect(runs[1].stdout).toMatch(/on 2 workers, as 1 replica\(s\) x 2 pipeline stages \(1f1b\)/);
+    expect(weightsOf(runs[1].run).equals(weightsOf(runs[0].run))).toBe(true);
+  });
+});
+
 describe('Ctrl-C', () => {
   it('finishes the step in progress, saves a checkpoint and exits 0', async () => {
     const run = join(dir, 'interrupted');
