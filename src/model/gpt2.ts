@@ -137,6 +137,17 @@ export class GPT2 {
     this.slot = this.slots[i];
   }
 
+  /** The final LayerNorm's (B, T, C) output of the last forward (a view): a reward head reads it. */
+  get hidden(): Float32Array {
+    const { acts } = this.slot;
+    check(
+      acts !== null && this.span.head,
+      'WEFT_E_STATE',
+      'hidden needs a forward() of the head first',
+    );
+    return acts.lnf;
+  }
+
   /** Bytes of activations held: every slot's, and the shared activation gradients. */
   get activationBytes(): number {
     const buffers = [...this.slots.map((s) => s.buffer), this.actGradBuffer];
