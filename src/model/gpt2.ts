@@ -286,7 +286,8 @@ export class GPT2 {
    * backwardOrder(config).stageEnds[s] are final (backward-order.ts): a caller can reduce them
    * while the rest runs. A stage without the head starts from `dOutput`, the gradient of its
    * (B, T, C) output (and yields 0 at once); one without the embeddings ends with the gradient of
-   * its input in inputGrad.
+   * its input in inputGrad. With the head, a given `dOutput` is the gradient of the final
+   * LayerNorm's (B, T, C) output (`hidden`), for a head other than the tied LM head (a reward's).
    */
   *backwardStages(
     normalizer: number = this.slot.targetCount,
@@ -295,7 +296,9 @@ export class GPT2 {
     const { acts: a, targets, B, T } = this.slot;
     const { head, embeddings } = this.span;
     const d = this.actGrads;
-    if (!a || !d || (head && !targets)) {
+    // with the head, dOutput is the gradient of the final hidden (a head other than the LM's)
+    const fromHidden = head && dOutput !== undefined;
+    if (!a || !d || (head && !fromHidden && !targets)) {
       throw new WeftError('WEFT_E_STATE', 'backward() needs a forward() with targets first');
     }
     const { nHead: NH, nEmbd: C, vocabSize: V } = this.config;
@@ -305,16 +308,25 @@ export class GPT2 {
     const BT = B * T;
 
     if (head) {
-      check(
-        normalizer > 0,
-        'WEFT_E_STATE',
-        `backward() normalizer ${normalizer} must be positive (no targets counted?)`,
-      );
-      d.dlogits.fill(0);
-      d.dlnf.fill(0);
       d.dresidualA.fill(0);
-      k.crossEntropyBackward(d.dlogits, a.probs, targets as Int32Array, 1 / normalizer, BT, V);
-      k.lmHeadBackward(d.dlnf, g.wte, d.dlogits, a.lnf, p.wte, BT, C, V);
+      if (fromHidden) {
+        check(
+          dOutput.length === BT * C,
+          'WEFT_E_SHAPE',
+          `the gradient of the final hidden must be (B, T, C) = ${BT * C} values, got ${dOutput.length}`,
+        );
+        d.dlnf.set(dOutput);
+      } else {
+        check(
+          normalizer > 0,
+          'WEFT_E_STATE',
+          `backward() normalizer ${normalizer} must be positive (no targets counted?)`,
+        );
+        d.dlogits.fill(0);
+        d.dlnf.fill(0);
+        k.crossEntropyBackward(d.dlogits, a.probs, targets as Int32Array, 1 / normalizer, BT, V);
+        k.lmHeadBackward(d.dlnf, g.wte, d.dlogits, a.lnf, p.wte, BT, C, V);
+      }
       const last = L > 0 ? layerOf(a.residual3, L - 1, L) : a.encoded;
       k.layernormBackward(
         d.dresidualA,
