@@ -10,17 +10,14 @@
 // usage: npm run bench:pipeline -- [--config configs/bench-m.json ...] [--stages 1,2,4]
 //                                  [--steps N] [--warmup N] [--schedule 1f1b|gpipe]
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadDataset } from '../src/data/dataset.ts';
-import { prepareDataset } from '../src/data/prepare.ts';
 import { serveCoordinator } from '../src/distributed/launch.ts';
 import { bubbleFraction, partitionStages } from '../src/distributed/pipeline/partition.ts';
 import type { RunConfig } from '../src/train/config.ts';
 import { loadRunConfig, sequenceLength } from '../src/train/config.ts';
-import { workerProcesses, workerRecords } from './bench-workers.ts';
+import { benchDataset, workerProcesses, workerRecords } from './bench-workers.ts';
 
 const root = join(dirname(new URL(import.meta.url).pathname), '..');
 const { values } = parseArgs({
@@ -41,12 +38,7 @@ const warmup = Number(values.warmup);
 const MiB = 2 ** 20;
 
 async function benchPipeline(cfg: RunConfig, P: number): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'weft-bench-'));
-  prepareDataset(join(root, 'data/tinyshakespeare.txt'), join(dir, 'ds'), {
-    tokenizer: `bpe:${cfg.vocabSize - 3}`,
-    valFraction: 0,
-  });
-  const dataset = loadDataset(join(dir, 'ds'));
+  const { dir, dataset } = benchDataset(cfg);
   const config = {
     ...cfg,
     steps: warmup + steps,

@@ -17,13 +17,11 @@
 //                              [--torch-device cpu|cuda]   (cuda: the anchor for --backend gpu)
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { loadDataset } from '../src/data/dataset.ts';
-import { prepareDataset } from '../src/data/prepare.ts';
 import { serveCoordinator, trainWithThreads } from '../src/distributed/launch.ts';
 import { GPT2 } from '../src/model/gpt2.ts';
 import type { BackendName } from '../src/kernels/backend.ts';
@@ -31,7 +29,7 @@ import { createBackend, defaultBackendName, parseBackendName } from '../src/kern
 import { actGradLayout, actLayout, trainingFlops } from '../src/model/layout.ts';
 import { AdamW } from '../src/train/adamw.ts';
 import type { WorkerMetrics } from '../src/train/metrics.ts';
-import { workerProcesses, workerRecords } from './bench-workers.ts';
+import { benchDataset, workerProcesses, workerRecords } from './bench-workers.ts';
 import type { RunConfig } from '../src/train/config.ts';
 import { loadRunConfig, sequenceLength } from '../src/train/config.ts';
 import { DEFAULT_EXACT_BITS, TrainingStep, runStep } from '../src/train/step.ts';
@@ -217,12 +215,7 @@ function splitOf(runDir: string): NonNullable<Row['split']> {
  * threads of this process, or (`overlap` given) processes over loopback WebSocket.
  */
 async function benchWorkers(cfg: RunConfig, workers: number, overlap?: boolean): Promise<Row> {
-  const dir = mkdtempSync(join(tmpdir(), 'weft-bench-'));
-  prepareDataset(join(root, 'data/tinyshakespeare.txt'), join(dir, 'ds'), {
-    tokenizer: `bpe:${cfg.vocabSize - 3}`,
-    valFraction: 0,
-  });
-  const dataset = loadDataset(join(dir, 'ds'));
+  const { dir, dataset } = benchDataset(cfg);
   const times: number[] = [];
   let last = performance.now();
   const hooks = {

@@ -1,13 +1,29 @@
-// Shared by the benchmarks that run a training job's workers as processes of their own: starts
-// `weft worker` processes against a coordinator on loopback, follows each one's peak resident
-// memory (VmHWM in /proc, where there is one), and reads the run's per-worker step records.
+// Shared by the benchmarks that run whole training jobs: a scratch directory with tinyshakespeare
+// tokenized to the config's vocabulary; `weft worker` processes against a coordinator on
+// loopback, each one's peak resident memory followed (VmHWM in /proc, where there is one); and
+// the run's per-worker step records.
 
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import type { Dataset } from '../src/data/dataset.ts';
+import { loadDataset } from '../src/data/dataset.ts';
+import { prepareDataset } from '../src/data/prepare.ts';
+import type { RunConfig } from '../src/train/config.ts';
 import type { WorkerMetrics } from '../src/train/metrics.ts';
 
 const root = join(dirname(new URL(import.meta.url).pathname), '..');
+
+/** A scratch directory holding tinyshakespeare prepared for `cfg`'s vocabulary (the caller removes it). */
+export function benchDataset(cfg: RunConfig): { dir: string; dataset: Dataset } {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-bench-'));
+  prepareDataset(join(root, 'data/tinyshakespeare.txt'), join(dir, 'ds'), {
+    tokenizer: `bpe:${cfg.vocabSize - 3}`,
+    valFraction: 0,
+  });
+  return { dir, dataset: loadDataset(join(dir, 'ds')) };
+}
 
 export interface WorkerExit {
   code: number;

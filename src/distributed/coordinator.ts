@@ -117,19 +117,6 @@ function planner(
   };
 }
 
-/** Whether two stage spans (or two nulls: the whole model) are the same. */
-function sameSpan(a: StageSpan | null, b: StageSpan | null): boolean {
-  return (
-    a === b ||
-    (a !== null &&
-      b !== null &&
-      a.firstLayer === b.firstLayer &&
-      a.endLayer === b.endLayer &&
-      a.embeddings === b.embeddings &&
-      a.head === b.head)
-  );
-}
-
 /** The worker's advertised peer address, with a wildcard host replaced by where it connected from. */
 function peerAddress(advertised: string | undefined, remote: string): string {
   if (!advertised) return '';
@@ -175,11 +162,13 @@ export class CoordinatorShell {
   /** Events fed back by effects, waiting for the transition in progress. */
   private readonly queue: CoordinatorEvent[] = [];
   private feeding = false;
-  /** Pieces of the state being fetched (a checkpoint, or the final state). */
-  /** The state being fetched: per pipeline stage's span (null: the whole model), params, m and v. */
+  /**
+   * The state being fetched (a checkpoint, or the final state): params, m and v of the whole
+   * model, or of each pipeline stage, keyed by the stage's blocks.
+   */
   private incoming = new Map<
-    StageSpan | null,
-    Partial<Record<'params' | 'm' | 'v', Float32Array>>
+    string,
+    { span: StageSpan | null; parts: Partial<Record<'params' | 'm' | 'v', Float32Array>> }
   >();
   /** A pipeline run's stages (null: none). */
   private readonly spans: StageSpan[] | null;
@@ -415,10 +404,10 @@ export class CoordinatorShell {
     { what, total, offset, data }: MessageOf<'state'>,
     span: StageSpan | null,
   ): void {
-    const key = [...this.incoming.keys()].find((k) => sameSpan(k, span)) ?? span;
-    const parts = this.incoming.get(key) ?? {};
-    this.incoming.set(key, parts);
-    (parts[what] ??= new Float32Array(total)).set(data, offset);
+    const key = span ? `${span.firstLayer}-${span.endLayer}` : 'whole';
+    const entry = this.incoming.get(key) ?? { span, parts: {} };
+    this.incoming.set(key, entry);
+    (entry.parts[what] ??= new Float32Array(total)).set(data, offset);
   }
 
   /**
@@ -426,9 +415,9 @@ export class CoordinatorShell {
    * stages, put together into the whole model's.
    */
   private takeState(adamSteps: number): TrainingState {
-    const parts = this.incoming;
+    const stages = [...this.incoming.values()];
     this.incoming = new Map();
-    const whole = parts.get(null);
+    const whole = stages.find((e) => e.span === null)?.parts;
     if (whole) {
       const { params, m, v } = whole as Required<typeof whole>;
       return { params, m, v, adamSteps };
@@ -440,10 +429,10 @@ export class CoordinatorShell {
       v: new Float32Array(size),
       adamSteps,
     };
-    for (const [span, part] of parts) {
+    for (const { span, parts } of stages) {
       const ranges = stageRanges(this.config, span as StageSpan);
       for (const what of ['params', 'm', 'v'] as const)
-        copyStage(ranges, part[what] as Float32Array, state[what], 'full');
+        copyStage(ranges, parts[what] as Float32Array, state[what], 'full');
     }
     return state;
   }

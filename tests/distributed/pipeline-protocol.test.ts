@@ -54,9 +54,12 @@ const config: CoordinatorConfig = {
 };
 
 class Driver {
-  state: CoordinatorState = initialCoordinator(config);
+  state: CoordinatorState;
   sent: { conn: number; message: Message }[] = [];
   effects: string[] = [];
+  constructor(c: CoordinatorConfig = config) {
+    this.state = initialCoordinator(c);
+  }
   feed(event: CoordinatorEvent): void {
     const o = coordinatorTransition(deepFreeze(this.state), event);
     this.state = o.state;
@@ -73,8 +76,8 @@ class Driver {
     this.feed({ type: 'message', conn, message, now: 0 });
   }
   /** Four workers joined and ready (conns 10-13: stages 0, 1, 0, 1), training started. */
-  static training(): Driver {
-    const d = new Driver();
+  static training(c: CoordinatorConfig = config): Driver {
+    const d = new Driver(c);
     d.feed({ type: 'start', now: 0 });
     for (const conn of [10, 11, 12, 13])
       d.feed({ type: 'joined', conn, name: `w${conn}`, address: `a${conn}`, now: 0 });
@@ -333,12 +336,7 @@ describe('a pipeline coordinator', () => {
     });
 
     it('a checkpoint still arriving when a worker is lost: its late pieces are dropped, not refused', () => {
-      const d = new Driver();
-      d.state = initialCoordinator({ ...config, ckptEvery: 1, stopAt: 3, steps: 3 });
-      d.feed({ type: 'start', now: 0 });
-      for (const conn of [10, 11, 12, 13])
-        d.feed({ type: 'joined', conn, name: `w${conn}`, address: `a${conn}`, now: 0 });
-      for (const conn of [10, 11, 12, 13]) d.message(conn, msg('ready', { dataLocal: true }));
+      const d = Driver.training({ ...config, ckptEvery: 1, stopAt: 3, steps: 3 });
       step(d); // the checkpoint after step 1 is fetched from 10 and 11
       const old = answer(d, 10, 0);
       d.message(10, old[0]);

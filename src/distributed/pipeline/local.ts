@@ -41,10 +41,10 @@ export class LocalPipeline {
   ) {
     const P = options.stages;
     const spans = partitionStages(config, P, 1, config.seqLen || config.blockSize);
+    const shards = config.shards || config.batchSize;
     this.steps = spans.map((span) => {
       const model = GPT2.init(config, config.seed, { stage: span, backend: options.backend });
       const optimizer = new AdamW(model.layout, config, options.backend);
-      const shards = config.shards || config.batchSize;
       return new TrainingStep(model, optimizer, {
         bits: options.bits,
         shards,

@@ -898,18 +898,15 @@ function onRolledBack(st: Transition, e: Extract<CoordinatorEvent, { type: 'roll
   const P0 = s.config.pipeline?.length ?? 1;
   const P = Math.min(P0, live.length);
   const D = Math.floor(live.length / P);
-  const model = modelConfig(s.config);
   const shards = s.config.shards;
-  const T = Number(s.config.assign.config.seqLen) || model.blockSize;
-  const B = Number(s.config.assign.config.batchSize) / shards;
+  // the same P keeps the run's stages; fewer are split anew; none if a replica would get fewer
+  // micro-batches than stages
   s.pipeline =
-    P > 1
-      ? partitionStages(model, P, B, T).map(({ firstLayer, endLayer }) => ({
-          firstLayer,
-          endLayer,
-        }))
-      : null;
-  if (s.pipeline && pipelineGridFits(D, shards, P) === false) s.pipeline = null;
+    P <= 1 || Math.floor(shards / D) < P
+      ? null
+      : P === P0
+        ? s.config.pipeline
+        : fewerStages(s.config, P);
   s.step = e.step;
   s.attemptBase = Math.max(s.attemptBase, s.attempt + 1); // above every attempt sent before
   s.attempt = s.attemptBase;
@@ -935,9 +932,15 @@ function onRolledBack(st: Transition, e: Extract<CoordinatorEvent, { type: 'roll
   });
 }
 
-/** Whether D replicas of P stages get at least P micro-batches each from `shards`. */
-function pipelineGridFits(D: number, shards: number, P: number): boolean {
-  return Math.floor(shards / D) >= P;
+/** The run's blocks split into P stages, balanced as the shell split them for the first plan. */
+function fewerStages(config: CoordinatorConfig, P: number): CoordinatorConfig['pipeline'] {
+  const model = modelConfig(config);
+  const T = Number(config.assign.config.seqLen) || model.blockSize;
+  const B = Number(config.assign.config.batchSize) / config.shards;
+  return partitionStages(model, P, B, T).map(({ firstLayer, endLayer }) => ({
+    firstLayer,
+    endLayer,
+  }));
 }
 
 function onTick(st: Transition, now: number): void {
