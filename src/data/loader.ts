@@ -17,6 +17,8 @@ export interface Batch {
   targets: Int32Array;
   B: number;
   T: number;
+  /** dpo: the reference model's log-prob of each row's targets (B values; train/objectives.ts). */
+  refLogps?: Float64Array;
 }
 
 export abstract class BatchLoader {
@@ -97,5 +99,12 @@ export function concatBatches(parts: Batch[]): Batch {
     targets.set(p.targets, at);
     at += p.idx.length;
   }
-  return { idx, targets, B, T };
+  if (parts.every((p) => p.refLogps === undefined)) return { idx, targets, B, T };
+  const refLogps = new Float64Array(B);
+  let row = 0;
+  for (const p of parts) {
+    refLogps.set(p.refLogps ?? new Float64Array(p.B), row);
+    row += p.B;
+  }
+  return { idx, targets, B, T, refLogps };
 }

@@ -2,7 +2,8 @@
 // while it runs (as DDP's buckets do, last layers first). The flat buffer stacks each kind over
 // all layers (layout.ts), so one layer's gradient is 12 separate ranges of it; this lists the
 // ranges in the order they become final, and gives each a position in that order:
-//   ln_f (weight, bias)                  final after the head and the final LayerNorm
+//   score, ln_f (weight, bias)           final after the head and the final LayerNorm (score:
+//                                        a reward model's head, empty otherwise)
 //   h.{L-1}.* ... h.0.* (12 tensors each) final after that layer's backward
 //   wpe, wte                              final after the embeddings (wte also gets the tied
 //                                         head's gradient, at the very start)
@@ -45,7 +46,12 @@ export function backwardOrder(
     const slot = layout.byKey[key];
     return { offset: slot.offset + (l * slot.size) / L, size: slot.size / L };
   };
-  const headPart = [...whole('lnfw'), ...whole('lnfb'), ...(span.embeddings ? [] : whole('wte'))];
+  const headPart = [
+    ...whole('score'),
+    ...whole('lnfw'),
+    ...whole('lnfb'),
+    ...(span.embeddings ? [] : whole('wte')),
+  ];
   const stages = [
     headPart,
     ...Array.from({ length: L }, (_, i) =>

@@ -13,6 +13,11 @@ export interface GPTConfig {
   blockSize: number;
   /** Vocabulary size (V). */
   vocabSize: number;
+  /**
+   * What the model is trained for (train/objectives.ts); 'reward' gives it a score head
+   * (score.weight [1, C]) besides the tied LM head. Absent: a language model.
+   */
+  objective?: string;
 }
 
 export const MODEL_KEYS = ['nLayer', 'nHead', 'nEmbd', 'blockSize', 'vocabSize'] as const;
@@ -47,4 +52,9 @@ export function validateConfig(config: GPTConfig): GPTConfig {
 /** Channels per attention head (hs = C / NH). */
 export function headSize(config: GPTConfig): number {
   return config.nEmbd / config.nHead;
+}
+
+/** Rows of the score head: 1 for a reward model (one label, as Hugging Face's), else 0. */
+export function scoreLabels(config: GPTConfig): number {
+  return config.objective === 'reward' ? 1 : 0;
 }

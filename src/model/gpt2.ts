@@ -159,6 +159,17 @@ export class GPT2 {
     return this.slots.filter((s) => s.buffer !== null).length;
   }
 
+  /** The (B, T) per-position losses of the last forward with targets (0 where ignored; a view). */
+  get losses(): Float32Array {
+    const { acts, targets } = this.slot;
+    check(
+      acts !== null && targets !== null,
+      'WEFT_E_STATE',
+      'losses needs a forward() with targets first',
+    );
+    return acts.losses;
+  }
+
   /** A stage without the embeddings: the gradient of its input after backward() (a view). */
   get inputGrad(): Float32Array {
     check(this.actGrads !== null, 'WEFT_E_STATE', 'inputGrad needs a backward() first');
@@ -274,10 +285,15 @@ export class GPT2 {
   /**
    * Accumulates into `grads` the gradient of (sum of per-target losses) / `normalizer`. The
    * default normalizer is this batch's target count (the gradient of the mean loss); data-
-   * parallel training passes the global target count instead.
+   * parallel training passes the global target count instead. With `rowWeights` (B values), row
+   * b's losses count rowWeights[b] times (DPO's signed per-sequence scales).
    */
-  backward(normalizer: number = this.slot.targetCount, dOutput?: Float32Array): void {
-    for (const stage of this.backwardStages(normalizer, dOutput)) void stage;
+  backward(
+    normalizer: number = this.slot.targetCount,
+    dOutput?: Float32Array,
+    rowWeights?: Float64Array,
+  ): void {
+    for (const stage of this.backwardStages(normalizer, dOutput, rowWeights)) void stage;
   }
 
   /**
@@ -288,10 +304,12 @@ export class GPT2 {
    * (B, T, C) output (and yields 0 at once); one without the embeddings ends with the gradient of
    * its input in inputGrad. With the head, a given `dOutput` is the gradient of the final
    * LayerNorm's (B, T, C) output (`hidden`), for a head other than the tied LM head (a reward's).
+   * `rowWeights` as in backward().
    */
   *backwardStages(
     normalizer: number = this.slot.targetCount,
     dOutput?: Float32Array,
+    rowWeights?: Float64Array,
   ): Generator<number, void, void> {
     const { acts: a, targets, B, T } = this.slot;
     const { head, embeddings } = this.span;
@@ -324,7 +342,25 @@ export class GPT2 {
         );
         d.dlogits.fill(0);
         d.dlnf.fill(0);
-        k.crossEntropyBackward(d.dlogits, a.probs, targets as Int32Array, 1 / normalizer, BT, V);
+        const tg = targets as Int32Array;
+        if (!rowWeights) k.crossEntropyBackward(d.dlogits, a.probs, tg, 1 / normalizer, BT, V);
+        else {
+          check(rowWeights.length === B, 'WEFT_E_SHAPE', `rowWeights must have B=${B} values`);
+          for (let b = 0; b < B; b++) {
+            const [from, to] = [b * T, (b + 1) * T]; // row b's positions
+            const scale = rowWeights[b] / normalizer;
+            const rows = (x: Float32Array) => x.subarray(from * V, to * V);
+            if (scale !== 0)
+              k.crossEntropyBackward(
+                rows(d.dlogits),
+                rows(a.probs),
+                tg.subarray(from, to),
+                scale,
+                T,
+                V,
+              );
+          }
+        }
         k.lmHeadBackward(d.dlnf, g.wte, d.dlogits, a.lnf, p.wte, BT, C, V);
       }
       const last = L > 0 ? layerOf(a.residual3, L - 1, L) : a.encoded;

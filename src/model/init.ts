@@ -16,6 +16,7 @@ export function initRule(key: ParamKey, config: GPTConfig): { std: number } | { 
     case 'wpe':
     case 'qkvw':
     case 'fcw':
+    case 'score':
       return { std: INIT_STD };
     case 'attprojw':
     case 'fcprojw':

@@ -4,7 +4,7 @@
 // llm.c does) and map one-to-one onto Hugging Face GPT-2 names and [in, out] Conv1D layouts.
 
 import type { GPTConfig } from './config.ts';
-import { headSize } from './config.ts';
+import { headSize, scoreLabels } from './config.ts';
 
 export interface TensorSlot<K extends string = string> {
   key: K;
@@ -48,7 +48,7 @@ export function viewsOf<K extends string>(
 
 export const PARAM_KEYS = [
   'wte', 'wpe', 'ln1w', 'ln1b', 'qkvw', 'qkvb', 'attprojw', 'attprojb',
-  'ln2w', 'ln2b', 'fcw', 'fcb', 'fcprojw', 'fcprojb', 'lnfw', 'lnfb',
+  'ln2w', 'ln2b', 'fcw', 'fcb', 'fcprojw', 'fcprojb', 'lnfw', 'lnfb', 'score',
 ] as const; // prettier-ignore
 export type ParamKey = (typeof PARAM_KEYS)[number];
 export type ParamViews = Record<ParamKey, Float32Array>;
@@ -71,11 +71,12 @@ const HF_SUFFIX: Record<ParamKey, string> = {
   fcprojb: 'mlp.c_proj.bias',
   lnfw: 'ln_f.weight',
   lnfb: 'ln_f.bias',
+  score: 'score.weight',
 };
 
-/** True for the kinds stacked over layers (leading L dimension); false for wte, wpe, ln_f. */
+/** True for the kinds stacked over layers (leading L dimension); false for wte, wpe, ln_f, score. */
 export function isLayerParam(key: ParamKey): boolean {
-  return key !== 'wte' && key !== 'wpe' && key !== 'lnfw' && key !== 'lnfb';
+  return key !== 'wte' && key !== 'wpe' && key !== 'lnfw' && key !== 'lnfb' && key !== 'score';
 }
 
 /** Weight decay applies to the kinds whose Hugging Face tensors have 2+ dimensions (matrices). */
@@ -86,11 +87,16 @@ export function isDecayed(key: ParamKey): boolean {
     key === 'qkvw' ||
     key === 'attprojw' ||
     key === 'fcw' ||
-    key === 'fcprojw'
+    key === 'fcprojw' ||
+    key === 'score'
   );
 }
 
-/** The parameter size table. Per-layer kinds have a leading L dimension. */
+/**
+ * The parameter size table. Per-layer kinds have a leading L dimension. `score` [1, C] (a reward
+ * model's head, Hugging Face GPT2ForSequenceClassification's) is last, and empty [0, C] unless
+ * the model is a reward model, so every other offset is the same for both.
+ */
 export function paramLayout(config: GPTConfig): Layout<ParamKey> {
   const { nLayer: L, nEmbd: C, blockSize: maxT, vocabSize: V } = config;
   return makeLayout<ParamKey>([
@@ -110,6 +116,7 @@ export function paramLayout(config: GPTConfig): Layout<ParamKey> {
     ['fcprojb', [L, C]],
     ['lnfw', [C]],
     ['lnfb', [C]],
+    ['score', [scoreLabels(config), C]],
   ]);
 }
 
@@ -160,6 +167,7 @@ export function namedTensors(config: GPTConfig): NamedTensor[] {
     ...layers.flat(),
     tensor('lnfw', null),
     tensor('lnfb', null),
+    ...(scoreLabels(config) > 0 ? [tensor('score', null)] : []),
   ];
 }
 

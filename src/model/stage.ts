@@ -28,7 +28,7 @@ export function holds(span: StageSpan, key: ParamKey): boolean {
   if (isLayerParam(key)) return span.endLayer > span.firstLayer;
   if (key === 'wte') return span.embeddings || span.head;
   if (key === 'wpe') return span.embeddings;
-  return span.head; // lnfw, lnfb
+  return span.head; // lnfw, lnfb, score
 }
 
 /** The stage's parameter size table: the full layout's entries it holds, per-layer kinds over its blocks. */

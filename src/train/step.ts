@@ -15,6 +15,8 @@
 import type { Batch } from '../data/loader.ts';
 import type { GPT2 } from '../model/gpt2.ts';
 import type { AdamW } from './adamw.ts';
+import type { HeadGradient } from './objectives.ts';
+import { countUnits, objectiveForward } from './objectives.ts';
 import type { BackwardOrder } from '../model/backward-order.ts';
 import { backwardOrder, forEachPart } from '../model/backward-order.ts';
 import { WeftError } from '../util/errors.ts';
@@ -50,9 +52,11 @@ export function localReducer(model: GPT2, bits: number): Reducer {
 }
 
 export interface ShardResult {
-  /** Sum of the shard's per-target losses (nats) and how many targets it has. */
+  /** Sum of the shard's unit losses (nats) and how many units (targets, or pairs) it has. */
   lossSum: number;
   targets: number;
+  /** Sums of the objective's metrics over the shard (objectives.ts; empty for lm, sft). */
+  sums: number[];
   /** A gradient value too large for the exact grid: the step must be skipped everywhere. */
   overflow: boolean;
 }
@@ -64,13 +68,17 @@ export interface StepOptions {
   shards: number;
   /** Global gradient-norm clip; 0 disables it. */
   gradClip: number;
+  /** The objective (objectives.ts; default lm) and DPO's beta. */
+  objective?: string;
+  beta?: number;
 }
 
-/** Count of targets (not -1) in a batch. */
-export function countTargets(batch: Batch): number {
-  let n = 0;
-  for (const t of batch.targets) if (t !== -1) n++;
-  return n;
+/**
+ * The units a batch's loss is averaged over: targets (not -1) for lm and sft, pairs for reward
+ * and dpo (objectives.ts).
+ */
+export function countTargets(batch: Batch, objective = 'lm'): number {
+  return countUnits(batch, objective);
 }
 
 export class TrainingStep {
@@ -127,15 +135,11 @@ export class TrainingStep {
 
   private *stages(batch: Batch, globalTargets: number): Generator<void, ShardResult, void> {
     try {
-      const { lossSum, targetCount } = this.model.forward(
-        batch.idx,
-        batch.B,
-        batch.T,
-        batch.targets,
-      );
-      if (targetCount === 0) return { lossSum: 0, targets: 0, overflow: false };
-      const overflow = yield* this.backwardInStages(globalTargets);
-      return { lossSum, targets: targetCount, overflow };
+      const { objective = 'lm', beta = 0.1 } = this.options;
+      const shard = objectiveForward(this.model, batch, globalTargets, { objective, beta });
+      if (shard.units === 0) return { lossSum: 0, targets: 0, sums: shard.sums, overflow: false };
+      const overflow = yield* this.backwardInStages(globalTargets, undefined, shard.head);
+      return { lossSum: shard.lossSum, targets: shard.units, sums: shard.sums, overflow };
     } finally {
       this.setReady(Infinity);
     }
@@ -146,9 +150,14 @@ export class TrainingStep {
    * exactly into the accumulator stage by stage; returns whether a value overflowed the grid. A
    * pipeline stage without the head starts from `dOutput`, its output's gradient. The tied wte's
    * two parts (the head's, then the embeddings') are put on the grid separately, as two stages
-   * holding one each do, so every pipeline layout sums the same integers.
+   * holding one each do, so every pipeline layout sums the same integers. `head`: what an
+   * objective other than plain cross-entropy starts the backward pass from (objectives.ts).
    */
-  *backwardInStages(globalTargets: number, dOutput?: Float32Array): Generator<void, boolean, void> {
+  *backwardInStages(
+    globalTargets: number,
+    dOutput?: Float32Array,
+    head?: HeadGradient | null,
+  ): Generator<void, boolean, void> {
     const { model, order } = this;
     const { bits, shards } = this.options;
     const add = (offset: number, count: number) =>
@@ -159,8 +168,10 @@ export class TrainingStep {
         shards,
       );
     model.zeroGrad();
+    if (head?.dScore) model.g.score.set(head.dScore);
     let overflow = false;
-    for (const stage of model.backwardStages(globalTargets, dOutput)) {
+    const stages = model.backwardStages(globalTargets, head?.dHidden ?? dOutput, head?.rowWeights);
+    for (const stage of stages) {
       const begin = stage === 0 ? 0 : order.stageEnds[stage - 1];
       forEachPart(order, begin, order.stageEnds[stage], (offset, _, count) => {
         overflow = add(offset, count) || overflow;
@@ -227,18 +238,22 @@ export async function runStep(
   batches: Batch[],
   lr: number,
   ring: { reducer: Reducer; globalTargets: number } | null = null,
-): Promise<{ lossSum: number; loss: number; gradNorm: number; overflow: boolean }> {
-  const globalTargets = ring?.globalTargets ?? batches.reduce((n, b) => n + countTargets(b), 0);
+): Promise<{ lossSum: number; loss: number; gradNorm: number; overflow: boolean; sums: number[] }> {
+  const objective = step.options.objective;
+  const globalTargets =
+    ring?.globalTargets ?? batches.reduce((n, b) => n + countTargets(b, objective), 0);
   step.begin();
   let lossSum = 0;
   let overflow = false;
+  const sums: number[] = [];
   for (const batch of batches) {
     const r = step.addShard(batch, globalTargets);
     lossSum += r.lossSum;
     overflow ||= r.overflow;
+    r.sums.forEach((v, k) => (sums[k] = (sums[k] ?? 0) + v));
   }
   const reducer = ring?.reducer ?? localReducer(step.model, step.options.bits);
   const gradNorm = await step.reduce(reducer);
   step.apply(lr, overflow || globalTargets === 0);
-  return { lossSum, loss: lossSum / globalTargets, gradNorm, overflow };
+  return { lossSum, loss: lossSum / globalTargets, gradNorm, overflow, sums };
 }

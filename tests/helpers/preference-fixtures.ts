@@ -20,6 +20,12 @@ export interface PreferenceFixture {
   beta?: number;
   accuracy?: number;
   metrics?: Record<string, number>;
+  optimizer: Record<
+    'lr' | 'beta1' | 'beta2' | 'eps' | 'weight_decay' | 'grad_clip' | 'steps',
+    number
+  >;
+  stepLosses: number[];
+  stepGradNormsBeforeClip: number[];
   tensors: SafeTensors;
 }
 

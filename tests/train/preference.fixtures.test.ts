@@ -1,14 +1,13 @@
 // The preference objectives' per-sequence readings against PyTorch (tests/fixtures/, format
 // "gpt2-preference-fixture"), on every backend: DPO's sequence log-probabilities under the policy
 // and the reference, with TRL's metrics built from them; a reward model's rewards and accuracy.
-// Every fixture of either kind found is checked, its name in the test's name. (The losses, the
-// gradients and the optimizer steps come with the objectives themselves: issue 16.)
+// Every fixture of either kind found is checked, its name in the test's name. The gradients and
+// the optimizer steps go through the production step: preference.step.test.ts.
 
 import { describe, expect, it } from 'vitest';
 import { getFloat32, getInt32 } from '../../src/checkpoint/safetensors.ts';
 import { loadWeights } from '../../src/checkpoint/weights.ts';
 import { GPT2 } from '../../src/model/gpt2.ts';
-import { namedTensors } from '../../src/model/layout.ts';
 import { sequenceLogp, sequenceReward } from '../../src/train/sequence-scores.ts';
 import { allBackends } from '../helpers/backends.ts';
 import { maxAbsDiff } from '../helpers/fixtures.ts';
@@ -98,45 +97,6 @@ describe.each(preferenceFixtureNames('reward'))('reward fixture %s', (name) => {
       expect(wins / N).toBe(fx.accuracy);
       const loss = chosen.reduce((n, c, i) => n + Math.log1p(Math.exp(-(c - rejected[i]))), 0) / N;
       expect(Math.abs(loss - fx.loss)).toBeLessThan(2e-6);
-    });
-
-    it('every gradient, through the backward pass from the final hidden', () => {
-      const model = modelOf(fx, 'param/', backend);
-      const score = getFloat32(fx.tensors, 'param/score.weight');
-      const C = fx.config.nEmbd;
-      const seqs = (which: 'chosen' | 'rejected') => ({
-        idx: getInt32(fx.tensors, `${which}_idx`),
-        len: getInt32(fx.tensors, `${which}_len`),
-      });
-      const [ch, rj] = [seqs('chosen'), seqs('rejected')];
-      // loss = mean -logsigmoid(r_c - r_r): d/dr_c = -sigmoid(r_r - r_c) / N, d/dr_r = minus that
-      const dScore = new Float64Array(C);
-      model.zeroGrad();
-      for (let i = 0; i < N; i++) {
-        const rc = sequenceReward(model, row(ch.idx, i, T), ch.len[i], T, score);
-        const rr = sequenceReward(model, row(rj.idx, i, T), rj.len[i], T, score);
-        const dc = -1 / (1 + Math.exp(rc - rr)) / N;
-        for (const [seq, dr] of [
-          [ch, dc],
-          [rj, -dc],
-        ] as const) {
-          sequenceReward(model, row(seq.idx, i, T), seq.len[i], T, score); // its activations
-          const at = (seq.len[i] - 1) * C;
-          const dHidden = new Float32Array(T * C);
-          for (let c = 0; c < C; c++) {
-            dHidden[at + c] = dr * score[c];
-            dScore[c] += dr * model.hidden[at + c];
-          }
-          model.backward(1, dHidden);
-        }
-      }
-      for (const t of namedTensors(fx.config)) {
-        const got = model.grads.subarray(t.offset, t.offset + t.size);
-        expect(maxAbsDiff(got, getFloat32(fx.tensors, `grad/${t.name}`)), t.name).toBeLessThan(
-          2e-6,
-        );
-      }
-      expect(maxAbsDiff(dScore, getFloat32(fx.tensors, 'grad/score.weight'))).toBeLessThan(2e-6);
     });
   });
 });
