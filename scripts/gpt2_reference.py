@@ -4,7 +4,9 @@ packages needed). It is the outside check that exported weights mean the same in
 
 usage: python3 gpt2_reference.py HF_DIR IDS_JSON OUT_F32
   IDS_JSON  a JSON list of token ids (one sequence)
-  OUT_F32   where to write the logits, (T, V) float32 little-endian
+  OUT_F32   where to write the logits, (T, V) float32 little-endian; for a
+            GPT2ForSequenceClassification (a reward model) the reward instead, (1,) float32:
+            the score head on the final hidden state of the last token
 """
 import json
 import math
@@ -54,8 +56,7 @@ def forward(cfg, p, idx):
         h = layer_norm(x, g("ln_2.weight"), g("ln_2.bias"))
         h = F.gelu(h @ g("mlp.c_fc.weight") + g("mlp.c_fc.bias"), approximate="tanh")
         x = x + h @ g("mlp.c_proj.weight") + g("mlp.c_proj.bias")
-    x = layer_norm(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
-    return x @ p["transformer.wte.weight"].t()  # the head is tied to wte
+    return layer_norm(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
 
 
 def main():
@@ -65,9 +66,13 @@ def main():
     params = read_safetensors(f"{hf_dir}/model.safetensors")
     idx = torch.tensor(json.loads(ids_json), dtype=torch.long)
     with torch.no_grad():
-        logits = forward(cfg, params, idx).contiguous()
+        hidden = forward(cfg, params, idx)
+        if "GPT2ForSequenceClassification" in cfg.get("architectures", []):
+            out = (hidden[-1:] @ params["score.weight"].t()).reshape(-1)
+        else:
+            out = hidden @ params["transformer.wte.weight"].t()  # the head is tied to wte
     with open(out_path, "wb") as f:
-        f.write(logits.numpy().astype("<f4").tobytes())
+        f.write(out.contiguous().numpy().astype("<f4").tobytes())
 
 
 if __name__ == "__main__":

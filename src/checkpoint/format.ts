@@ -42,8 +42,11 @@ export interface CheckpointMeta {
   loader: Record<string, unknown>;
   /** The run's random state: every generator derives from the seed and the step. */
   rng: { seed: number };
-  /** The dataset the run reads, and the sha256 of its dataset.json. */
-  data: { path: string; manifestSha256: string };
+  /**
+   * The dataset the run reads, and the sha256 of its dataset.json; a dpo run's also the sha256
+   * of its reference model (reference.ts).
+   */
+  data: { path: string; manifestSha256: string; referenceSha256?: string };
   /** Deterministic metrics of the last step and evaluation. */
   metrics: Record<string, unknown>;
 }

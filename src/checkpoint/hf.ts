@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { GPTConfig } from '../model/config.ts';
-import { validateConfig } from '../model/config.ts';
+import { scoreLabels, validateConfig } from '../model/config.ts';
 import { GPT2 } from '../model/gpt2.ts';
 import { namedTensors } from '../model/layout.ts';
 import { BpeTokenizer } from '../tokenizer/bpe.ts';
@@ -19,17 +19,31 @@ import type { CheckpointState } from './format.ts';
 import { MODEL_FILE } from './format.ts';
 import { loadCheckpoint } from './read.ts';
 import type { SafeTensors } from './safetensors.ts';
-import { readSafetensors, writeSafetensors } from './safetensors.ts';
+import { getFloat32, readSafetensors, writeSafetensors } from './safetensors.ts';
 import { loadWeights, weightTensors } from './weights.ts';
 import { writeCheckpoint } from './write.ts';
 
 const PREFIX = 'transformer.';
+const SCORE = 'score.weight';
 export const WEFT_TOKENIZER_FILE = 'weft-tokenizer.json';
 
-/** Hugging Face's GPT2Config for a weft model. */
+/**
+ * Hugging Face's GPT2Config for a weft model: GPT2LMHeadModel, or for a reward model
+ * GPT2ForSequenceClassification with one label (its pad token, which marks where a padded
+ * sequence ends, is <|endoftext|>, the padding weft uses).
+ */
 export function hfConfig(config: GPTConfig, endOfText: number): Record<string, unknown> {
+  const reward = scoreLabels(config) > 0;
   return {
-    architectures: ['GPT2LMHeadModel'],
+    architectures: [reward ? 'GPT2ForSequenceClassification' : 'GPT2LMHeadModel'],
+    ...(reward
+      ? {
+          num_labels: 1,
+          id2label: { 0: 'LABEL_0' },
+          label2id: { LABEL_0: 0 },
+          pad_token_id: endOfText,
+        }
+      : {}),
     model_type: 'gpt2',
     vocab_size: config.vocabSize,
     n_positions: config.blockSize,
@@ -59,7 +73,13 @@ export function exportHf(path: string, outDir: string): string {
   mkdirSync(outDir, { recursive: true });
   writeFileAtomic(
     join(outDir, MODEL_FILE),
-    writeSafetensors(weightTensors(state.params, config, PREFIX), { format: 'pt' }),
+    writeSafetensors(
+      // the score head sits beside the transformer, as in GPT2ForSequenceClassification
+      weightTensors(state.params, config, PREFIX).map((t) =>
+        t.name === `${PREFIX}${SCORE}` ? { ...t, name: SCORE } : t,
+      ),
+      { format: 'pt' },
+    ),
   );
   writeFileAtomic(
     join(outDir, 'config.json'),
@@ -115,8 +135,17 @@ function prefixOf(st: SafeTensors, source: string): string {
   );
 }
 
-/** Imports Hugging Face GPT-2 directory `hfDir` as a new run directory `runDir` (a step-0 checkpoint). */
-export async function importHf(hfDir: string, runDir: string): Promise<string> {
+/** Whether `dir` looks like a Hugging Face model directory (config.json and model.safetensors). */
+export function isHfDir(dir: string): boolean {
+  return existsSync(join(dir, 'config.json')) && existsSync(join(dir, MODEL_FILE));
+}
+
+/** The weights, config and tokenizer of Hugging Face GPT-2 directory `hfDir`, after every check. */
+export function readHf(hfDir: string): {
+  config: GPTConfig;
+  params: Float32Array;
+  tokenizerJson: Record<string, unknown>;
+} {
   const configPath = join(hfDir, 'config.json');
   const modelPath = join(hfDir, MODEL_FILE);
   const config = configFromHf(
@@ -134,8 +163,15 @@ export async function importHf(hfDir: string, runDir: string): Promise<string> {
       );
     }
   }
+  const trunk = new GPT2(config).params;
+  loadWeights(trunk, config, st, prefix, modelPath); // checks every name and shape
+  // a GPT2ForSequenceClassification with one label: a reward model (its score.weight, unprefixed)
+  const score = st.tensors.get(SCORE);
+  if (score && score.dtype === 'F32' && score.shape.join(',') === `1,${config.nEmbd}`)
+    config.objective = 'reward';
   const params = new GPT2(config).params;
-  loadWeights(params, config, st, prefix, modelPath); // checks every name and shape
+  params.set(trunk);
+  if (config.objective === 'reward') params.set(getFloat32(st, SCORE, modelPath), trunk.length);
 
   const tokenizerPath = join(hfDir, WEFT_TOKENIZER_FILE);
   let tokenizerJson: Record<string, unknown>;
@@ -150,6 +186,12 @@ export async function importHf(hfDir: string, runDir: string): Promise<string> {
       `${hfDir} has no ${WEFT_TOKENIZER_FILE} and vocab_size ${config.vocabSize} is not GPT-2's 50257; weft cannot tell its tokenizer`,
     );
   }
+  return { config, params, tokenizerJson };
+}
+
+/** Imports Hugging Face GPT-2 directory `hfDir` as a new run directory `runDir` (a step-0 checkpoint). */
+export async function importHf(hfDir: string, runDir: string): Promise<string> {
+  const { config, params, tokenizerJson } = readHf(hfDir);
   const zeros = new Float32Array(params.length);
   const state: CheckpointState = {
     step: 0,

@@ -6,6 +6,9 @@ import { tokenizerFromJSON } from '../tokenizer/index.ts';
 import type { Tokenizer } from '../tokenizer/index.ts';
 import { WeftError, check } from '../util/errors.ts';
 import { readBytes, readJson, sha256 } from '../util/files.ts';
+import type { LoadReport } from './jsonl.ts';
+import type { RecordKind, Records } from './records.ts';
+import { parseRecords } from './records.ts';
 import type { TokenArray } from './token-file.ts';
 import { decodeTokenFile } from './token-file.ts';
 
@@ -31,6 +34,11 @@ export interface DatasetManifest {
   sources: { name: string; bytes: number; sha256: string }[];
   splits: { train: DatasetSplit; val: DatasetSplit };
   files: { name: string; bytes: number; sha256: string }[];
+  /** Absent: text. "sft" or "preference": tokenised JSONL records (records.ts), no token files. */
+  kind?: RecordKind;
+  /** Records datasets: the context they were checked against, and the load report. */
+  seqLen?: number;
+  records?: LoadReport & { train: number; val: number };
 }
 
 export interface Dataset {
@@ -40,6 +48,8 @@ export interface Dataset {
   train: TokenArray;
   /** Empty when valFraction was 0. */
   val: TokenArray;
+  /** A records dataset's tokenised records (train and val above are then empty). */
+  records?: Records;
 }
 
 function concat(parts: TokenArray[]): TokenArray {
@@ -88,5 +98,9 @@ export function loadDataset(dir: string): Dataset {
   const tokenizer = tokenizerFromJSON(JSON.parse(take('tokenizer.json').toString('utf8')), join(dir, 'tokenizer.json'));
   const split = (s: DatasetSplit & { shards?: string[] }) =>
     concat((s.tokenFiles ?? s.shards ?? []).map((name) => decodeTokenFile(take(name), join(dir, name))));
+  if (manifest.kind === 'sft' || manifest.kind === 'preference') {
+    const records = parseRecords(manifest.kind, take('train.jsonl'), take('val.jsonl'));
+    return { dir, manifest, tokenizer, train: new Uint16Array(0), val: new Uint16Array(0), records };
+  }
   return { dir, manifest, tokenizer, train: split(manifest.splits.train), val: split(manifest.splits.val) };
 }

@@ -5,6 +5,7 @@
 // nothing but t. Subclasses say how an item fills one row:
 //   TokenWindowLoader  pre-training: non-overlapping windows of T+1 tokens of a token stream
 //   SftLoader          (sft.ts) one chat example per row, targets only on assistant tokens
+//   PairLoader         (pairs.ts) one preference pair per two rows (chosen, rejected)
 
 import { check } from '../util/errors.ts';
 import { EpochSampler } from './sampler.ts';
@@ -39,16 +40,32 @@ export abstract class BatchLoader {
     this.sampler = new EpochSampler(items, seed);
   }
 
-  /** Writes item `item` into row `row` (T entries at row*T) of idx and targets. */
+  /** Rows each item fills (a preference pair: 2, its chosen and its rejected sequence). */
+  protected get rowsPerItem(): number {
+    return 1;
+  }
+
+  /**
+   * Writes item `item` into `rowsPerItem` rows from row `row` (T entries per row, at row*T) of idx
+   * and targets.
+   */
   protected abstract fillRow(item: number, idx: Int32Array, targets: Int32Array, row: number): void;
 
-  /** Shard `shard` of step `step`: B/S sequences. */
+  /** The items of shard `shard` of step `step`: B/S of them. */
+  protected shardItems(step: number, shard: number): number[] {
+    const n = this.batchSize / this.shards;
+    return Array.from({ length: n }, (_, j) => this.sampler.item(step * this.batchSize + shard * n + j));
+  }
+
+  /** Shard `shard` of step `step`: B/S items, rowsPerItem rows each. */
   shardBatch(step: number, shard: number): Batch {
-    const B = this.batchSize / this.shards;
+    const items = this.shardItems(step, shard);
+    const rows = this.rowsPerItem;
+    const B = items.length * rows;
     const T = this.seqLen;
     const idx = new Int32Array(B * T);
     const targets = new Int32Array(B * T);
-    for (let j = 0; j < B; j++) this.fillRow(this.sampler.item(step * this.batchSize + shard * B + j), idx, targets, j);
+    items.forEach((item, j) => this.fillRow(item, idx, targets, j * rows));
     return { idx, targets, B, T };
   }
 

@@ -9,13 +9,20 @@
 import { existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { WeftError } from '../util/errors.ts';
-import { readBytes, sha256 } from '../util/files.ts';
+import { hashFile, readBytes, sha256 } from '../util/files.ts';
 import type { Dataset, DatasetManifest } from './dataset.ts';
 import { loadDataset } from './dataset.ts';
 import type { PrepareOptions } from './prepare.ts';
 import { prepareDataset, readDocuments } from './prepare.ts';
+import type { RecordsOptions } from './records.ts';
+import { prepareRecords, tokenizerIdentity } from './records.ts';
 
 export interface OpenOptions extends PrepareOptions {
+  /**
+   * Post-training data: --data is a JSONL file of this kind, tokenised with this tokenizer
+   * (records.ts) instead of text prepared with `tokenizer`.
+   */
+  records?: Omit<RecordsOptions, 'valFraction' | 'log'>;
   /**
    * Checks the dataset before it is used (and, when freshly prepared, before it replaces the
    * cache); throws to refuse it. Gets the dataset and the sha256 of its dataset.json.
@@ -32,10 +39,20 @@ export function datasetManifestSha256(dir: string): string {
   return sha256(readBytes(join(dir, 'dataset.json'), 'dataset manifest'));
 }
 
-function cacheMatches(cacheDir: string, input: string, options: PrepareOptions): boolean {
+function cacheMatches(cacheDir: string, input: string, options: OpenOptions): boolean {
   if (!isPreparedDataset(cacheDir)) return false;
   try {
     const { manifest } = loadDataset(cacheDir);
+    const r = options.records;
+    if (r)
+      return (
+        manifest.kind === r.kind &&
+        manifest.tokenizerSpec === tokenizerIdentity(r.tokenizer) &&
+        manifest.seqLen === r.seqLen &&
+        manifest.valFraction === options.valFraction &&
+        manifest.sources[0]?.sha256 === hashFile(input).sha256
+      );
+    if (manifest.kind) return false;
     const sources = readDocuments(input).map((d) => ({ name: d.name, sha256: sha256(d.text) }));
     const same = (m: DatasetManifest) =>
       m.tokenizerSpec === options.tokenizer &&
@@ -91,7 +108,9 @@ export function openDataset(path: string, cacheDir: string, options: OpenOptions
   const fresh = `${cacheDir}.tmp-${process.pid}`;
   rmSync(fresh, { recursive: true, force: true });
   try {
-    prepareDataset(path, fresh, options);
+    const { valFraction, log } = options;
+    if (options.records) prepareRecords(path, fresh, { ...options.records, valFraction, log });
+    else prepareDataset(path, fresh, options);
     const dataset = checked(fresh, options);
     swapIn(fresh, cacheDir);
     return { ...dataset, dir: cacheDir };

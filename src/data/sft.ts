@@ -76,12 +76,22 @@ export class SftLoader extends BatchLoader {
   }
 
   protected fillRow(item: number, idx: Int32Array, targets: Int32Array, row: number): void {
-    const { ids, trainMask } = this.examples[item];
-    const T = this.seqLen;
-    for (let t = 0; t < T; t++) {
-      const inside = t + 1 < ids.length;
-      idx[row * T + t] = t < ids.length ? ids[t] : this.pad;
-      targets[row * T + t] = inside && trainMask[t + 1] === 1 ? ids[t + 1] : -1;
-    }
+    fillSftRow(this.examples[item], idx, targets, row, this.seqLen, this.pad);
+  }
+}
+
+/** Writes `example` (cut to T tokens, padded with `pad`) into row `row` of idx and targets. */
+export function fillSftRow(
+  { ids, trainMask }: EncodedChat,
+  idx: Int32Array,
+  targets: Int32Array,
+  row: number,
+  T: number,
+  pad: number,
+): void {
+  for (let t = 0; t < T; t++) {
+    const inside = t + 1 < ids.length;
+    idx[row * T + t] = t < ids.length ? ids[t] : pad;
+    targets[row * T + t] = inside && trainMask[t + 1] === 1 ? ids[t + 1] : -1;
   }
 }

@@ -15,8 +15,7 @@ import { cleanCheckpointTemps } from '../checkpoint/write.ts';
 import { CheckpointWriter } from '../checkpoint/writer.ts';
 import type { Dataset } from '../data/dataset.ts';
 import { datasetManifestSha256 } from '../data/open.ts';
-import type { Batch } from '../data/loader.ts';
-import { TokenWindowLoader } from '../data/loader.ts';
+import type { BatchLoader } from '../data/loader.ts';
 import type { BackendName } from '../kernels/backend.ts';
 import { createBackend, defaultBackendName } from '../kernels/select.ts';
 import { GPT2 } from '../model/gpt2.ts';
@@ -26,18 +25,21 @@ import { copyStage, stageRanges } from '../model/stage.ts';
 import type { RunConfig } from '../train/config.ts';
 import { resolveForData } from '../train/config.ts';
 import { evaluate } from '../train/evaluate.ts';
-import { DEFAULT_EXACT_BITS, countTargets } from '../train/step.ts';
+import { evaluatePairs, evaluateSft } from '../train/evaluate-records.ts';
+import { writeReference } from '../checkpoint/reference.ts';
+import { DEFAULT_EXACT_BITS } from '../train/step.ts';
+import { objectiveMetrics } from '../train/objectives.ts';
 import type { EvalMetrics, StepMetrics, WorkerMetrics } from '../train/metrics.ts';
 import { WeftError, check } from '../util/errors.ts';
 import type { MessageOf, TrainingState } from './messages.ts';
 import { partitionStages, pipelineGrid } from './pipeline/partition.ts';
+import { planner, trainLoader } from './step-plan.ts';
 import { loadCheckpoint } from '../checkpoint/read.ts';
 import type {
   ConnId,
   CoordinatorEffect,
   CoordinatorEvent,
   CoordinatorState,
-  ShardBatch,
 } from './protocol/coordinator.ts';
 import { coordinatorTransition, initialCoordinator } from './protocol/coordinator.ts';
 import type { Connection } from './transport.ts';
@@ -73,6 +75,10 @@ export interface ClusterOptions {
   backend?: BackendName;
   /** Kernel threads per worker, where this process starts the workers (threads, in-process). */
   threads?: number;
+  /** A fresh run's initial parameters (--init: train/init-from.ts) instead of the seed's. */
+  init?: Float32Array;
+  /** A dpo run's reference model (train/run-dir.ts), whose log-probs the batches carry. */
+  reference?: Float32Array;
 }
 
 export interface RunHooks {
@@ -94,28 +100,7 @@ export interface RunResult {
   checkpoint: string;
 }
 
-/** The plan of a step: the global target count, and every shard's batch when they are streamed. */
-function planner(
-  config: RunConfig,
-  dataset: Dataset,
-): (step: number, streamed: boolean) => { targetCount: number; batches: ShardBatch[] | null } {
-  const loader = new TokenWindowLoader(
-    dataset.train,
-    config.seqLen,
-    config.batchSize,
-    config.seed,
-    config.shards,
-  );
-  return (step, streamed) => {
-    const batches: Batch[] = Array.from({ length: config.shards }, (_, s) =>
-      loader.shardBatch(step, s),
-    );
-    return {
-      targetCount: batches.reduce((n, b) => n + countTargets(b), 0),
-      batches: streamed ? batches.map(({ idx, targets }) => ({ idx, targets })) : null,
-    };
-  };
-}
+const zeros = (like: Float32Array) => new Float32Array(like.length);
 
 /** The worker's advertised peer address, with a wildcard host replaced by where it connected from. */
 function peerAddress(advertised: string | undefined, remote: string): string {
@@ -173,6 +158,9 @@ export class CoordinatorShell {
   /** A pipeline run's stages (null: none). */
   private readonly spans: StageSpan[] | null;
   private readonly plan: ReturnType<typeof planner>;
+  private readonly loader: BatchLoader;
+  /** A dpo run's reference.safetensors sha256 (written when training starts, or the resumed run's). */
+  private referenceSha256: string | undefined;
 
   constructor(
     config: RunConfig,
@@ -219,13 +207,17 @@ export class CoordinatorShell {
       tokensPerStep: config.batchSize * T,
       evalEvery: config.evalEvery,
       evalWindows: config.evalWindows,
-      hasValidation: dataset.val.length >= 2 && spans === null,
+      // post-training data is evaluated here at the end (evaluateRecordsHere)
+      hasValidation: dataset.val.length >= 2 && spans === null && !dataset.records,
+      metricNames: objectiveMetrics(config.objective),
       assign: {
         // in every peer hello, which must fit the pre-authentication frame limit
         runId: `${config.name.slice(0, 40)}-${config.seed}-${Date.now().toString(36)}`,
         config: { ...config },
         tokenizer: dataset.tokenizer.toJSON(),
-        dataPath: cluster.streamData ? '' : resolve(dataset.dir),
+        // workers read token windows themselves; other batches are built (and dpo's reference
+        // log-probs computed) here
+        dataPath: cluster.streamData || dataset.records ? '' : resolve(dataset.dir),
         dataSha256: this.dataSha256,
         heartbeatMs,
         timeoutMs: cluster.heartbeatTimeoutMs ?? 30_000,
@@ -247,11 +239,19 @@ export class CoordinatorShell {
       ckptEvery: config.ckptEvery,
       initialState: resume
         ? { params: resume.params, m: resume.m, v: resume.v, adamSteps: resume.adamSteps }
-        : null,
+        : cluster.init
+          ? { params: cluster.init, m: zeros(cluster.init), v: zeros(cluster.init), adamSteps: 0 }
+          : null,
       pipeline: spans && spans.map(({ firstLayer, endLayer }) => ({ firstLayer, endLayer })),
     });
     this.metricsPath = join(outDir, METRICS_FILE);
-    this.plan = planner(config, dataset);
+    this.loader = trainLoader(
+      config,
+      dataset,
+      cluster.reference,
+      cluster.backend ?? defaultBackendName(),
+    );
+    this.plan = planner(config, this.loader);
   }
 
   /**
@@ -293,6 +293,11 @@ export class CoordinatorShell {
       `${JSON.stringify(this.dataset.tokenizer.toJSON())}\n`,
     );
     truncateMetrics(this.metricsPath, this.cluster.resume?.step ?? 0);
+    const reference = this.cluster.reference;
+    if (this.config.objective === 'dpo' && reference)
+      this.referenceSha256 = this.cluster.resume
+        ? this.cluster.resume.data.referenceSha256
+        : writeReference(this.outDir, reference, this.config);
   }
 
   /**
@@ -399,6 +404,28 @@ export class CoordinatorShell {
     this.perform({ type: 'evalMetrics', step, result });
   }
 
+  /** Evaluates `model` on the held-out records of an sft, reward or dpo run, and records it. */
+  private evaluateRecordsHere(model: GPT2, step: number): void {
+    const records = this.dataset.records;
+    if (!records || records.val.length === 0) return;
+    const { seqLen, objective, beta } = this.config;
+    const pad = this.dataset.tokenizer.specials.endOfText;
+    if (records.kind === 'sft') {
+      const result = evaluateSft(model, records.val, this.dataset.tokenizer, { seqLen, pad });
+      return this.perform({ type: 'evalMetrics', step, result });
+    }
+    const reference =
+      objective === 'dpo'
+        ? new GPT2(this.config, { params: this.cluster.reference, backend: model.backend })
+        : undefined;
+    const result = evaluatePairs(model, records.val, { seqLen, pad, reference, beta });
+    const m = { type: 'eval', step, split: 'val', ...result };
+    appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
+    this.hooks.log?.(
+      `held-out preference accuracy ${result.accuracy.toFixed(3)} over ${result.pairs} pairs (margin ${result.margin.toFixed(4)}, loss ${result.loss.toFixed(4)})`,
+    );
+  }
+
   /** Puts a piece of the state being fetched in place (the machine checked that it fits). */
   private takePiece(
     { what, total, offset, data }: MessageOf<'state'>,
@@ -456,14 +483,13 @@ export class CoordinatorShell {
       config: { ...c },
       tokenizer: this.dataset.tokenizer.toJSON(),
       adamSteps: state.adamSteps,
-      loader: {
-        step,
-        seed: c.seed,
-        seqLen: c.seqLen,
-        items: Math.floor((this.dataset.train.length - 1) / c.seqLen),
-      },
+      loader: { step, seed: c.seed, seqLen: c.seqLen, items: this.loader.sampler.itemCount },
       rng: { seed: c.seed },
-      data: { path: resolve(this.dataset.dir), manifestSha256: this.dataSha256 },
+      data: {
+        path: resolve(this.dataset.dir),
+        manifestSha256: this.dataSha256,
+        ...(this.referenceSha256 ? { referenceSha256: this.referenceSha256 } : {}),
+      },
       metrics,
       params: state.params,
       m: state.m,
@@ -500,7 +526,7 @@ export class CoordinatorShell {
         this.hooks.onStart?.(this.config, effect.workers);
         return;
       case 'stepMetrics': {
-        const { step, loss, lr, gradNorm, tokensPerSec } = effect;
+        const { step, loss, lr, gradNorm, tokensPerSec, metrics } = effect;
         const m: StepMetrics = {
           type: 'step',
           step,
@@ -509,6 +535,7 @@ export class CoordinatorShell {
           gradNorm,
           tokensPerSec,
           elapsedMs: Date.now() - this.started,
+          ...metrics,
         };
         appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
         this.lastStep = m;
@@ -577,12 +604,11 @@ export class CoordinatorShell {
         const backend = createBackend(this.cluster.backend ?? defaultBackendName());
         const model = new GPT2(this.config, { params: state.params, backend });
         // no worker of a pipeline holds the whole model: the final evaluation is done here
-        if (
-          this.spans &&
-          this.dataset.val.length >= 2 &&
-          effect.steps > (this.cluster.resume?.step ?? 0)
-        )
+        const trained = effect.steps > (this.cluster.resume?.step ?? 0);
+        if (this.spans && this.dataset.val.length >= 2 && trained)
           this.evaluateHere(model, effect.steps);
+        // post-training runs are evaluated on their held-out records here
+        if (this.dataset.records && trained) this.evaluateRecordsHere(model, effect.steps);
         const interrupted = effect.steps < this.config.steps;
         // a resumed run that trained no step holds its checkpoint's state: nothing to save
         const resume = this.cluster.resume;

@@ -11,8 +11,9 @@ import { WeftError } from '../util/errors.ts';
 /**
  * 2: a collective's pieces carry their offset, and travel as binary frames on WebSocket links.
  * 3: stepTime. 4: pipelines (assign.stage, act, norm blocks), wte's two parts rounded apart.
+ * 5: objectives: batches' refLogps, shardDone's metric sums.
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 /** A field's type: scalars, typed arrays, arrays of a type, or a nested schema. */
 type FieldType =
@@ -35,7 +36,10 @@ type Schema = Record<string, FieldType | { optional: FieldType }>;
 const member = {
   fields: { rank: 'int', name: 'string', address: 'string', stage: { optional: 'int' } },
 } as const;
-const batch = { fields: { shard: 'int', idx: 'i32', targets: 'i32' } } as const;
+/** refLogps: a dpo batch's reference log-probs, one per row (train/objectives.ts). */
+const batch = {
+  fields: { shard: 'int', idx: 'i32', targets: 'i32', refLogps: { optional: 'f64' } },
+} as const;
 
 export const SCHEMAS = {
   // handshake: challenge (server) -> hello (client) -> welcome (server); reject ends it
@@ -101,6 +105,8 @@ export const SCHEMAS = {
     lossSum: 'number',
     targets: 'int',
     overflow: 'bool',
+    /** The objective's metric sums over the shard (train/objectives.ts), when it has any. */
+    sums: { optional: 'f64' },
   },
   /**
    * A pipeline stage also sends the sums of squares of the norm's blocks it owns (train/norm.ts:

@@ -268,6 +268,8 @@ export class WorkerShell {
         bits: assign.exactBits,
         shards: config.shards,
         gradClip: config.gradClip,
+        objective: config.objective,
+        beta: config.beta,
       }),
       work: null,
       staged: null,
@@ -322,8 +324,9 @@ export class WorkerShell {
       ? {
           idx: effect.batch.idx,
           targets: effect.batch.targets,
-          B: p.config.batchSize / p.config.shards,
+          B: effect.batch.idx.length / p.config.seqLen,
           T: p.config.seqLen,
+          ...(effect.batch.refLogps ? { refLogps: effect.batch.refLogps } : {}),
         }
       : (p.loader as TokenWindowLoader).shardBatch(effect.step, effect.shard);
   }

@@ -10,11 +10,16 @@ import { validateConfig } from '../model/config.ts';
 import type { Tokenizer } from '../tokenizer/index.ts';
 import { parseTokenizerSpec } from '../tokenizer/index.ts';
 import { WeftError, check } from '../util/errors.ts';
+import { parseObjective } from './objectives.ts';
 import { validateSchedule } from './schedule.ts';
 
 export interface RunConfig extends GPTConfig {
   /** Preset name (the config file's base name unless set). */
   name: string;
+  /** What the run trains for: 'lm', 'sft', 'reward' or 'dpo' (objectives.ts, docs/alignment.md). */
+  objective: string;
+  /** DPO's beta: how far the policy may move from the reference (TRL's default 0.1). */
+  beta: number;
   /** Sequences per optimizer step (B). */
   batchSize: number;
   /** Tokens per sequence (T); 0 means blockSize. */
@@ -92,6 +97,8 @@ export const DEFAULT_RUN_CONFIG: RunConfig = {
   samplePrompt: '\n',
   temperature: 0.8,
   topK: 40,
+  objective: 'lm',
+  beta: 0.1,
 };
 
 export type ConfigKey = keyof RunConfig;
@@ -254,6 +261,13 @@ export function validateRunConfig(config: RunConfig): RunConfig {
     `config temperature=${config.temperature} must be >= 0`,
   );
   parseTokenizerSpec(config.tokenizer);
+  parseObjective(config.objective);
+  check(config.beta > 0, 'WEFT_E_CONFIG', `config beta=${config.beta} must be positive`);
+  check(
+    config.objective === 'lm' || config.pipelineStages === 1,
+    'WEFT_E_CONFIG',
+    `config objective=${config.objective} trains data-parallel only for now: set pipelineStages=1 (see docs/alignment.md)`,
+  );
   validateSchedule({
     lr: config.lr,
     minLr: config.minLr,

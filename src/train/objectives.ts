@@ -136,7 +136,13 @@ function checkPairs(batch: Batch): void {
   check(batch.B % 2 === 0, 'WEFT_E_SHAPE', `a pair batch needs an even B, got ${batch.B}`);
 }
 
-/** One row's sum of log p(target): minus its summed losses. */
+/** Each row's sum of log p(target) under `model` (a forward pass): a reference's log-probs. */
+export function batchLogps(model: GPT2, batch: Batch): Float64Array {
+  model.forward(batch.idx, batch.B, batch.T, batch.targets);
+  return rowLogps(model, batch.B, batch.T);
+}
+
+/** Each row's sum of log p(target) in the last forward: minus its summed losses. */
 function rowLogps(model: GPT2, B: number, T: number): Float64Array {
   const losses = model.losses;
   const out = new Float64Array(B);

@@ -25,12 +25,32 @@ import { listCheckpoints } from '../checkpoint/write.ts';
 import type { Dataset } from '../data/dataset.ts';
 import { openDataset } from '../data/open.ts';
 import { MODEL_KEYS } from '../model/config.ts';
+import { readReference } from '../checkpoint/reference.ts';
+import type { OpenOptions } from '../data/open.ts';
+import { GPT2 } from '../model/gpt2.ts';
+import type { Tokenizer } from '../tokenizer/index.ts';
+import { createTokenizer, tokenizerFromJSON } from '../tokenizer/index.ts';
 import { WeftError } from '../util/errors.ts';
 import type { RunConfig } from './config.ts';
-import { DEFAULT_RUN_CONFIG, mergeConfig, validateRunConfig } from './config.ts';
+import {
+  DEFAULT_RUN_CONFIG,
+  mergeConfig,
+  resolveForData,
+  sequenceLength,
+  validateRunConfig,
+} from './config.ts';
+import { initConfig, initParamsFrom, readInitModel } from './init-from.ts';
 
 /** Keys a resumed run must keep: the architecture, and what fixes which data each step reads. */
-export const FIXED_ON_RESUME = [...MODEL_KEYS, 'seqLen', 'batchSize', 'shards', 'seed'] as const;
+export const FIXED_ON_RESUME = [
+  ...MODEL_KEYS,
+  'seqLen',
+  'batchSize',
+  'shards',
+  'seed',
+  'objective',
+  'beta',
+] as const;
 
 /** The data cache of a run directory (raw --data text is prepared into it). */
 export const runDataDir = (outDir: string) => join(outDir, 'data');
@@ -39,6 +59,10 @@ export interface OpenedRun {
   config: RunConfig;
   dataset: Dataset;
   outDir: string;
+  /** A fresh run started from a model (--init): its initial parameters. */
+  initParams?: Float32Array;
+  /** A dpo run's reference model (resumed: read back from the run directory, verified). */
+  reference?: Float32Array;
   /** The checkpoint a resumed run continues from. */
   resume?: CheckpointState & { dir: string };
   /** Held until released (the process exiting releases it too); pass it to the launcher. */
@@ -78,11 +102,26 @@ export interface FreshRunOptions {
   /** Replace a run that holds checkpoints (they are deleted once everything else has passed). */
   overwrite?: boolean;
   log?: (line: string) => void;
+  /** Start from this model's weights (init-from.ts): a run, checkpoint or Hugging Face directory. */
+  init?: string;
+  /** The user's --set values (an architecture key that differs from --init's is refused). */
+  overrides?: Record<string, unknown>;
 }
 
 /** A new run in `outDir`, checked and ready to train. */
 export function openFreshRun(options: FreshRunOptions): OpenedRun {
-  const { config, outDir, overwrite = false, log = () => {} } = options;
+  const { outDir, overwrite = false, log = () => {} } = options;
+  // the --init model is read (and refused if it is not one) before the directory is touched
+  const init = options.init ? readInitModel(options.init) : null;
+  const config = init
+    ? validateRunConfig(initConfig(options.config, init, options.overrides ?? {}))
+    : options.config;
+  const records = recordsOptions(config, init?.tokenizer ?? null);
+  if (init && !records)
+    throw new WeftError(
+      'WEFT_E_CONFIG',
+      `--init starts post-training (objective sft, reward or dpo); to continue pre-training, --resume the run itself`,
+    );
   return locked(outDir, log, () => {
     const existing = hasCheckpoint(outDir);
     if (existing && !overwrite) {
@@ -95,10 +134,55 @@ export function openFreshRun(options: FreshRunOptions): OpenedRun {
       tokenizer: config.tokenizer,
       valFraction: config.valFraction,
       log,
-      accept: (ds) => checkTokenizer(ds, config, options.data),
+      records: records ?? undefined,
+      accept: (ds) => checkData(ds, config, options.data),
     });
-    return { config, dataset, outDir, replaceRun: existing };
+    if (init)
+      log(`starting from ${init.source} (${init.config.nLayer} layers, C=${init.config.nEmbd})`);
+    const resolved = resolveForData(config, dataset.tokenizer);
+    const initParams = init ? initParamsFrom(resolved, init) : undefined;
+    const reference =
+      config.objective === 'dpo'
+        ? (initParams ?? GPT2.init(resolved, resolved.seed).params)
+        : undefined;
+    return { config, dataset, outDir, replaceRun: existing, initParams, reference };
   });
+}
+
+/**
+ * What a post-training objective's --data is read as (records.ts), with `tokenizer`: the --init
+ * model's, or (a run from scratch) the config's when it needs no training (gpt2, byte). Null
+ * for lm: text.
+ */
+function recordsOptions(
+  config: RunConfig,
+  tokenizer: Tokenizer | null,
+): OpenOptions['records'] | null {
+  if (config.objective === 'lm') return null;
+  const spec = config.tokenizer;
+  if (!tokenizer && spec !== 'gpt2' && spec !== 'byte')
+    throw new WeftError(
+      'WEFT_E_CONFIG',
+      `objective=${config.objective} needs a tokenizer: start from a model with --init, or set tokenizer=gpt2 or byte`,
+    );
+  return {
+    kind: config.objective === 'sft' ? 'sft' : 'preference',
+    tokenizer: tokenizer ?? createTokenizer(spec),
+    seqLen: sequenceLength(config),
+  };
+}
+
+/** Refuses data of the wrong kind for the objective (text for lm, JSONL records otherwise). */
+function checkData(dataset: Dataset, config: RunConfig, data: string): void {
+  const kind = dataset.manifest.kind ?? 'text';
+  const want =
+    config.objective === 'lm' ? 'text' : config.objective === 'sft' ? 'sft' : 'preference';
+  if (kind !== want)
+    throw new WeftError(
+      'WEFT_E_CONFIG',
+      `dataset ${data} holds ${kind} data but objective=${config.objective} trains on ${want} (see docs/alignment.md)`,
+    );
+  if (kind === 'text') checkTokenizer(dataset, config, data);
 }
 
 /** Refuses a prepared dataset whose tokenizer is not the config's (the model's size follows it). */
@@ -136,10 +220,12 @@ export function openResumedRun(options: ResumedRunOptions): OpenedRun {
     const checkpoint = loadCheckpoint(outDir);
     const config = resumedConfig(checkpoint, options);
     const data = options.data ?? checkpoint.data.path;
+    const tokenizer = tokenizerFromJSON(checkpoint.tokenizer, checkpoint.dir);
     const dataset = openDataset(data, runDataDir(outDir), {
       tokenizer: config.tokenizer,
       valFraction: config.valFraction,
       log,
+      records: recordsOptions(config, tokenizer) ?? undefined,
       accept: (_ds, manifestSha256) => {
         if (manifestSha256 === checkpoint.data.manifestSha256) return;
         throw new WeftError(
@@ -149,7 +235,11 @@ export function openResumedRun(options: ResumedRunOptions): OpenedRun {
       },
     });
     log(`resuming ${outDir} from ${checkpoint.dir} (step ${checkpoint.step})`);
-    return { config, dataset, outDir, resume: checkpoint, replaceRun: false };
+    const reference =
+      config.objective === 'dpo'
+        ? readReference(outDir, checkpoint.config, checkpoint.data.referenceSha256 ?? '')
+        : undefined;
+    return { config, dataset, outDir, resume: checkpoint, replaceRun: false, reference };
   });
 }
 

@@ -16,6 +16,7 @@ import {
   writeCheckpoint,
 } from '../../src/checkpoint/write.ts';
 import { GPT2 } from '../../src/model/gpt2.ts';
+import { sequenceReward } from '../../src/train/sequence-scores.ts';
 import { BpeTokenizer } from '../../src/tokenizer/bpe.ts';
 import { ROOT } from '../helpers/cli.ts';
 import { expectWeftError } from '../helpers/errors.ts';
@@ -213,4 +214,51 @@ describe('Hugging Face interop', () => {
       expect(maxAbsDiff(ours, theirs)).toBeLessThanOrEqual(1e-5);
     },
   );
+
+  it('a reward model exports as GPT2ForSequenceClassification and imports back as one', async () => {
+    const run = tempDir();
+    const reward = { ...config, objective: 'reward' };
+    const model = GPT2.init(reward, 3);
+    await writeCheckpoint(run, {
+      ...state(2, 3),
+      config: reward,
+      params: model.params,
+      m: model.params,
+      v: model.params,
+    });
+    const hf = exportHf(run, join(tempDir(), 'hf'));
+    const hfConfig = JSON.parse(readFileSync(join(hf, 'config.json'), 'utf8')) as Record<
+      string,
+      unknown
+    >;
+    expect(hfConfig.architectures).toEqual(['GPT2ForSequenceClassification']);
+    expect(hfConfig.num_labels).toBe(1);
+    const st = readSafetensors(readFileSync(join(hf, 'model.safetensors')));
+    expect(st.tensors.get('score.weight')?.shape).toEqual([1, config.nEmbd]);
+    expect(st.tensors.has('transformer.score.weight')).toBe(false);
+    const back = loadCheckpoint(await importHf(hf, join(tempDir(), 'imported')));
+    expect(back.config.objective).toBe('reward');
+    expect(Buffer.from(back.params.buffer).equals(Buffer.from(model.params.buffer))).toBe(true);
+    if (!python) return console.log('PyTorch not found: the reward is not checked against it');
+    const ids = [5, 17, 200, 3, 99, 258, 0, 42];
+    const out = join(tempDir(), 'reward.f32');
+    const r = spawnSync(
+      python,
+      [join(ROOT, 'scripts/gpt2_reference.py'), hf, JSON.stringify(ids), out],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    const theirs = new Float32Array(new Uint8Array(readFileSync(out)).buffer);
+    const ours = sequenceReward(
+      loadModel(run).model,
+      Int32Array.from(ids),
+      ids.length,
+      ids.length,
+      model.p.score,
+    );
+    expect(theirs).toHaveLength(1);
+    expect(Math.abs(theirs[0] - ours)).toBeLessThanOrEqual(1e-5);
+  });
 });

@@ -105,6 +105,8 @@ export function registerCluster(program: Command): void {
           secret,
           streamData: flags.streamData === true,
           resume: run.resume,
+          init: run.initParams,
+          reference: run.reference,
           stopAfter: run.stopAfter,
           backend: run.backend,
           onListening: (address) =>

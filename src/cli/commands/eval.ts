@@ -1,57 +1,134 @@
-// `weft eval`: loss, perplexity and bits per byte of a saved model on a text file.
+// `weft eval`: a saved model on held-out data.
+//   text file     loss, perplexity and bits per byte
+//   .jsonl file   preference pairs: {"pairs","accuracy","margin","loss"} for a reward model, or a
+//                 DPO policy's implicit reward with --reference (the model it was trained from);
+//                 conversations (SFT): the masked loss and bits per byte of the assistant text
+// Records that cannot be evaluated are counted on stderr, as training counts them.
 
 import type { Command } from 'commander';
 import { loadModel } from '../../checkpoint/read.ts';
+import { describeReport } from '../../data/jsonl.ts';
+import { readRecords } from '../../data/records.ts';
 import { evaluate } from '../../train/evaluate.ts';
+import { evaluatePairs, evaluateSft } from '../../train/evaluate-records.ts';
 import { readUtf8 } from '../../util/files.ts';
-import { check } from '../../util/errors.ts';
+import { WeftError, check } from '../../util/errors.ts';
 import type { ComputeFlags } from './compute-options.ts';
 import { addComputeOptions, backendOf } from './compute-options.ts';
 import { numberFlag } from './options.ts';
 
+interface EvalFlags extends ComputeFlags {
+  checkpoint: string;
+  data: string;
+  batchSize: string;
+  reference?: string;
+  beta?: string;
+  json?: boolean;
+}
+
+/** Whether the first parseable line of a JSONL text is a preference record. */
+function looksLikePreferences(text: string): boolean {
+  for (const line of text.split('\n')) {
+    try {
+      const r = JSON.parse(line) as Record<string, unknown>;
+      return typeof r === 'object' && r !== null && ('chosen' in r || 'rejected' in r);
+    } catch {
+      // an unparseable line: look at the next
+    }
+  }
+  return false;
+}
+
 export function registerEval(program: Command): void {
   addComputeOptions(program.command('eval'))
-    .description('evaluate a trained model on a text file: loss, perplexity, bits per byte')
+    .description(
+      'evaluate a trained model: loss, perplexity and bits per byte on a text file; preference accuracy or masked SFT loss on a .jsonl file',
+    )
     .requiredOption(
       '--checkpoint <dir>',
       'run directory (its latest checkpoint) or a checkpoint directory',
     )
-    .requiredOption('--data <file>', 'UTF-8 text file to evaluate on')
-    .option('--batch-size <n>', 'windows per forward pass', '8')
-    .option('--json', 'print {"loss","ppl","bpb","tokens","bytes"} as JSON')
-    .action(
-      (
-        flags: ComputeFlags & {
-          checkpoint: string;
-          data: string;
-          batchSize: string;
-          json?: boolean;
-        },
-      ) => {
-        const { model, config, tokenizer } = loadModel(flags.checkpoint, backendOf(flags));
-        const text = readUtf8(flags.data, 'data file');
+    .requiredOption('--data <file>', 'UTF-8 text file, or JSONL preference pairs or conversations')
+    .option('--batch-size <n>', 'windows per forward pass (text)', '8')
+    .option(
+      '--reference <dir>',
+      'preference pairs: score a DPO policy against this reference model',
+    )
+    .option('--beta <x>', 'DPO beta for --reference (default: the checkpoint run’s)')
+    .option('--json', 'print the result as one JSON object')
+    .action((flags: EvalFlags) => {
+      const backend = backendOf(flags);
+      const { model, config, tokenizer } = loadModel(flags.checkpoint, backend);
+      const seqLen =
+        typeof config.seqLen === 'number' && config.seqLen > 0 ? config.seqLen : config.blockSize;
+      const text = readUtf8(flags.data, 'data file');
+      const print = (json: object, human: string) =>
+        console.log(flags.json ? JSON.stringify(json) : human);
+      if (!flags.data.endsWith('.jsonl')) {
+        check(
+          flags.reference === undefined,
+          'WEFT_E_CONFIG',
+          '--reference applies to preference pairs (.jsonl)',
+        );
         const ids = tokenizer.encode(text);
         check(
           ids.length >= 2,
           'WEFT_E_SHAPE',
           `data file ${flags.data} has ${ids.length} tokens; evaluation needs at least 2`,
         );
-        const seqLen =
-          typeof config.seqLen === 'number' && config.seqLen > 0 ? config.seqLen : config.blockSize;
         const result = evaluate(model, Uint32Array.from(ids), tokenizer, {
           seqLen,
           batchSize: numberFlag('--batch-size', flags.batchSize, { min: 1, integer: true }),
         });
-        if (flags.json) {
-          console.log(JSON.stringify(result));
-        } else {
-          console.log(
-            `loss ${result.loss.toFixed(4)} | ppl ${result.ppl.toFixed(2)} | ${result.bpb.toFixed(4)} bits/byte`,
-          );
-          console.log(
+        return print(
+          result,
+          `loss ${result.loss.toFixed(4)} | ppl ${result.ppl.toFixed(2)} | ${result.bpb.toFixed(4)} bits/byte\n` +
             `over ${result.tokens.toLocaleString('en-US')} tokens, ${result.bytes.toLocaleString('en-US')} bytes`,
-          );
-        }
-      },
-    );
+        );
+      }
+      const kind = looksLikePreferences(text) ? 'preference' : 'sft';
+      const { records, report } = readRecords(flags.data, { kind, tokenizer, seqLen });
+      console.error(`${flags.data}: ${describeReport(report)}`);
+      const pad = tokenizer.specials.endOfText;
+      if (records.kind === 'sft') {
+        check(
+          records.train.length > 0,
+          'WEFT_E_FORMAT',
+          `${flags.data} holds no usable conversations`,
+        );
+        const result = evaluateSft(model, records.train, tokenizer, { seqLen, pad });
+        return print(
+          result,
+          `masked loss ${result.loss.toFixed(4)} | ${result.bpb.toFixed(4)} bits/byte of assistant text over ${result.tokens.toLocaleString('en-US')} tokens`,
+        );
+      }
+      check(
+        records.train.length > 0,
+        'WEFT_E_FORMAT',
+        `${flags.data} holds no usable preference pairs`,
+      );
+      const reference = flags.reference ? loadModel(flags.reference, backend) : undefined;
+      if (reference && reference.config.vocabSize !== config.vocabSize)
+        throw new WeftError(
+          'WEFT_E_CONFIG',
+          `--reference ${flags.reference} is not the same architecture as ${flags.checkpoint}`,
+        );
+      const beta =
+        flags.beta !== undefined
+          ? numberFlag('--beta', flags.beta, { min: 0 })
+          : typeof config.beta === 'number'
+            ? config.beta
+            : 0.1;
+      const result = evaluatePairs(model, records.train, {
+        seqLen,
+        pad,
+        reference: reference?.model,
+        beta,
+      });
+      const { pairs, accuracy, margin, loss } = result;
+      print(
+        { pairs, accuracy, margin, loss },
+        `accuracy ${accuracy.toFixed(4)} over ${pairs} pairs | margin ${margin.toFixed(4)} | loss ${loss.toFixed(4)}`,
+      );
+    });
 }

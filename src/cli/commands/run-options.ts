@@ -4,6 +4,7 @@
 
 import type { Command } from 'commander';
 import { join } from 'node:path';
+import type { Dataset } from '../../data/dataset.ts';
 import type { BackendName } from '../../kernels/backend.ts';
 import { BACKEND_NAMES } from '../../kernels/backend.ts';
 import { defaultBackendName, parseBackendName } from '../../kernels/select.ts';
@@ -34,6 +35,7 @@ export interface RunFlags {
   stopAfter?: string;
   backend?: string;
   pipeline?: string;
+  init?: string;
 }
 
 export function addRunOptions(cmd: Command): Command {
@@ -51,6 +53,10 @@ export function addRunOptions(cmd: Command): Command {
     .option('--seed <n>', 'random seed (overrides the config)')
     .option('--set <key=value>', 'override a config key (repeatable)', collect, [])
     .option('--overwrite', 'replace a run already in --out')
+    .option(
+      '--init <model>',
+      'start from these weights (a run, checkpoint or Hugging Face GPT-2 directory) with a fresh optimizer: fine-tuning (objective sft, reward or dpo)',
+    )
     .option(
       '--resume',
       'continue the run in --out from its latest checkpoint (--set may change all but the architecture)',
@@ -115,6 +121,11 @@ export async function prepareRun(
         'WEFT_E_CONFIG',
         '--resume needs --out DIR (or --config NAME for runs/NAME)',
       );
+    if (flags.init)
+      throw new WeftError(
+        'WEFT_E_CONFIG',
+        '--init starts a new run; a resumed run continues from its own checkpoint (drop --init)',
+      );
     await beforeOpen();
     opened = openResumedRun({ outDir, overrides, data: flags.data, preset, log });
   } else {
@@ -132,7 +143,15 @@ export async function prepareRun(
     }
     const outDir = flags.out ?? join('runs', config.name);
     await beforeOpen(config);
-    opened = openFreshRun({ config, data: flags.data, outDir, overwrite: flags.overwrite, log });
+    opened = openFreshRun({
+      config,
+      data: flags.data,
+      outDir,
+      overwrite: flags.overwrite,
+      log,
+      init: flags.init,
+      overrides,
+    });
   }
   return { ...opened, progress: new Progress(opened.config.logEvery), stopAfter, backend };
 }
@@ -145,6 +164,14 @@ function pipeline(c: RunConfig, workers: number): string {
     : '';
 }
 
+/** "N train / M val tokens", or records for post-training data. */
+function dataSummary({ records, train, val }: Dataset): string {
+  const n = (x: number) => x.toLocaleString('en-US');
+  if (records)
+    return `${n(records.train.length)} train / ${n(records.val.length)} val ${records.kind === 'sft' ? 'examples' : 'pairs'}`;
+  return `${n(train.length)} train / ${n(val.length)} val tokens`;
+}
+
 /** Progress hooks that print the run's header, steps, evaluations and cluster events. */
 export function progressHooks(run: PreparedRun): RunHooks {
   const { progress, dataset } = run;
@@ -155,7 +182,8 @@ export function progressHooks(run: PreparedRun): RunHooks {
         `training ${c.name}: ${paramCount(c).toLocaleString('en-US')} parameters ` +
           `(L=${c.nLayer} H=${c.nHead} C=${c.nEmbd} V=${c.vocabSize}), B=${c.batchSize} x T=${c.seqLen} in ${c.shards} shards, ` +
           `${c.steps} steps on ${workers} worker${workers === 1 ? '' : 's'}${pipeline(c, workers)} (${run.backend} backend); ` +
-          `data: ${dataset.train.length.toLocaleString('en-US')} train / ${dataset.val.length.toLocaleString('en-US')} val tokens (${dataset.tokenizer.name})`,
+          `data: ${dataSummary(dataset)} (${dataset.tokenizer.name})` +
+          (c.objective === 'lm' ? '' : `; objective ${c.objective}`),
       ),
     onStep: (m, total) => progress.step(m, total),
     onEval: (m) => progress.eval(m),

@@ -56,6 +56,8 @@ export function registerTrain(program: Command): void {
           threads,
           backend: run.backend,
           resume: run.resume,
+          init: run.initParams,
+          reference: run.reference,
           stopAfter: run.stopAfter,
           lock: run.lock,
           replaceRun: run.replaceRun,

@@ -36,10 +36,20 @@ export type ConnId = number;
 /** Retries of one step's stalled all-reduce before the run fails. */
 const MAX_STALLS = 3;
 
+/** What a worker reported of one shard (shardDone). */
+interface ShardResult {
+  lossSum: number;
+  targets: number;
+  overflow: boolean;
+  sums: Float64Array;
+}
+
 /** A shard's tokens, streamed to a worker that cannot read the data itself. */
 export interface ShardBatch {
   idx: Int32Array;
   targets: Int32Array;
+  /** dpo: the reference log-prob of each row. */
+  refLogps?: Float64Array;
 }
 
 export interface CoordinatorConfig {
@@ -59,6 +69,8 @@ export interface CoordinatorConfig {
   evalEvery: number;
   evalWindows: number;
   hasValidation: boolean;
+  /** The objective's per-step metrics (their sums arrive with each shard; objectives.ts). */
+  metricNames?: readonly string[];
   /** The assign message sent to each worker, less its rank. */
   assign: Omit<MessageOf<'assign'>, 'v' | 't' | 'rank' | 'resume'>;
   /** The learning rate of each step. */
@@ -123,7 +135,7 @@ export interface CoordinatorState {
   members: number[];
   /** shard -> rank computing it in the current attempt. */
   owner: Map<number, number>;
-  results: Map<number, { lossSum: number; targets: number; overflow: boolean }>;
+  results: Map<number, ShardResult>;
   reduced: Map<number, number>;
   /** A pipeline's reduced members: the sums of squares of the norm's blocks each owns, and its overflow. */
   normParts: Map<number, { blocks: Int32Array; sums: Float64Array; overflow: boolean }>;
@@ -182,6 +194,8 @@ export type CoordinatorEffect =
       gradNorm: number;
       tokensPerSec: number;
       skipped: boolean;
+      /** The objective's metrics: each shard's sums added, over the step's units. */
+      metrics: Record<string, number>;
     }
   | { type: 'evalMetrics'; step: number; result: EvalResult }
   /** A worker's account of where its time went in a step (step-clock.ts). */
@@ -484,7 +498,12 @@ function onMessage(st: Transition, w: Worker, m: Message, now: number): void {
       // a result is valid from the shard's current owner in any attempt of the step (the same
       // worker computed it; it may have been sent just before an abort)
       if (m.step !== s.step || s.owner.get(m.shard) !== w.rank) return;
-      s.results.set(m.shard, { lossSum: m.lossSum, targets: m.targets, overflow: m.overflow });
+      s.results.set(m.shard, {
+        lossSum: m.lossSum,
+        targets: m.targets,
+        overflow: m.overflow,
+        sums: m.sums ?? new Float64Array(0),
+      });
       s.lastProgress = now;
       return maybeCommit(st, now);
     case 'reduced':
@@ -625,11 +644,11 @@ function startAttempt(st: Transition, now: number, previous: Map<number, number>
   for (const w of live) {
     const shards = shardsOf(w);
     // copies: a transport may transfer a message's arrays, and the plan stays in the state
-    const batch = (shard: number) => ({
-      shard,
-      idx: (plan.batches as ShardBatch[])[shard].idx.slice(),
-      targets: (plan.batches as ShardBatch[])[shard].targets.slice(),
-    });
+    const batch = (shard: number) => {
+      const b = (plan.batches as ShardBatch[])[shard];
+      const ref = b.refLogps ? { refLogps: b.refLogps.slice() } : {};
+      return { shard, idx: b.idx.slice(), targets: b.targets.slice(), ...ref };
+    };
     const batches = w.dataLocal ? [] : shards.map(batch);
     st.to(
       w.conn,
@@ -652,12 +671,16 @@ function maybeCommit(st: Transition, now: number): void {
   let lossSum = 0;
   let targets = 0;
   let overflow = false;
+  const names = s.config.metricNames ?? [];
+  const sums = names.map(() => 0);
   for (let shard = 0; shard < s.config.shards; shard++) {
-    const r = s.results.get(shard) as { lossSum: number; targets: number; overflow: boolean };
+    const r = s.results.get(shard) as ShardResult;
     lossSum += r.lossSum; // in shard order: the same sum whoever computed which shard
     targets += r.targets;
     overflow ||= r.overflow;
+    names.forEach((_, k) => (sums[k] += r.sums[k] ?? 0));
   }
+  const metrics = Object.fromEntries(names.map((name, k) => [name, sums[k] / targets]));
   // a pipeline: every worker holds some of the norm's blocks; the first replica's, in block order
   let pipelineNorm: number | undefined;
   if (s.pipeline) {
@@ -691,6 +714,7 @@ function maybeCommit(st: Transition, now: number): void {
     gradNorm,
     tokensPerSec: (s.config.tokensPerStep * 1000) / Math.max(1, now - s.stepStartedAt),
     skipped: skip,
+    metrics,
   });
   s.step++;
   s.attempt = s.attemptBase;

@@ -55,6 +55,8 @@ export type WorkerEvent =
       lossSum: number;
       targets: number;
       overflow: boolean;
+      /** The objective's metric sums (empty: none). */
+      sums?: number[];
     }
   | {
       type: 'reducedLocally';
@@ -330,6 +332,7 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
           lossSum: event.lossSum,
           targets: event.targets,
           overflow: event.overflow,
+          ...(event.sums?.length ? { sums: Float64Array.from(event.sums) } : {}),
         }),
       );
       advance();
