@@ -7,6 +7,7 @@
 
 import type { Command } from 'commander';
 import { loadModel } from '../../checkpoint/read.ts';
+import { scoreLabels } from '../../model/config.ts';
 import { describeReport } from '../../data/jsonl.ts';
 import { readRecords } from '../../data/records.ts';
 import { evaluate } from '../../train/evaluate.ts';
@@ -87,6 +88,11 @@ export function registerEval(program: Command): void {
         );
       }
       const kind = looksLikePreferences(text) ? 'preference' : 'sft';
+      check(
+        kind === 'sft' || flags.reference !== undefined || scoreLabels(config) > 0,
+        'WEFT_E_CONFIG',
+        `${flags.checkpoint} has no score head: it is not a reward model; pass --reference MODEL to score a DPO policy by its implicit reward`,
+      );
       const { records, report } = readRecords(flags.data, { kind, tokenizer, seqLen });
       console.error(`${flags.data}: ${describeReport(report)}`);
       const pad = tokenizer.specials.endOfText;
