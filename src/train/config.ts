@@ -263,11 +263,6 @@ export function validateRunConfig(config: RunConfig): RunConfig {
   parseTokenizerSpec(config.tokenizer);
   parseObjective(config.objective);
   check(config.beta > 0, 'WEFT_E_CONFIG', `config beta=${config.beta} must be positive`);
-  check(
-    config.objective === 'lm' || config.pipelineStages === 1,
-    'WEFT_E_CONFIG',
-    `config objective=${config.objective} trains data-parallel only for now: set pipelineStages=1 (see docs/alignment.md)`,
-  );
   validateSchedule({
     lr: config.lr,
     minLr: config.minLr,

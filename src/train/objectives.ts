@@ -83,6 +83,8 @@ export interface ObjectiveOptions {
   objective: string;
   /** DPO's beta. */
   beta: number;
+  /** The last pipeline stage: its input, the previous stage's (B, T, C) output. */
+  input?: Float32Array;
 }
 
 const logSigmoid = (x: number) =>
@@ -117,16 +119,17 @@ export function objectiveForward(
   options: ObjectiveOptions,
 ): ShardLoss {
   const { idx, targets, B, T } = batch;
+  const input = options.input;
   switch (options.objective) {
     case 'lm':
     case 'sft': {
-      const r = model.forward(idx, B, T, targets);
+      const r = model.forward(idx, B, T, targets, { input });
       return { lossSum: r.lossSum, units: r.targetCount, sums: [], head: null };
     }
     case 'dpo':
-      return dpoForward(model, batch, globalUnits, options.beta);
+      return dpoForward(model, batch, options.beta, input);
     case 'reward':
-      return rewardForward(model, batch, globalUnits);
+      return rewardForward(model, batch, globalUnits, input);
     default:
       throw new WeftError('WEFT_E_CONFIG', `unknown objective "${options.objective}"`);
   }
@@ -154,7 +157,7 @@ function rowLogps(model: GPT2, B: number, T: number): Float64Array {
   return out;
 }
 
-function dpoForward(model: GPT2, batch: Batch, globalUnits: number, beta: number): ShardLoss {
+function dpoForward(model: GPT2, batch: Batch, beta: number, input?: Float32Array): ShardLoss {
   checkPairs(batch);
   const { idx, targets, B, T, refLogps } = batch;
   check(
@@ -162,7 +165,7 @@ function dpoForward(model: GPT2, batch: Batch, globalUnits: number, beta: number
     'WEFT_E_SHAPE',
     `a dpo batch needs the reference log-probs of its ${B} rows`,
   );
-  model.forward(idx, B, T, targets);
+  model.forward(idx, B, T, targets, { input });
   const logps = rowLogps(model, B, T);
   const rowWeights = new Float64Array(B);
   const sums = new Array<number>(PAIR_METRICS.length).fill(0);
@@ -180,11 +183,15 @@ function dpoForward(model: GPT2, batch: Batch, globalUnits: number, beta: number
     const add = [chosen, rejected, chosen > rejected ? 1 : 0, h, logps[c], logps[r]];
     add.forEach((v, k) => (sums[k] += v));
   }
-  void globalUnits; // the backward pass divides by it (the normalizer)
   return { lossSum, units: B / 2, sums, head: { rowWeights } };
 }
 
-function rewardForward(model: GPT2, batch: Batch, globalUnits: number): ShardLoss {
+function rewardForward(
+  model: GPT2,
+  batch: Batch,
+  globalUnits: number,
+  input?: Float32Array,
+): ShardLoss {
   checkPairs(batch);
   const { idx, B, T } = batch;
   const C = model.config.nEmbd;
@@ -195,7 +202,7 @@ function rewardForward(model: GPT2, batch: Batch, globalUnits: number): ShardLos
     'the reward objective needs a model with a score head',
   );
   const last = lastTokens(batch);
-  model.forward(idx, B, T);
+  model.forward(idx, B, T, undefined, { input });
   const hidden = model.hidden;
   const rewards = new Float64Array(B);
   for (let b = 0; b < B; b++) {

@@ -1,6 +1,6 @@
 // The post-training objectives end to end on the distributed engine: a tiny language model is
 // pre-trained, then each of sft, reward and dpo starts from it (--init) on JSONL records with
-// 1, 2 and 3 worker threads, which must give byte-identical weights, and a run stopped halfway
+// 1, 2 and 3 worker threads and 2 pipeline stages, which must give byte-identical weights, and a run stopped halfway
 // and resumed must give the same bytes as a straight one. The records include bad ones (no
 // assistant turn, no chosen/rejected, a prompt longer than the context), which are counted and
 // reported, not fatal.
@@ -89,9 +89,9 @@ describe.each([
   ['reward', 'pairs.jsonl'],
   ['dpo', 'pairs.jsonl'],
 ])('objective %s', (objective, data) => {
-  const fresh = (out: string, log?: (line: string) => void) =>
+  const fresh = (out: string, log?: (line: string) => void, more: Partial<RunConfig> = {}) =>
     openFreshRun({
-      config: configOf(objective),
+      config: { ...configOf(objective), ...more },
       data: join(dir, data),
       outDir: join(dir, `${objective}-${out}`),
       init: base,
@@ -140,6 +140,17 @@ describe.each([
     expect(evals).toHaveLength(1);
     if (objective === 'sft') expect(evals[0].bpb).toBeGreaterThan(0);
     else expect(evals[0].pairs).toBeGreaterThan(0);
+  }, 120_000);
+
+  it('2 pipeline stages give the same bytes as data parallelism', async () => {
+    await train(fresh('pipeline', undefined, { pipelineStages: 2 }), 2);
+    const one = finalWeights(join(dir, `${objective}-threads1`));
+    expect(finalWeights(join(dir, `${objective}-pipeline`)).equals(one)).toBe(true);
+    const steps = metricsOf(join(dir, `${objective}-pipeline`)).filter((m) => m.type === 'step');
+    const straight = metricsOf(join(dir, `${objective}-threads1`)).filter((m) => m.type === 'step');
+    expect(steps.map((m) => [m.loss, m['rewards/margins']])).toEqual(
+      straight.map((m) => [m.loss, m['rewards/margins']]),
+    );
   }, 120_000);
 
   it('a run stopped and resumed gives the same bytes as a straight run', async () => {

@@ -6,6 +6,8 @@
 // reduction, the norm and the update come after, from the caller.
 
 import type { Batch } from '../../data/loader.ts';
+import type { HeadGradient } from '../../train/objectives.ts';
+import { objectiveForward } from '../../train/objectives.ts';
 import type { TrainingStep } from '../../train/step.ts';
 import type { ScheduleKind } from './schedule.ts';
 import { pipelineSchedule, simulate } from './schedule.ts';
@@ -27,8 +29,11 @@ export interface StageLinks {
 }
 
 export interface StageResult {
-  /** Per micro-batch, the sum of its per-target losses and its target count (the last stage's; 0 elsewhere). */
-  losses: { lossSum: number; targets: number }[];
+  /**
+   * Per micro-batch, the sum of its unit losses, its unit count (targets or pairs) and the
+   * objective's metric sums (the last stage's; 0 elsewhere).
+   */
+  losses: { lossSum: number; targets: number; sums: number[] }[];
   overflow: boolean;
   /** Time in forward and backward passes, and waiting for a neighbour's activation or gradient (the bubble). */
   computeMs: number;
@@ -53,7 +58,10 @@ export async function runStage(
   const schedules = pipelineSchedule(kind, P, batches.length);
   // activation slots: micro-batch mb uses mb % held (the micro-batches held are consecutive)
   const held = simulate(schedules).peakHeld[s];
-  const losses = batches.map(() => ({ lossSum: 0, targets: 0 }));
+  const losses = batches.map(() => ({ lossSum: 0, targets: 0, sums: [] as number[] }));
+  // the last stage: what each micro-batch's backward pass starts from (objectives.ts)
+  const heads: (HeadGradient | null)[] = batches.map(() => null);
+  const { objective = 'lm', beta = 0.1 } = step.options;
   let overflow = false;
   let computeMs = 0;
   let waitMs = 0;
@@ -77,10 +85,16 @@ export async function runStage(
       case 'forward': {
         const start = performance.now();
         model.useSlot(a.mb % held);
-        const targets = s === P - 1 ? batch.targets : undefined;
-        const r = model.forward(batch.idx, batch.B, batch.T, targets, { input: received });
-        losses[a.mb] = { lossSum: r.lossSum, targets: r.targetCount };
-        output = r.output;
+        if (s === P - 1) {
+          const options = { objective, beta, input: received };
+          const r = objectiveForward(model, batch, globalTargets, options);
+          losses[a.mb] = { lossSum: r.lossSum, targets: r.units, sums: r.sums };
+          heads[a.mb] = r.head;
+        } else {
+          output = model.forward(batch.idx, batch.B, batch.T, undefined, {
+            input: received,
+          }).output;
+        }
         received = undefined;
         computeMs += performance.now() - start;
         await turn(); // heartbeats and sends go out between passes
@@ -93,7 +107,7 @@ export async function runStage(
       case 'backward': {
         const start = performance.now();
         model.useSlot(a.mb % held);
-        const stages = step.backwardInStages(globalTargets, received);
+        const stages = step.backwardInStages(globalTargets, received, heads[a.mb]);
         for (let r = stages.next(); ; r = stages.next())
           if (r.done) {
             overflow ||= r.value;

@@ -70,7 +70,7 @@ export type WorkerEvent =
   | {
       type: 'pipelined';
       step: number;
-      results: { shard: number; lossSum: number; targets: number }[];
+      results: { shard: number; lossSum: number; targets: number; sums?: number[] }[];
       overflow: boolean;
     }
   | { type: 'evaluated'; step: number; result: EvalResult }
@@ -339,8 +339,16 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
       break;
     case 'pipelined':
       if (event.step !== s.step || s.phase !== 'computing') break;
-      for (const r of event.results)
-        send.push(msg('shardDone', { step: s.step, attempt: s.attempt, ...r, overflow: false }));
+      for (const { sums, ...r } of event.results)
+        send.push(
+          msg('shardDone', {
+            step: s.step,
+            attempt: s.attempt,
+            ...r,
+            overflow: false,
+            ...(sums?.length ? { sums: Float64Array.from(sums) } : {}),
+          }),
+        );
       s.overflow = event.overflow;
       s.phase = 'reducing';
       effects.push({ type: 'reduce', step: s.step, attempt: s.attempt, members: s.members });
