@@ -16,7 +16,7 @@ import type { EncodedChat } from '../tokenizer/chat.ts';
 import type { Tokenizer } from '../tokenizer/index.ts';
 import { check } from '../util/errors.ts';
 import type { EvalResult } from './evaluate.ts';
-import { batchLogps, lastTokens } from './objectives.ts';
+import { batchLogps, batchRewards } from './objectives.ts';
 
 export interface PairEval {
   pairs: number;
@@ -41,27 +41,6 @@ export function pairBatch(pair: PreferencePair, T: number, pad: number): Batch {
   return batch;
 }
 
-/** The two rewards of a pair under a reward model (its score head at each row's last token). */
-function pairRewards(model: GPT2, batch: Batch): [number, number] {
-  const C = model.config.nEmbd;
-  const score = model.p.score;
-  check(
-    score.length === C,
-    'WEFT_E_CONFIG',
-    'this model has no score head: it is not a reward model; pass --reference for a DPO policy',
-  );
-  const last = lastTokens(batch);
-  model.forward(batch.idx, batch.B, batch.T);
-  const hidden = model.hidden;
-  const reward = (row: number) => {
-    const at = (row * batch.T + last[row]) * C;
-    let r = 0;
-    for (let c = 0; c < C; c++) r += hidden[at + c] * score[c];
-    return r;
-  };
-  return [reward(0), reward(1)];
-}
-
 export function evaluatePairs(
   model: GPT2,
   pairs: PreferencePair[],
@@ -81,7 +60,7 @@ export function evaluatePairs(
       const ref = batchLogps(options.reference, batch);
       [chosen, rejected] = [beta * (pi[0] - ref[0]), beta * (pi[1] - ref[1])];
     } else {
-      [chosen, rejected] = pairRewards(model, batch);
+      [chosen, rejected] = batchRewards(model, batch).rewards;
     }
     const h = chosen - rejected;
     if (h > 0) wins++;

@@ -139,6 +139,36 @@ function checkPairs(batch: Batch): void {
   check(batch.B % 2 === 0, 'WEFT_E_SHAPE', `a pair batch needs an even B, got ${batch.B}`);
 }
 
+/**
+ * Each row's reward under a reward model (a forward pass): its score head on the final hidden
+ * state at the row's last real token; and those positions.
+ */
+export function batchRewards(
+  model: GPT2,
+  batch: Batch,
+  input?: Float32Array,
+): { rewards: Float64Array; last: Int32Array } {
+  const { idx, B, T } = batch;
+  const C = model.config.nEmbd;
+  const score = model.p.score;
+  check(
+    score.length === C,
+    'WEFT_E_CONFIG',
+    'this model has no score head: it is not a reward model (objective reward)',
+  );
+  const last = lastTokens(batch);
+  model.forward(idx, B, T, undefined, { input });
+  const hidden = model.hidden;
+  const rewards = new Float64Array(B);
+  for (let b = 0; b < B; b++) {
+    const at = (b * T + last[b]) * C;
+    let r = 0;
+    for (let c = 0; c < C; c++) r += hidden[at + c] * score[c];
+    rewards[b] = r;
+  }
+  return { rewards, last };
+}
+
 /** Each row's sum of log p(target) under `model` (a forward pass): a reference's log-probs. */
 export function batchLogps(model: GPT2, batch: Batch): Float64Array {
   model.forward(batch.idx, batch.B, batch.T, batch.targets);
@@ -193,24 +223,11 @@ function rewardForward(
   input?: Float32Array,
 ): ShardLoss {
   checkPairs(batch);
-  const { idx, B, T } = batch;
+  const { B, T } = batch;
   const C = model.config.nEmbd;
   const score = model.p.score;
-  check(
-    score.length === C,
-    'WEFT_E_CONFIG',
-    'the reward objective needs a model with a score head',
-  );
-  const last = lastTokens(batch);
-  model.forward(idx, B, T, undefined, { input });
+  const { rewards, last } = batchRewards(model, batch, input);
   const hidden = model.hidden;
-  const rewards = new Float64Array(B);
-  for (let b = 0; b < B; b++) {
-    const at = (b * T + last[b]) * C;
-    let r = 0;
-    for (let c = 0; c < C; c++) r += hidden[at + c] * score[c];
-    rewards[b] = r;
-  }
   const dHidden = new Float32Array(B * T * C);
   const dScore = new Float64Array(C);
   const sums = [0, 0, 0, 0];
