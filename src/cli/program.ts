@@ -15,6 +15,9 @@ const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.ur
   version: string;
 };
 
+/** Exit code of a run that lost its cluster or network: resumable (sysexits' EX_TEMPFAIL). */
+export const EXIT_RESUMABLE = 75;
+
 export function buildProgram(): Command {
   const program = new Command('weft')
     .description('Train GPT-2 style language models in TypeScript, on one machine or many.')

@@ -161,6 +161,8 @@ export class CoordinatorShell {
   private readonly loader: BatchLoader;
   /** A dpo run's reference.safetensors sha256 (written when training starts, or the resumed run's). */
   private referenceSha256: string | undefined;
+  /** Training has started (a failure from now on is the cluster's, and resumable). */
+  private trained = false;
 
   constructor(
     config: RunConfig,
@@ -329,6 +331,16 @@ export class CoordinatorShell {
       },
       (err: Error) => this.hooks.log?.(`refused a connection: ${err.message}`),
     );
+  }
+
+  /** The run's state for a readiness probe (launch.ts: GET /readyz). */
+  readiness(): { ready: boolean; status: string; [key: string]: unknown } {
+    const s = this.state;
+    const workers = [...s.workers.values()].filter((w) => w.ready).length;
+    const expected = s.config.workers;
+    if (s.phase === 'rendezvous') return { ready: true, status: 'waiting', workers, expected };
+    if (s.phase === 'done' || s.phase === 'failed') return { ready: false, status: s.phase };
+    return { ready: true, status: 'training', step: s.step, steps: this.config.steps, workers };
   }
 
   /** Ends the run after the step in progress, saving a checkpoint. */
@@ -522,6 +534,7 @@ export class CoordinatorShell {
         this.hooks.log?.(effect.line);
         return;
       case 'trainingStarted':
+        this.trained = true;
         this.writeRunFiles();
         this.hooks.onStart?.(this.config, effect.workers);
         return;
@@ -639,7 +652,10 @@ export class CoordinatorShell {
         this.settle = null;
         this.end();
         // the run ends once a checkpoint still being written is on disk (the lock covers it)
-        const error = new WeftError(effect.code as 'WEFT_E_CLUSTER', effect.message);
+        // after training started, losing the cluster leaves a run its checkpoint resumes
+        const error = new WeftError(effect.code as 'WEFT_E_CLUSTER', effect.message, {
+          resumable: this.trained,
+        });
         void this.writes.finally(() => this.writer.close()).finally(() => settle?.reject(error));
         return;
       }

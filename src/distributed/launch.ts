@@ -195,6 +195,51 @@ export interface NetworkWorkerOptions {
   overlap?: boolean;
   log?: (line: string) => void;
   onPeerListening?: (address: string) => void;
+  /**
+   * How long to keep trying to reach a coordinator that is not up yet (ms; default 300 s): under
+   * a scheduler, pods and tasks start in any order.
+   */
+  connectTimeoutMs?: number;
+}
+
+/** First and longest wait between attempts to reach the coordinator. */
+const RETRY_FIRST_MS = 250;
+const RETRY_MAX_MS = 5_000;
+
+/**
+ * Connects to `address`, retrying with exponential backoff while it cannot be reached (refused,
+ * a name that does not resolve yet, a timeout) until `timeoutMs` has passed; then one error
+ * naming the address, the time and the last failure.
+ */
+export async function connectWithRetry(
+  network: Network,
+  address: string,
+  timeoutMs: number,
+  log: (line: string) => void = () => {},
+): Promise<Connection> {
+  const deadline = Date.now() + timeoutMs;
+  let wait = RETRY_FIRST_MS;
+  let lastSaid = 0;
+  for (;;) {
+    try {
+      return await network.connect(address);
+    } catch (err) {
+      if (!(err instanceof WeftError && err.code === 'WEFT_E_NETWORK')) throw err;
+      const now = Date.now();
+      if (now + wait > deadline)
+        throw new WeftError(
+          'WEFT_E_NETWORK',
+          `could not reach the coordinator at ${address} within ${Math.round(timeoutMs / 1000)} s (${err.message}); is it running, and is the address right?`,
+          { resumable: true },
+        );
+      if (now - lastSaid >= 30_000) {
+        log(`coordinator at ${address} not reachable yet (${err.message}); retrying`);
+        lastSaid = now;
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      wait = Math.min(RETRY_MAX_MS, wait * 2);
+    }
+  }
 }
 
 /** Connects a worker to the coordinator and runs it until shut down. */
@@ -211,7 +256,12 @@ export async function runNetworkWorker(options: NetworkWorkerOptions): Promise<s
   );
   options.onPeerListening?.(mesh.address);
   try {
-    const conn = await network.connect(address);
+    const conn = await connectWithRetry(
+      network,
+      address,
+      options.connectTimeoutMs ?? 300_000,
+      options.log,
+    );
     await clientHandshake(conn, secret, { name, role: 'worker', peerAddress: mesh.address });
     shell = new WorkerShell(conn, mesh, {
       name,
@@ -255,19 +305,34 @@ export async function serveCoordinator(
     await listener.close();
     throw err;
   }
-  listener.attach((conn) => coordinator.accept(conn));
+  listener.attach(
+    (conn) => coordinator.accept(conn),
+    () => coordinator.readiness(),
+  );
   options.onListening?.(listener.address);
   const done = result.finally(() => setTimeout(() => void listener.close(), 300).unref());
   return { result: done, stop: () => coordinator.stop() };
 }
 
-/** A WebSocket listener for workers, bound at once; connections wait for the coordinator that takes them. */
+/**
+ * A WebSocket listener for workers, bound at once; connections wait for the coordinator that
+ * takes them. The same port answers HTTP probes: GET /healthz (200 while the process is up) and
+ * GET /readyz (200 while the coordinator waits for workers or trains, with its progress; 503
+ * before it starts and after it ends).
+ */
 export interface WorkerListener {
   /** HOST:PORT actually listened on. */
   address: string;
-  /** Hands every connection, those that came already first, to `onConnection`. */
-  attach(onConnection: (connection: Connection) => void): void;
+  /** Hands every connection, those that came already first, to `onConnection`; `probe` says how the run goes. */
+  attach(onConnection: (connection: Connection) => void, probe?: () => Readiness): void;
   close(): Promise<void>;
+}
+
+/** What /readyz reports. */
+export interface Readiness {
+  ready: boolean;
+  status: string;
+  [key: string]: unknown;
 }
 
 /** Refuses to listen on `address` (HOST:PORT) beyond loopback without a shared secret. */
@@ -293,14 +358,24 @@ export async function listenForWorkers(
   requireSecretBeyondLoopback(listen, options.secret);
   const limits = options.limits;
   let target: ((connection: Connection) => void) | null = null;
+  let probe: () => Readiness = () => ({ ready: false, status: 'starting' });
   const early: Connection[] = [];
-  const listener = await new WsNetwork(limits).listen(listen, (conn) =>
-    target ? target(conn) : early.push(conn),
+  const respond = (path: string) => {
+    if (path === '/healthz') return { status: 200, body: { status: 'alive' } };
+    if (path !== '/readyz') return undefined;
+    const body = probe();
+    return { status: body.ready ? 200 : 503, body };
+  };
+  const listener = await new WsNetwork(limits).listen(
+    listen,
+    (conn) => (target ? target(conn) : early.push(conn)),
+    respond,
   );
   return {
     address: listener.address,
-    attach: (onConnection) => {
+    attach: (onConnection, readiness) => {
       target = onConnection;
+      if (readiness) probe = readiness;
       for (const conn of early.splice(0)) onConnection(conn);
     },
     close: () => listener.close(),

@@ -224,7 +224,7 @@ export class WorkerShell {
       case 'sendState':
         return this.sendState(effect.fetch);
       case 'exit':
-        return this.exit(effect.code, effect.reason);
+        return this.exit(effect.code, effect.reason, effect.resumable);
       default:
         return effect satisfies never;
     }
@@ -600,7 +600,7 @@ export class WorkerShell {
     this.timer.unref();
   }
 
-  private exit(code: 'ok' | 'error', reason: string): void {
+  private exit(code: 'ok' | 'error', reason: string, resumable = false): void {
     if (this.timer) clearInterval(this.timer);
     void this.prepared?.backend.dispose?.();
     this.reduceGeneration++;
@@ -609,7 +609,7 @@ export class WorkerShell {
     this.peers.close();
     this.coordinator.close(reason);
     if (code === 'ok') this.settle?.resolve(reason);
-    else this.settle?.reject(new WeftError('WEFT_E_CLUSTER', reason));
+    else this.settle?.reject(new WeftError('WEFT_E_CLUSTER', reason, { resumable }));
     this.settle = null;
   }
 

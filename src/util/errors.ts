@@ -19,11 +19,17 @@ export type WeftErrorCode =
 
 export class WeftError extends Error {
   readonly code: WeftErrorCode;
+  /**
+   * The run lost its cluster (its workers, its coordinator, the network) rather than being given
+   * bad input: its last checkpoint resumes, and a scheduler may resubmit it (the CLI exits 75).
+   */
+  readonly resumable: boolean;
 
-  constructor(code: WeftErrorCode, message: string) {
+  constructor(code: WeftErrorCode, message: string, options: { resumable?: boolean } = {}) {
     super(message);
     this.name = 'WeftError';
     this.code = code;
+    this.resumable = options.resumable ?? false;
   }
 }
 

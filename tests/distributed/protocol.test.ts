@@ -622,7 +622,12 @@ describe('worker state machine', () => {
         .effects,
     ).toEqual([{ type: 'exit', code: 'ok', reason: 'training finished' }]);
     expect(run([{ type: 'coordinatorLost', reason: 'connection reset' }])[0].effects).toEqual([
-      { type: 'exit', code: 'error', reason: 'lost the coordinator: connection reset' },
+      {
+        type: 'exit',
+        code: 'error',
+        reason: 'lost the coordinator: connection reset',
+        resumable: true,
+      },
     ]);
   });
 });

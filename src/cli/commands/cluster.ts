@@ -3,6 +3,7 @@
 // every connection; it is required whenever the coordinator listens beyond loopback.
 
 import type { Command } from 'commander';
+import { Option } from 'commander';
 import { hostname } from 'node:os';
 import type { WorkerListener } from '../../distributed/launch.ts';
 import { pipelineGrid } from '../../distributed/pipeline/partition.ts';
@@ -14,15 +15,22 @@ import { numberFlag } from './options.ts';
 import type { RunFlags } from './run-options.ts';
 import { addRunOptions, awaitJob, prepareRun, progressHooks, summarize } from './run-options.ts';
 
-/** The shared secret from --token-file, else WEFT_TOKEN, else null. */
+/** The shared secret from --token-file (or WEFT_TOKEN_FILE), else WEFT_TOKEN, else null. */
 function readSecret(tokenFile: string | undefined): string | null {
   if (tokenFile) return readSecretFile(tokenFile, 'token file');
   return process.env.WEFT_TOKEN?.trim() || null;
 }
 
+/** How long a worker told to stop waits for its coordinator to end the run (ms). */
+const WORKER_GRACE_MS = 25_000;
+
+/** An option that falls back to environment variable `env` (a flag given wins). */
+const envOption = (flags: string, description: string, env: string) =>
+  new Option(flags, `${description} (or set ${env})`).env(env);
+
 interface CoordinatorFlags extends RunFlags {
   listen: string;
-  workers: string;
+  workers?: string;
   minWorkers?: string;
   rendezvousTimeout: string;
   heartbeatTimeout: string;
@@ -31,7 +39,8 @@ interface CoordinatorFlags extends RunFlags {
 }
 
 interface WorkerFlags {
-  connect: string;
+  connect?: string;
+  connectTimeout: string;
   threads?: string;
   name?: string;
   peerListen?: string;
@@ -49,7 +58,7 @@ export function registerCluster(program: Command): void {
       '--listen <host:port>',
       'address to listen on for workers (port 0: any free port)',
     )
-    .requiredOption('--workers <n>', 'workers to wait for')
+    .addOption(envOption('--workers <n>', 'workers to wait for', 'WEFT_WORKERS'))
     .option(
       '--min-workers <n>',
       'start with this many if not all have joined by the rendezvous timeout',
@@ -60,7 +69,13 @@ export function registerCluster(program: Command): void {
       'seconds of silence after which a worker is declared lost',
       '30',
     )
-    .option('--token-file <file>', 'file holding the shared secret (or set WEFT_TOKEN)')
+    .addOption(
+      envOption(
+        '--token-file <file>',
+        'file holding the shared secret, or set WEFT_TOKEN',
+        'WEFT_TOKEN_FILE',
+      ),
+    )
     .option(
       '--stream-data',
       'send workers their batches even when they could read the dataset themselves',
@@ -68,6 +83,11 @@ export function registerCluster(program: Command): void {
     .action(async (flags: CoordinatorFlags) => {
       const secret = readSecret(flags.tokenFile);
       // every flag and the port are checked before the run directory is touched
+      check(
+        flags.workers !== undefined,
+        'WEFT_E_CONFIG',
+        '--workers N (or WEFT_WORKERS) is required',
+      );
       const workers = numberFlag('--workers', flags.workers, { min: 1, integer: true });
       const minWorkers =
         flags.minWorkers === undefined
@@ -122,19 +142,43 @@ export function registerCluster(program: Command): void {
   program
     .command('worker')
     .description('join a training job as a worker')
-    .requiredOption('--connect <url>', 'coordinator address, ws://HOST:PORT')
-    .option('--name <name>', "name shown in the coordinator's logs (default: host-pid)")
+    .addOption(envOption('--connect <url>', 'coordinator address, ws://HOST:PORT', 'WEFT_CONNECT'))
+    .option(
+      '--connect-timeout <s>',
+      'seconds to keep retrying while the coordinator is not up yet',
+      '300',
+    )
+    .addOption(
+      envOption(
+        '--name <name>',
+        "name shown in the coordinator's logs (default: host-pid)",
+        'WEFT_NAME',
+      ),
+    )
     .option(
       '--peer-listen <host:port>',
       'where other workers reach this one (default: 0.0.0.0:0, any free port)',
     )
-    .option('--token-file <file>', 'file holding the shared secret (or set WEFT_TOKEN)')
+    .addOption(
+      envOption(
+        '--token-file <file>',
+        'file holding the shared secret, or set WEFT_TOKEN',
+        'WEFT_TOKEN_FILE',
+      ),
+    )
     .option('--threads <n>', 'kernel threads of this worker (wasm backend)', '1')
     .option(
       '--no-overlap',
       "start the all-reduce only after the step's last backward pass (to measure the overlap)",
     )
     .action(async (flags: WorkerFlags) => {
+      check(
+        flags.connect !== undefined,
+        'WEFT_E_CONFIG',
+        '--connect ws://HOST:PORT (or WEFT_CONNECT) is required',
+      );
+      const connectTimeoutMs =
+        1000 * numberFlag('--connect-timeout', flags.connectTimeout, { min: 0 });
       const name = flags.name ?? `${hostname()}-${process.pid}`;
       check(
         name.length <= 128,
@@ -143,6 +187,19 @@ export function registerCluster(program: Command): void {
       );
       const [host] = parseAddress(flags.connect);
       const peerListen = flags.peerListen ?? (isLoopbackHost(host) ? '127.0.0.1:0' : '0.0.0.0:0');
+      // a scheduler stops every task at once (scancel, pod deletion): the coordinator ends the
+      // step, saves and shuts the workers down, so the first SIGTERM waits for that a while
+      let stopping = false;
+      const onSignal = () => {
+        if (stopping) process.exit(143);
+        stopping = true;
+        console.log(
+          `worker ${name}: stopping when the coordinator ends the run (a second signal quits now)`,
+        );
+        setTimeout(() => process.exit(143), WORKER_GRACE_MS).unref();
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
       const reason = await runNetworkWorker({
         network: new WsNetwork(),
         address: flags.connect,
@@ -154,6 +211,7 @@ export function registerCluster(program: Command): void {
             ? 1
             : numberFlag('--threads', flags.threads, { min: 1, integer: true }),
         overlap: flags.overlap,
+        connectTimeoutMs,
         log: (line) => console.log(line),
       });
       console.log(`worker ${name}: ${reason}`);

@@ -108,7 +108,8 @@ export type WorkerEffect =
   | { type: 'evaluate'; step: number; maxWindows: number; tokens: Int32Array }
   | { type: 'loadState'; piece: MessageOf<'state'> }
   | { type: 'sendState'; fetch?: number }
-  | { type: 'exit'; code: 'ok' | 'error'; reason: string }
+  /** resumable: the coordinator was lost (not a refusal): the run can go on from its checkpoint. */
+  | { type: 'exit'; code: 'ok' | 'error'; reason: string; resumable?: boolean }
   /** A re-plan: stop the step under way (its compute, its reduction) before preparing anew. */
   | { type: 'replan' };
 
@@ -372,6 +373,7 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
         type: 'exit',
         code: 'error',
         reason: `lost the coordinator: ${event.reason}`,
+        resumable: true,
       });
       break;
     default:

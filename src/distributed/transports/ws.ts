@@ -257,6 +257,12 @@ export interface WsOptions {
   compactSums?: boolean;
 }
 
+/**
+ * Answers a plain HTTP GET on the listening port (health probes) with a status and a JSON body;
+ * undefined for a path it does not serve, which gets 426 (Upgrade Required) as without one.
+ */
+export type HttpResponder = (path: string) => { status: number; body: unknown } | undefined;
+
 export class WsNetwork implements Network {
   private readonly preAuthTimeoutMs: number;
   private readonly compactSums: boolean | undefined;
@@ -274,13 +280,23 @@ export class WsNetwork implements Network {
     return 2 * handshakeLimits(this.limits).maxFrameBytes;
   }
 
-  listen(address: string, onConnection: (connection: Connection) => void): Promise<Listener> {
+  listen(
+    address: string,
+    onConnection: (connection: Connection) => void,
+    respond?: HttpResponder,
+  ): Promise<Listener> {
     const [host, port] = parseAddress(address);
     const deadlines = new PreAuthDeadlines(this.preAuthTimeoutMs);
     // our own HTTP server, to see connections from accept on (before any upgrade request)
-    const http = createServer((_request, response) => {
-      response.writeHead(426, { 'Content-Type': 'text/plain' });
-      response.end('weft speaks WebSocket here\n');
+    const http = createServer((request, response) => {
+      const path = (request.url ?? '/').split('?')[0];
+      const answer = respond && request.method === 'GET' ? respond(path) : undefined;
+      if (answer === undefined) {
+        response.writeHead(426, { 'Content-Type': 'text/plain' });
+        return response.end('weft speaks WebSocket here\n');
+      }
+      response.writeHead(answer.status, { 'Content-Type': 'application/json' });
+      response.end(`${JSON.stringify(answer.body)}\n`);
     });
     http.on('connection', (tcp: Socket) => deadlines.accepted(tcp));
     const server = new WebSocketServer({
@@ -330,6 +346,7 @@ export class WsNetwork implements Network {
         maxPayload: this.handshakeMaxPayload(), // raised once the server proves the secret
         perMessageDeflate: false,
         generateMask: (mask) => mask.fill(0),
+        handshakeTimeout: 15_000, // a peer that never answers fails (and is retried) like a refusal
       });
       socket.once('open', () =>
         resolve(new WsConnection(socket, `${host}:${port}`, this.limits, this.compactSums)),
