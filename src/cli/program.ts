@@ -7,6 +7,7 @@ import { registerCluster } from './commands/cluster.ts';
 import { registerEval } from './commands/eval.ts';
 import { registerGenerate } from './commands/generate.ts';
 import { registerInfo } from './commands/info.ts';
+import { registerLaunch } from './commands/launch.ts';
 import { registerPrepare } from './commands/prepare.ts';
 import { registerServe } from './commands/serve.ts';
 import { registerTrain } from './commands/train.ts';
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerPrepare(program);
   registerTrain(program);
   registerCluster(program);
+  registerLaunch(program);
   registerEval(program);
   registerGenerate(program);
   registerServe(program);

@@ -28,7 +28,7 @@ const WORKER_GRACE_MS = 25_000;
 const envOption = (flags: string, description: string, env: string) =>
   new Option(flags, `${description} (or set ${env})`).env(env);
 
-interface CoordinatorFlags extends RunFlags {
+export interface CoordinatorFlags extends RunFlags {
   listen: string;
   workers?: string;
   minWorkers?: string;
@@ -38,7 +38,7 @@ interface CoordinatorFlags extends RunFlags {
   streamData?: boolean;
 }
 
-interface WorkerFlags {
+export interface WorkerFlags {
   connect?: string;
   connectTimeout: string;
   threads?: string;
@@ -80,64 +80,7 @@ export function registerCluster(program: Command): void {
       '--stream-data',
       'send workers their batches even when they could read the dataset themselves',
     )
-    .action(async (flags: CoordinatorFlags) => {
-      const secret = readSecret(flags.tokenFile);
-      // every flag and the port are checked before the run directory is touched
-      check(
-        flags.workers !== undefined,
-        'WEFT_E_CONFIG',
-        '--workers N (or WEFT_WORKERS) is required',
-      );
-      const workers = numberFlag('--workers', flags.workers, { min: 1, integer: true });
-      const minWorkers =
-        flags.minWorkers === undefined
-          ? workers
-          : numberFlag('--min-workers', flags.minWorkers, { min: 1, integer: true });
-      check(
-        minWorkers <= workers,
-        'WEFT_E_CONFIG',
-        `--min-workers ${minWorkers} is more than --workers ${workers}`,
-      );
-      const rendezvousMs =
-        1000 * numberFlag('--rendezvous-timeout', flags.rendezvousTimeout, { min: 0 });
-      const heartbeatTimeoutMs =
-        1000 * numberFlag('--heartbeat-timeout', flags.heartbeatTimeout, { min: 1 });
-      // bound before the run directory is touched: an address in use changes nothing
-      let listener: WorkerListener | undefined;
-      const run = await prepareRun(flags, async (config) => {
-        if (config && config.pipelineStages > 1)
-          pipelineGrid(workers, config.pipelineStages, config.shards || config.batchSize);
-        listener = await listenForWorkers(flags.listen, { secret });
-      });
-      const job = await serveCoordinator(
-        run.config,
-        run.dataset,
-        run.outDir,
-        {
-          listen: flags.listen,
-          listener,
-          lock: run.lock,
-          replaceRun: run.replaceRun,
-          workers,
-          minWorkers,
-          rendezvousMs,
-          heartbeatTimeoutMs,
-          secret,
-          streamData: flags.streamData === true,
-          resume: run.resume,
-          init: run.initParams,
-          reference: run.reference,
-          stopAfter: run.stopAfter,
-          backend: run.backend,
-          onListening: (address) =>
-            run.progress.line(
-              `coordinator listening on ws://${address}; waiting for ${workers} workers`,
-            ),
-        },
-        progressHooks(run),
-      );
-      summarize(run, await awaitJob(job, run));
-    });
+    .action(runCoordinator);
 
   program
     .command('worker')
@@ -171,49 +114,107 @@ export function registerCluster(program: Command): void {
       '--no-overlap',
       "start the all-reduce only after the step's last backward pass (to measure the overlap)",
     )
-    .action(async (flags: WorkerFlags) => {
-      check(
-        flags.connect !== undefined,
-        'WEFT_E_CONFIG',
-        '--connect ws://HOST:PORT (or WEFT_CONNECT) is required',
-      );
-      const connectTimeoutMs =
-        1000 * numberFlag('--connect-timeout', flags.connectTimeout, { min: 0 });
-      const name = flags.name ?? `${hostname()}-${process.pid}`;
-      check(
-        name.length <= 128,
-        'WEFT_E_CONFIG',
-        `--name is ${name.length} characters long; use at most 128`,
-      );
-      const [host] = parseAddress(flags.connect);
-      const peerListen = flags.peerListen ?? (isLoopbackHost(host) ? '127.0.0.1:0' : '0.0.0.0:0');
-      // a scheduler stops every task at once (scancel, pod deletion): the coordinator ends the
-      // step, saves and shuts the workers down, so the first SIGTERM waits for that a while
-      let stopping = false;
-      const onSignal = () => {
-        if (stopping) process.exit(143);
-        stopping = true;
-        console.log(
-          `worker ${name}: stopping when the coordinator ends the run (a second signal quits now)`,
-        );
-        setTimeout(() => process.exit(143), WORKER_GRACE_MS).unref();
-      };
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
-      const reason = await runNetworkWorker({
-        network: new WsNetwork(),
-        address: flags.connect,
-        peerListen,
-        secret: readSecret(flags.tokenFile),
-        name,
-        threads:
-          flags.threads === undefined
-            ? 1
-            : numberFlag('--threads', flags.threads, { min: 1, integer: true }),
-        overlap: flags.overlap,
-        connectTimeoutMs,
-        log: (line) => console.log(line),
-      });
-      console.log(`worker ${name}: ${reason}`);
-    });
+    .action(runWorker);
+}
+
+/** `weft coordinator`: serve the run to workers that connect over WebSocket. */
+export async function runCoordinator(flags: CoordinatorFlags): Promise<void> {
+  const secret = readSecret(flags.tokenFile);
+  // every flag and the port are checked before the run directory is touched
+  check(flags.workers !== undefined, 'WEFT_E_CONFIG', '--workers N (or WEFT_WORKERS) is required');
+  const workers = numberFlag('--workers', flags.workers, { min: 1, integer: true });
+  const minWorkers =
+    flags.minWorkers === undefined
+      ? workers
+      : numberFlag('--min-workers', flags.minWorkers, { min: 1, integer: true });
+  check(
+    minWorkers <= workers,
+    'WEFT_E_CONFIG',
+    `--min-workers ${minWorkers} is more than --workers ${workers}`,
+  );
+  const rendezvousMs =
+    1000 * numberFlag('--rendezvous-timeout', flags.rendezvousTimeout, { min: 0 });
+  const heartbeatTimeoutMs =
+    1000 * numberFlag('--heartbeat-timeout', flags.heartbeatTimeout, { min: 1 });
+  // bound before the run directory is touched: an address in use changes nothing
+  let listener: WorkerListener | undefined;
+  const run = await prepareRun(flags, async (config) => {
+    if (config && config.pipelineStages > 1)
+      pipelineGrid(workers, config.pipelineStages, config.shards || config.batchSize);
+    listener = await listenForWorkers(flags.listen, { secret });
+  });
+  const job = await serveCoordinator(
+    run.config,
+    run.dataset,
+    run.outDir,
+    {
+      listen: flags.listen,
+      listener,
+      lock: run.lock,
+      replaceRun: run.replaceRun,
+      workers,
+      minWorkers,
+      rendezvousMs,
+      heartbeatTimeoutMs,
+      secret,
+      streamData: flags.streamData === true,
+      resume: run.resume,
+      init: run.initParams,
+      reference: run.reference,
+      stopAfter: run.stopAfter,
+      backend: run.backend,
+      onListening: (address) =>
+        run.progress.line(
+          `coordinator listening on ws://${address}; waiting for ${workers} workers`,
+        ),
+    },
+    progressHooks(run),
+  );
+  summarize(run, await awaitJob(job, run));
+}
+
+/** `weft worker`: join a run and work until the coordinator shuts it down. */
+export async function runWorker(flags: WorkerFlags): Promise<void> {
+  check(
+    flags.connect !== undefined,
+    'WEFT_E_CONFIG',
+    '--connect ws://HOST:PORT (or WEFT_CONNECT) is required',
+  );
+  const connectTimeoutMs = 1000 * numberFlag('--connect-timeout', flags.connectTimeout, { min: 0 });
+  const name = flags.name ?? `${hostname()}-${process.pid}`;
+  check(
+    name.length <= 128,
+    'WEFT_E_CONFIG',
+    `--name is ${name.length} characters long; use at most 128`,
+  );
+  const [host] = parseAddress(flags.connect);
+  const peerListen = flags.peerListen ?? (isLoopbackHost(host) ? '127.0.0.1:0' : '0.0.0.0:0');
+  // a scheduler stops every task at once (scancel, pod deletion): the coordinator ends the
+  // step, saves and shuts the workers down, so the first SIGTERM waits for that a while
+  let stopping = false;
+  const onSignal = () => {
+    if (stopping) process.exit(143);
+    stopping = true;
+    console.log(
+      `worker ${name}: stopping when the coordinator ends the run (a second signal quits now)`,
+    );
+    setTimeout(() => process.exit(143), WORKER_GRACE_MS).unref();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  const reason = await runNetworkWorker({
+    network: new WsNetwork(),
+    address: flags.connect,
+    peerListen,
+    secret: readSecret(flags.tokenFile),
+    name,
+    threads:
+      flags.threads === undefined
+        ? 1
+        : numberFlag('--threads', flags.threads, { min: 1, integer: true }),
+    overlap: flags.overlap,
+    connectTimeoutMs,
+    log: (line) => console.log(line),
+  });
+  console.log(`worker ${name}: ${reason}`);
 }
