@@ -104,7 +104,8 @@ export function openDataset(path: string, cacheDir: string, options: OpenOptions
     throw new WeftError('WEFT_E_FORMAT', `data ${path} does not exist; pass a text file, a directory of text files, or a prepared dataset`);
   }
   if (cacheMatches(cacheDir, path, options)) return checked(cacheDir, options);
-  options.log?.(`preparing ${path} into ${cacheDir} (tokenizer ${options.tokenizer})`);
+  const tokenizer = options.records?.tokenizer.name ?? options.tokenizer;
+  options.log?.(`preparing ${path} into ${cacheDir} (tokenizer ${tokenizer})`);
   const fresh = `${cacheDir}.tmp-${process.pid}`;
   rmSync(fresh, { recursive: true, force: true });
   try {

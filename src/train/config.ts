@@ -160,8 +160,16 @@ export function parseOverrides(pairs: string[]): Record<string, unknown> {
   return values;
 }
 
-/** Reads a preset file (JSON object), merged over the defaults and then `overrides`. */
-export function loadRunConfig(path: string, overrides: Record<string, unknown> = {}): RunConfig {
+/**
+ * Reads a preset file (JSON object), merged over the defaults and then `overrides`, checked
+ * unless `validate` is false (a run started from a model: its architecture replaces the
+ * preset's first, then the whole is checked; train/init-from.ts).
+ */
+export function loadRunConfig(
+  path: string,
+  overrides: Record<string, unknown> = {},
+  validate = true,
+): RunConfig {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -187,7 +195,8 @@ export function loadRunConfig(path: string, overrides: Record<string, unknown> =
   );
   const named = { ...DEFAULT_RUN_CONFIG, name: basename(path).replace(/\.json$/, '') };
   const fromFile = mergeConfig(named, json as Record<string, unknown>, path);
-  return validateRunConfig(mergeConfig(fromFile, overrides, '--set'));
+  const config = mergeConfig(fromFile, overrides, '--set');
+  return validate ? validateRunConfig(config) : config;
 }
 
 /** Sequence length in effect (seqLen, or blockSize when seqLen is 0). */

@@ -121,8 +121,9 @@ describe('weft train --init and weft eval', () => {
     );
   }, 60_000);
 
-  it('supervised fine-tuning, and the masked loss of conversations', () => {
-    const r = post('sft', 'chats.jsonl', 'sft');
+  it('supervised fine-tuning (seqLen checked against the model), and the masked loss of conversations', () => {
+    // seqLen 48 fits the --init model's blockSize 64, not the tiny preset's 32
+    const r = post('sft', 'chats.jsonl', 'sft', ['--set', 'seqLen=48']);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/final validation: [\d.]+ bits per byte/);
     const ev = runCli([

@@ -134,7 +134,8 @@ export async function prepareRun(
         'WEFT_E_CONFIG',
         '--config is required: a config file or a preset name from configs/ (tiny, shakespeare, ...)',
       );
-    const config = loadRunConfig(resolveConfigPath(flags.config), overrides);
+    // with --init, the model's architecture comes first (train/init-from.ts), then the checks
+    const config = loadRunConfig(resolveConfigPath(flags.config), overrides, !flags.init);
     if (!flags.data) {
       throw new WeftError(
         'WEFT_E_CONFIG',
