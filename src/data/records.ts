@@ -98,7 +98,7 @@ export function prepareRecords(input: string, outDir: string, options: RecordsOp
   const held = valFraction === 0 || items.length < 2 ? 0 : Math.max(1, Math.round(items.length * valFraction));
   const split = { train: items.slice(0, items.length - held), val: items.slice(items.length - held) };
   options.log?.(
-    `${options.kind} records of ${input}: ${describeReport(report)}; ${split.train.length} train / ${split.val.length} held out`,
+    `${options.kind} records of ${input}: ${describeReport(report)}; ${split.train.length.toLocaleString('en-US')} train / ${split.val.length.toLocaleString('en-US')} held out`,
   );
   mkdirSync(outDir, { recursive: true });
   const files: DatasetManifest['files'] = [];

@@ -73,7 +73,6 @@ export function initConfig(
       );
     out[key] = init.config[key];
   }
-  if (out.seqLen > out.blockSize) out.seqLen = 0;
   return out;
 }
 
