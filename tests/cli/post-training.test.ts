@@ -138,6 +138,33 @@ describe('weft train --init and weft eval', () => {
     const result = JSON.parse(ev.stdout) as Record<string, number>;
     expect(result.loss).toBeGreaterThan(0);
     expect(result.bpb).toBeGreaterThan(0);
+    // a wider context than the run trained with sees more of each conversation
+    const wide = runCli([
+      'eval',
+      '--checkpoint',
+      join(dir, 'sft'),
+      '--data',
+      join(dir, 'chats.jsonl'),
+      '--json',
+      '--seq-len',
+      '64',
+    ]);
+    expect(wide.status, wide.stderr).toBe(0);
+    expect((JSON.parse(wide.stdout) as { tokens: number }).tokens).toBeGreaterThanOrEqual(
+      result.tokens,
+    );
+    expectCliError(
+      runCli([
+        'eval',
+        '--checkpoint',
+        join(dir, 'sft'),
+        '--data',
+        join(dir, 'chats.jsonl'),
+        '--seq-len',
+        '65',
+      ]),
+      /--seq-len 65 is longer than the model's context \(blockSize 64\)/,
+    );
   }, 60_000);
 });
 

@@ -24,6 +24,7 @@ interface EvalFlags extends ComputeFlags {
   batchSize: string;
   reference?: string;
   beta?: string;
+  seqLen?: string;
   json?: boolean;
 }
 
@@ -52,6 +53,10 @@ export function registerEval(program: Command): void {
     .requiredOption('--data <file>', 'UTF-8 text file, or JSONL preference pairs or conversations')
     .option('--batch-size <n>', 'windows per forward pass (text)', '8')
     .option(
+      '--seq-len <n>',
+      "context per window or record (default: the run's seqLen; at most blockSize)",
+    )
+    .option(
       '--reference <dir>',
       'preference pairs: score a DPO policy against this reference model',
     )
@@ -60,8 +65,17 @@ export function registerEval(program: Command): void {
     .action((flags: EvalFlags) => {
       const backend = backendOf(flags);
       const { model, config, tokenizer } = loadModel(flags.checkpoint, backend);
-      const seqLen =
+      const trained =
         typeof config.seqLen === 'number' && config.seqLen > 0 ? config.seqLen : config.blockSize;
+      const seqLen =
+        flags.seqLen === undefined
+          ? trained
+          : numberFlag('--seq-len', flags.seqLen, { min: 1, integer: true });
+      check(
+        seqLen <= config.blockSize,
+        'WEFT_E_CONFIG',
+        `--seq-len ${seqLen} is longer than the model's context (blockSize ${config.blockSize})`,
+      );
       const text = readUtf8(flags.data, 'data file');
       const print = (json: object, human: string) =>
         console.log(flags.json ? JSON.stringify(json) : human);
