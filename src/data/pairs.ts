@@ -35,9 +35,33 @@ export function fillPairRow(
   }
 }
 
+/** Writes `pair` into rows `row` (chosen) and `row + 1` (rejected) of idx and targets. */
+function fillPair(
+  { prompt, chosen, rejected }: PreferencePair,
+  idx: Int32Array,
+  targets: Int32Array,
+  row: number,
+  T: number,
+  pad: number,
+): void {
+  fillPairRow(prompt, chosen, idx, targets, row, T, pad);
+  fillPairRow(prompt, rejected, idx, targets, row + 1, T, pad);
+}
+
+/** `pair` as a batch of B = 2: its chosen row, then its rejected row. */
+export function pairBatch(pair: PreferencePair, T: number, pad: number): Batch {
+  const batch = { idx: new Int32Array(2 * T), targets: new Int32Array(2 * T), B: 2, T };
+  fillPair(pair, batch.idx, batch.targets, 0, T, pad);
+  return batch;
+}
+
 export class PairLoader extends BatchLoader {
-  /** dpo: the reference log-probs, two per pair (chosen, rejected), NaN until known. */
-  private refLogps: Float64Array | null = null;
+  /**
+   * dpo: how a pair's reference log-probs are computed, and those known so far, two per pair
+   * (chosen, rejected), NaN until computed.
+   */
+  private reference: { compute: (pair: Batch) => Float64Array; logps: Float64Array } | null =
+    null;
 
   constructor(
     readonly pairs: PreferencePair[],
@@ -57,9 +81,7 @@ export class PairLoader extends BatchLoader {
   }
 
   protected fillRow(item: number, idx: Int32Array, targets: Int32Array, row: number): void {
-    const { prompt, chosen, rejected } = this.pairs[item];
-    fillPairRow(prompt, chosen, idx, targets, row, this.seqLen, this.pad);
-    fillPairRow(prompt, rejected, idx, targets, row + 1, this.seqLen, this.pad);
+    fillPair(this.pairs[item], idx, targets, row, this.seqLen, this.pad);
   }
 
   /**
@@ -68,30 +90,20 @@ export class PairLoader extends BatchLoader {
    * which step first needed them (a resumed run gets the same bits).
    */
   withReference(compute: (pair: Batch) => Float64Array): void {
-    this.refLogps = new Float64Array(2 * this.pairs.length).fill(NaN);
-    this.reference = compute;
-  }
-
-  private reference: ((pair: Batch) => Float64Array) | null = null;
-
-  /** The reference log-probs of pair `item`'s two rows. */
-  private referenceOf(item: number): Float64Array {
-    const cache = this.refLogps as Float64Array;
-    if (Number.isNaN(cache[2 * item])) {
-      const T = this.seqLen;
-      const pair: Batch = { idx: new Int32Array(2 * T), targets: new Int32Array(2 * T), B: 2, T };
-      this.fillRow(item, pair.idx, pair.targets, 0);
-      cache.set((this.reference as (pair: Batch) => Float64Array)(pair), 2 * item);
-    }
-    return cache.subarray(2 * item, 2 * item + 2);
+    this.reference = { compute, logps: new Float64Array(2 * this.pairs.length).fill(NaN) };
   }
 
   override shardBatch(step: number, shard: number): Batch {
     const batch = super.shardBatch(step, shard);
-    if (!this.reference) return batch;
-    const items = this.shardItems(step, shard);
-    batch.refLogps = new Float64Array(batch.B);
-    items.forEach((item, j) => batch.refLogps?.set(this.referenceOf(item), 2 * j));
-    return batch;
+    const reference = this.reference;
+    if (!reference) return batch;
+    const { compute, logps } = reference;
+    const refLogps = new Float64Array(batch.B);
+    this.shardItems(step, shard).forEach((item, j) => {
+      if (Number.isNaN(logps[2 * item]))
+        logps.set(compute(pairBatch(this.pairs[item], this.seqLen, this.pad)), 2 * item);
+      refLogps.set(logps.subarray(2 * item, 2 * item + 2), 2 * j);
+    });
+    return { ...batch, refLogps };
   }
 }

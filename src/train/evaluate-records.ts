@@ -8,15 +8,14 @@
 // Each record is evaluated alone (B = 1 pair or example), so results do not depend on batching.
 
 import type { PreferencePair } from '../data/preference.ts';
-import { fillPairRow } from '../data/pairs.ts';
+import { pairBatch } from '../data/pairs.ts';
 import { fillSftRow } from '../data/sft.ts';
-import type { Batch } from '../data/loader.ts';
 import type { GPT2 } from '../model/gpt2.ts';
 import type { EncodedChat } from '../tokenizer/chat.ts';
 import type { Tokenizer } from '../tokenizer/index.ts';
 import { check } from '../util/errors.ts';
 import type { EvalResult } from './evaluate.ts';
-import { batchLogps, batchRewards } from './objectives.ts';
+import { batchLogps, batchRewards, logSigmoid } from './objectives.ts';
 
 export interface PairEval {
   pairs: number;
@@ -31,14 +30,6 @@ export interface PairEvalOptions {
   /** dpo: the reference model and beta (the policy's implicit reward); absent: a reward model. */
   reference?: GPT2;
   beta?: number;
-}
-
-/** Pair i as a batch of B = 2: its chosen and its rejected row. */
-export function pairBatch(pair: PreferencePair, T: number, pad: number): Batch {
-  const batch = { idx: new Int32Array(2 * T), targets: new Int32Array(2 * T), B: 2, T };
-  fillPairRow(pair.prompt, pair.chosen, batch.idx, batch.targets, 0, T, pad);
-  fillPairRow(pair.prompt, pair.rejected, batch.idx, batch.targets, 1, T, pad);
-  return batch;
 }
 
 export function evaluatePairs(
@@ -65,7 +56,7 @@ export function evaluatePairs(
     const h = chosen - rejected;
     if (h > 0) wins++;
     margin += h;
-    loss += h >= 0 ? Math.log1p(Math.exp(-h)) : -h + Math.log1p(Math.exp(h));
+    loss -= logSigmoid(h);
   }
   const n = pairs.length;
   return { pairs: n, accuracy: wins / n, margin: margin / n, loss: loss / n };

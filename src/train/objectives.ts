@@ -87,7 +87,8 @@ export interface ObjectiveOptions {
   input?: Float32Array;
 }
 
-const logSigmoid = (x: number) =>
+/** log(sigmoid(x)), without overflow for either sign. */
+export const logSigmoid = (x: number) =>
   x >= 0 ? -Math.log1p(Math.exp(-x)) : x - Math.log1p(Math.exp(x));
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 

@@ -25,7 +25,7 @@ function readSecret(tokenFile: string | undefined): string | null {
 const WORKER_GRACE_MS = 25_000;
 
 /** An option that falls back to environment variable `env` (a flag given wins). */
-const envOption = (flags: string, description: string, env: string) =>
+export const envOption = (flags: string, description: string, env: string) =>
   new Option(flags, `${description} (or set ${env})`).env(env);
 
 export interface CoordinatorFlags extends RunFlags {

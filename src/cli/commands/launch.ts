@@ -5,11 +5,10 @@
 // scheduler's first node on --port), retrying while it starts.
 
 import type { Command } from 'commander';
-import { Option } from 'commander';
 import { schedulerRole } from '../../distributed/scheduler-env.ts';
 import { check } from '../../util/errors.ts';
 import type { CoordinatorFlags } from './cluster.ts';
-import { runCoordinator, runWorker } from './cluster.ts';
+import { envOption, runCoordinator, runWorker } from './cluster.ts';
 import { numberFlag } from './options.ts';
 import { addRunOptions } from './run-options.ts';
 
@@ -32,16 +31,19 @@ export function registerLaunch(program: Command): void {
     .option('--port <n>', "the coordinator's port", '29500')
     .option('--host <addr>', 'address the coordinator listens on', '0.0.0.0')
     .addOption(
-      new Option(
+      envOption(
         '--connect <url>',
         "workers: the coordinator's address (default: the first node's)",
-      ).env('WEFT_CONNECT'),
+        'WEFT_CONNECT',
+      ),
     )
     .option('--connect-timeout <s>', 'workers: seconds to keep retrying the coordinator', '300')
     .option('--rendezvous-timeout <s>', 'seconds the coordinator waits for workers', '300')
     .option('--heartbeat-timeout <s>', 'seconds of silence after which a worker is lost', '30')
     .addOption(
-      new Option('--token-file <file>', 'file holding the shared secret (or set WEFT_TOKEN)').env(
+      envOption(
+        '--token-file <file>',
+        'file holding the shared secret, or set WEFT_TOKEN',
         'WEFT_TOKEN_FILE',
       ),
     )
