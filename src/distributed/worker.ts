@@ -119,12 +119,14 @@ export class WorkerShell {
   run(): Promise<string> {
     return new Promise((resolve, reject) => {
       this.settle = { resolve, reject };
+      // before the handlers: setting them delivers what arrived already (an assign, whose own
+      // heartbeat must replace this one, or the link's close)
+      this.startHeartbeat(2000, 60_000);
       this.coordinator.onMessage = (message) => {
         this.lastHeard = Date.now();
         this.dispatch({ type: 'message', message });
       };
       this.coordinator.onClose = (reason) => this.dispatch({ type: 'coordinatorLost', reason });
-      this.startHeartbeat(2000, 60_000);
     });
   }
 

@@ -36,6 +36,15 @@ export const PRE_AUTH_TIMEOUT_MS = 15_000;
 /** Longest reject message text sent (reject messages can quote what the peer sent). */
 const REJECT_TEXT_CHARS = 200;
 
+/**
+ * How long a closed link waits for the peer's closing handshake before its socket is destroyed
+ * (ws's default, 30 s, kept a finished worker's process alive that long when a peer's machine
+ * had gone silent).
+ */
+const CLOSE_TIMEOUT_MS = 2_000;
+/** ws's option for it (in ws 8.23; @types/ws 8.18 does not list it, hence spread in). */
+const closeTimeout = { closeTimeout: CLOSE_TIMEOUT_MS };
+
 /** A message's bytes (ws hands them as the fragments they came in: joined here when several). */
 function toBytes(data: RawData): Uint8Array {
   if (Array.isArray(data)) return data.length === 1 ? data[0] : Buffer.concat(data);
@@ -303,6 +312,7 @@ export class WsNetwork implements Network {
       server: http,
       maxPayload: this.handshakeMaxPayload(), // raised per connection once it authenticates
       perMessageDeflate: false,
+      ...closeTimeout,
     });
     server.on('connection', (socket, request) => {
       const tcp = request.socket;
@@ -347,6 +357,7 @@ export class WsNetwork implements Network {
         perMessageDeflate: false,
         generateMask: (mask) => mask.fill(0),
         handshakeTimeout: 15_000, // a peer that never answers fails (and is retried) like a refusal
+        ...closeTimeout,
       });
       socket.once('open', () =>
         resolve(new WsConnection(socket, `${host}:${port}`, this.limits, this.compactSums)),
