@@ -43,4 +43,17 @@ export default tseslint.config(
       },
     },
   },
+  {
+    // the status page's script runs in the browser
+    files: ['src/serve/status-page/*.js'],
+    languageOptions: {
+      globals: {
+        document: 'readonly',
+        window: 'readonly',
+        fetch: 'readonly',
+        setTimeout: 'readonly',
+        echarts: 'readonly',
+      },
+    },
+  },
 );

@@ -8,8 +8,10 @@ import { registerEval } from './commands/eval.ts';
 import { registerGenerate } from './commands/generate.ts';
 import { registerInfo } from './commands/info.ts';
 import { registerLaunch } from './commands/launch.ts';
+import { registerPlot } from './commands/plot.ts';
 import { registerPrepare } from './commands/prepare.ts';
 import { registerServe } from './commands/serve.ts';
+import { registerStatus } from './commands/status.ts';
 import { registerTrain } from './commands/train.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -36,5 +38,7 @@ export function buildProgram(): Command {
   registerServe(program);
   registerCheckpoint(program);
   registerInfo(program);
+  registerPlot(program);
+  registerStatus(program);
   return program;
 }

@@ -5,7 +5,7 @@
 // moment training starts) and reports progress. Checkpoints are written
 // asynchronously, one after another, while training goes on.
 
-import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { CheckpointState } from '../checkpoint/format.ts';
 import { CHECKPOINTS_DIR, stepDirName } from '../checkpoint/format.ts';
@@ -34,6 +34,9 @@ import { WeftError, check } from '../util/errors.ts';
 import type { MessageOf, TrainingState } from './messages.ts';
 import { partitionStages, pipelineGrid } from './pipeline/partition.ts';
 import { planner, trainLoader } from './step-plan.ts';
+import { MetricsLog } from './metrics-log.ts';
+import type { RunStatus } from './run-status.ts';
+import { RunStatusTracker } from './run-status.ts';
 import { loadCheckpoint } from '../checkpoint/read.ts';
 import type {
   ConnId,
@@ -138,6 +141,8 @@ export class CoordinatorShell {
   private lastEval: EvalMetrics | null = null;
   private settle: { resolve: (r: RunResult) => void; reject: (e: Error) => void } | null = null;
   private readonly metricsPath: string;
+  /** metrics.jsonl and the live status (GET /status.json) fed from the same records. */
+  private readonly metrics: MetricsLog;
   private readonly tickMs: number;
   private readonly config: RunConfig;
   private readonly dataSha256: string;
@@ -247,6 +252,21 @@ export class CoordinatorShell {
       pipeline: spans && spans.map(({ firstLayer, endLayer }) => ({ firstLayer, endLayer })),
     });
     this.metricsPath = join(outDir, METRICS_FILE);
+    const { nLayer, nHead, nEmbd, batchSize, shards } = config;
+    const tracker = new RunStatusTracker(
+      {
+        name: config.name,
+        outDir: resolve(outDir),
+        objective: config.objective,
+        backend: cluster.backend ?? defaultBackendName(),
+        params: paramCount(config),
+        steps: config.steps,
+        summary: `L=${nLayer} H=${nHead} C=${nEmbd} T=${T}, B=${batchSize} in ${shards} shards`,
+        startedAt: Date.now(),
+      },
+      () => [...this.state.workers.values()],
+    );
+    this.metrics = new MetricsLog(this.metricsPath, tracker);
     this.loader = trainLoader(
       config,
       dataset,
@@ -343,6 +363,11 @@ export class CoordinatorShell {
     return { ready: true, status: 'training', step: s.step, steps: this.config.steps, workers };
   }
 
+  /** The run as the live page shows it (GET /status.json). */
+  status(): RunStatus {
+    return this.metrics.status.status();
+  }
+
   /** Ends the run after the step in progress, saving a checkpoint. */
   stop(): void {
     this.feed({ type: 'stop', now: Date.now() });
@@ -365,6 +390,7 @@ export class CoordinatorShell {
       for (let next; this.settle && (next = this.queue.shift());) {
         const out = coordinatorTransition(this.state, next);
         this.state = out.state;
+        this.observe(next);
         for (const { conn, message } of out.send) this.conns.get(conn)?.send(message);
         try {
           for (const effect of out.effects) this.perform(effect);
@@ -378,6 +404,15 @@ export class CoordinatorShell {
       this.feeding = false;
       this.queue.length = 0;
     }
+  }
+
+  /** Tells the live status what the transition of `event` changed that no effect says. */
+  private observe(event: CoordinatorEvent): void {
+    const s = this.state;
+    const status = this.metrics.status;
+    status.setPhase(s.stopping && s.phase === 'training' ? 'stopping' : s.phase);
+    const joined = event.type === 'joined' ? s.workers.get(event.conn) : undefined;
+    if (joined) status.joined(joined);
   }
 
   /**
@@ -397,7 +432,9 @@ export class CoordinatorShell {
       } catch {
         // no checkpoint yet: from the start
       }
+      this.metrics.flush();
       truncateMetrics(this.metricsPath, step);
+      this.metrics.status.rolledBack(step);
       this.hooks.log?.(
         `rolling back to step ${step} (${state ? 'its checkpoint' : 'the initialisation'})`,
       );
@@ -431,8 +468,8 @@ export class CoordinatorShell {
         ? new GPT2(this.config, { params: this.cluster.reference, backend: model.backend })
         : undefined;
     const result = evaluatePairs(model, records.val, { seqLen, pad, reference, beta });
-    const m = { type: 'eval', step, split: 'val', ...result };
-    appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
+    // (a pair evaluation's record: pairs, accuracy, margin, loss)
+    this.metrics.eval({ type: 'eval', step, split: 'val', ...result } as unknown as EvalMetrics);
     this.hooks.log?.(
       `held-out preference accuracy ${result.accuracy.toFixed(3)} over ${result.pairs} pairs (margin ${result.margin.toFixed(4)}, loss ${result.loss.toFixed(4)})`,
     );
@@ -518,6 +555,10 @@ export class CoordinatorShell {
         this.hooks.log?.(line),
       ),
     );
+    void done.then(
+      (dir) => this.metrics.status.checkpointed(step, dir),
+      () => {},
+    );
     this.writes = done.then(
       (dir) =>
         this.hooks.log?.(
@@ -535,6 +576,7 @@ export class CoordinatorShell {
         return;
       case 'trainingStarted':
         this.trained = true;
+        this.metrics.status.started(effect.workers);
         this.writeRunFiles();
         this.hooks.onStart?.(this.config, effect.workers);
         return;
@@ -550,7 +592,13 @@ export class CoordinatorShell {
           elapsedMs: Date.now() - this.started,
           ...metrics,
         };
-        appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
+        // the step's members report their times next (metrics-log.ts waits for them)
+        const reporting = [...this.state.workers.values()].filter((w) => w.ready);
+        this.metrics.step(
+          m,
+          effect.skipped,
+          reporting.map((w) => w.name),
+        );
         this.lastStep = m;
         this.hooks.onStep?.(m, this.config.steps);
         return;
@@ -564,17 +612,20 @@ export class CoordinatorShell {
           rank: effect.rank,
           ...times,
         };
-        appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
+        this.metrics.worker(m);
         this.hooks.onWorkerTime?.(m);
         return;
       }
       case 'evalMetrics': {
         const m: EvalMetrics = { type: 'eval', step: effect.step, split: 'val', ...effect.result };
-        appendFileSync(this.metricsPath, `${JSON.stringify(m)}\n`);
+        this.metrics.eval(m);
         this.lastEval = m;
         this.hooks.onEval?.(m);
         return;
       }
+      case 'workerGone':
+        this.metrics.status.gone(effect.worker, effect.reason, effect.lost);
+        return;
       case 'close':
         this.conns.get(effect.conn)?.close(`${effect.reason} [${effect.code}]`);
         return;
@@ -609,6 +660,7 @@ export class CoordinatorShell {
         return;
       }
       case 'finished': {
+        this.metrics.flush();
         const state = this.takeState(effect.adamSteps);
         const settle = this.settle;
         this.settle = null;
@@ -623,6 +675,10 @@ export class CoordinatorShell {
         // post-training runs are evaluated on their held-out records here
         if (this.dataset.records && trained) this.evaluateRecordsHere(model, effect.steps);
         const interrupted = effect.steps < this.config.steps;
+        this.metrics.status.ended(
+          true,
+          `${interrupted ? 'stopped' : 'done'} at step ${effect.steps}`,
+        );
         // a resumed run that trained no step holds its checkpoint's state: nothing to save
         const resume = this.cluster.resume;
         const saved =
@@ -648,6 +704,8 @@ export class CoordinatorShell {
         return;
       }
       case 'failed': {
+        this.metrics.flush();
+        this.metrics.status.ended(false, effect.message);
         const settle = this.settle;
         this.settle = null;
         this.end();

@@ -17,6 +17,7 @@ import type { RunConfig } from '../train/config.ts';
 import { resolveForData } from '../train/config.ts';
 import { paramCount } from '../model/layout.ts';
 import type { ClusterOptions, RunHooks, RunResult } from './coordinator.ts';
+import type { RunStatus } from './run-status.ts';
 import { CoordinatorShell } from './coordinator.ts';
 import type { Limits, Message } from './messages.ts';
 import { NetworkPeerMesh } from './peers.ts';
@@ -26,14 +27,17 @@ import type { Connection, Network } from './transport.ts';
 import { clientHandshake } from './transport.ts';
 import { MemoryNetwork } from './transports/memory.ts';
 import { PortConnection } from './transports/thread.ts';
+import type { HttpResponder } from './transports/ws.ts';
 import { WsNetwork, isLoopbackHost, parseAddress } from './transports/ws.ts';
 import { WeftError } from '../util/errors.ts';
 import { WorkerShell } from './worker.ts';
 
-/** Handle on a running job: stop it after the current step. */
+/** Handle on a running job: stop it after the current step; see how it goes. */
 export interface Job {
   result: Promise<RunResult>;
-  stop(): void;
+  stop: () => void;
+  /** The run as the live page shows it (distributed/run-status.ts). */
+  status: () => RunStatus;
 }
 
 /**
@@ -134,7 +138,7 @@ export function trainWithThreads(
   const done = result.finally(() =>
     setTimeout(() => threads.forEach((t) => void t.terminate()), 500).unref(),
   );
-  return { result: done, stop: () => coordinator.stop() };
+  return { result: done, stop: () => coordinator.stop(), status: () => coordinator.status() };
 }
 
 export interface InProcessOptions extends ClusterOptions {
@@ -178,7 +182,7 @@ export function trainInProcess(
     );
   })();
   started.catch((err: Error) => hooks.log?.(`worker failed: ${err.message}`));
-  return { result, stop: () => coordinator.stop() };
+  return { result, stop: () => coordinator.stop(), status: () => coordinator.status() };
 }
 
 export interface NetworkWorkerOptions {
@@ -193,6 +197,8 @@ export interface NetworkWorkerOptions {
   threads?: number;
   /** Reduce during the last backward pass of a step (default true; false: after it, to compare). */
   overlap?: boolean;
+  /** Test-only: slow each shard's compute by this many ms (worker.ts). */
+  slowdownMs?: number;
   log?: (line: string) => void;
   onPeerListening?: (address: string) => void;
   /**
@@ -268,6 +274,7 @@ export async function runNetworkWorker(options: NetworkWorkerOptions): Promise<s
       log: options.log,
       threads: options.threads,
       overlap: options.overlap,
+      slowdownMs: options.slowdownMs,
     });
     return await shell.run();
   } finally {
@@ -311,20 +318,22 @@ export async function serveCoordinator(
   );
   options.onListening?.(listener.address);
   const done = result.finally(() => setTimeout(() => void listener.close(), 300).unref());
-  return { result: done, stop: () => coordinator.stop() };
+  return { result: done, stop: () => coordinator.stop(), status: () => coordinator.status() };
 }
 
 /**
  * A WebSocket listener for workers, bound at once; connections wait for the coordinator that
  * takes them. The same port answers HTTP probes: GET /healthz (200 while the process is up) and
  * GET /readyz (200 while the coordinator waits for workers or trains, with its progress; 503
- * before it starts and after it ends).
+ * before it starts and after it ends); other HTTP requests go to `serve`'s routes.
  */
 export interface WorkerListener {
   /** HOST:PORT actually listened on. */
   address: string;
   /** Hands every connection, those that came already first, to `onConnection`; `probe` says how the run goes. */
   attach(onConnection: (connection: Connection) => void, probe?: () => Readiness): void;
+  /** Answers HTTP requests other than the probes with `routes` (the status page). */
+  serve(routes: HttpResponder): void;
   close(): Promise<void>;
 }
 
@@ -359,10 +368,12 @@ export async function listenForWorkers(
   const limits = options.limits;
   let target: ((connection: Connection) => void) | null = null;
   let probe: () => Readiness = () => ({ ready: false, status: 'starting' });
+  let routes: HttpResponder = () => undefined;
   const early: Connection[] = [];
-  const respond = (path: string) => {
-    if (path === '/healthz') return { status: 200, body: { status: 'alive' } };
-    if (path !== '/readyz') return undefined;
+  const respond: HttpResponder = (request) => {
+    if (request.method !== 'GET' || !['/healthz', '/readyz'].includes(request.path))
+      return routes(request);
+    if (request.path === '/healthz') return { status: 200, body: { status: 'alive' } };
     const body = probe();
     return { status: body.ready ? 200 : 503, body };
   };
@@ -377,6 +388,9 @@ export async function listenForWorkers(
       target = onConnection;
       if (readiness) probe = readiness;
       for (const conn of early.splice(0)) onConnection(conn);
+    },
+    serve: (given) => {
+      routes = given;
     },
     close: () => listener.close(),
   };

@@ -48,6 +48,13 @@ export interface WorkerOptions {
   exchange?: Exchange | null;
   /** Start a ring all-reduce during the step's last backward pass (default true). */
   overlap?: boolean;
+  /** Test-only: each shard's compute takes this many ms longer (a straggler, for the status tests). */
+  slowdownMs?: number;
+}
+
+/** Blocks this thread for `ms` (a test's deliberately slow worker). */
+function blockFor(ms: number): void {
+  if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 interface Prepared {
@@ -336,7 +343,10 @@ export class WorkerShell {
   private compute(effect: ComputeEffect): WorkerEvent {
     const p = this.prepared as Prepared;
     const batch = this.clock.time('data', () => this.batchOf(effect));
-    const result = this.clock.time('compute', () => p.step.addShard(batch, effect.targetCount));
+    const result = this.clock.time('compute', () => {
+      blockFor(this.options.slowdownMs ?? 0);
+      return p.step.addShard(batch, effect.targetCount);
+    });
     return { type: 'computed', step: effect.step, shard: effect.shard, ...result };
   }
 
@@ -351,6 +361,7 @@ export class WorkerShell {
     try {
       const batch = this.clock.time('data', () => this.batchOf(effect));
       const start = performance.now();
+      blockFor(this.options.slowdownMs ?? 0);
       const stages = p.step.addShardInStages(batch, effect.targetCount);
       this.startReduction(effect.step, attempt, members); // waits for each bucket's stages
       for (let next = stages.next(); ; next = stages.next()) {

@@ -15,6 +15,8 @@ export interface StepMetrics {
   gradNorm: number;
   tokensPerSec: number;
   elapsedMs: number;
+  /** The step's slowest worker (the most time on its own work; distributed/run-status.ts). */
+  slowest?: string;
 }
 
 export interface EvalMetrics extends EvalResult {

@@ -47,6 +47,12 @@ describe('weft prepare, train, eval, generate', () => {
       'checkpoints/step-00000006/model.safetensors',
     ])
       expect(existsSync(join(run, f))).toBe(true);
+    // the run's loss chart: training and validation loss
+    expect(tr.stdout).toMatch(/loss curves in .*loss\.svg/);
+    const chart = readFileSync(join(run, 'loss.svg'), 'utf8');
+    expect(chart.startsWith('<svg')).toBe(true);
+    expect(chart).toContain('>train</text>');
+    expect(chart).toContain('>val</text>');
 
     const ev = runCli(['eval', '--checkpoint', run, '--data', text, '--json']);
     expect(ev.status, ev.stderr).toBe(0);

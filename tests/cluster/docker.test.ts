@@ -29,11 +29,11 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { ROOT, runCli } from '../helpers/cli.ts';
+import { freePort } from '../helpers/net.ts';
 import { finalWeights } from '../helpers/runs.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -179,15 +179,6 @@ function importBaseImage(): void {
   expect(failed(imported), imported.stderr).toBe(false);
   rmSync(root, { recursive: true, force: true });
   rmSync(join(dir, 'rootfs.tar'), { force: true });
-}
-
-/** A TCP port free on 127.0.0.1 now. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** Ids of this project's containers of `service`, stopped ones too. */

@@ -4,25 +4,16 @@
 // resume) or not (1: bad input).
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, runCli, startCli } from '../helpers/cli.ts';
+import { freePort } from '../helpers/net.ts';
 import { finalWeights } from '../helpers/runs.ts';
 
 let dir: string;
 let text: string;
 const fast = ['--backend', 'reference', '--steps', '6'];
-
-/** A TCP port nothing listens on (bound, then let go). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 const probe = async (port: number, path: string) => {
   const r = await fetch(`http://127.0.0.1:${port}${path}`);

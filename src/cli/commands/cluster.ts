@@ -8,6 +8,7 @@ import { hostname } from 'node:os';
 import type { WorkerListener } from '../../distributed/launch.ts';
 import { pipelineGrid } from '../../distributed/pipeline/partition.ts';
 import { listenForWorkers, runNetworkWorker, serveCoordinator } from '../../distributed/launch.ts';
+import { statusRoutes } from '../../serve/status-routes.ts';
 import { WsNetwork, isLoopbackHost, parseAddress } from '../../distributed/transports/ws.ts';
 import { check } from '../../util/errors.ts';
 import { readSecretFile } from '../../util/files.ts';
@@ -170,6 +171,13 @@ export async function runCoordinator(flags: CoordinatorFlags): Promise<void> {
     },
     progressHooks(run),
   );
+  // the live page and /status.json, /metrics on the same port (status-routes.ts)
+  listener?.serve(statusRoutes({ status: job.status, stop: job.stop, secret }));
+  const [host, port] = parseAddress(flags.listen);
+  const shown = ['0.0.0.0', '::', ''].includes(host) ? hostname() : host;
+  run.progress.line(
+    `status page: http://${shown}:${listener?.address.split(':').pop() ?? port}/${secret ? '' : ' (read-only)'}`,
+  );
   summarize(run, await awaitJob(job, run));
 }
 
@@ -213,6 +221,8 @@ export async function runWorker(flags: WorkerFlags): Promise<void> {
         ? 1
         : numberFlag('--threads', flags.threads, { min: 1, integer: true }),
     overlap: flags.overlap,
+    // a deliberately slow worker, for the tests of the status page's straggler (not a user option)
+    slowdownMs: Number(process.env.WEFT_TEST_SLOWDOWN_MS ?? 0) || 0,
     connectTimeoutMs,
     log: (line) => console.log(line),
   });

@@ -13,6 +13,7 @@ import { stopOnSignals } from '../../distributed/launch.ts';
 import type { RunHooks, RunResult } from '../../distributed/coordinator.ts';
 import { generate } from '../../model/generate.ts';
 import { paramCount } from '../../model/layout.ts';
+import { writeLossChart } from '../../serve/plot.ts';
 import { streamDecoder } from '../../tokenizer/types.ts';
 import type { RunConfig } from '../../train/config.ts';
 import { DEFAULT_RUN_CONFIG, loadRunConfig, parseOverrides } from '../../train/config.ts';
@@ -209,7 +210,10 @@ export async function awaitJob(job: Job, run: PreparedRun): Promise<RunResult> {
   }
 }
 
-/** The closing lines: where the model is, final validation, and a sample when configured. */
+/**
+ * The closing lines: where the model is, its loss chart (<out>/loss.svg), final validation, and a
+ * sample when configured.
+ */
 export function summarize(run: PreparedRun, result: RunResult): void {
   const { progress, outDir, dataset, config } = run;
   const how = result.interrupted
@@ -218,6 +222,13 @@ export function summarize(run: PreparedRun, result: RunResult): void {
   progress.line(
     `${how}; checkpoint saved in ${result.checkpoint} (resume with --out ${outDir} --resume)`,
   );
+  try {
+    const chart = writeLossChart(outDir);
+    if (chart) progress.line(`loss curves in ${chart}`);
+  } catch (err) {
+    // the run is saved; a chart that cannot be drawn is reported, not a failure
+    progress.line(`no loss chart: ${err instanceof Error ? err.message : String(err)}`);
+  }
   if (result.lastEval) {
     progress.line(
       `final validation: ${result.lastEval.bpb.toFixed(4)} bits per byte (loss ${result.lastEval.loss.toFixed(4)})`,

@@ -7,9 +7,18 @@ import { pipelineGrid } from '../../distributed/pipeline/partition.ts';
 import type { RunConfig } from '../../train/config.ts';
 import { availableParallelism } from 'node:os';
 import { trainWithThreads } from '../../distributed/launch.ts';
+import { serveStatusPage } from '../../serve/status-server.ts';
+import { statusRoutes } from '../../serve/status-routes.ts';
 import { numberFlag } from './options.ts';
 import type { RunFlags } from './run-options.ts';
 import { addRunOptions, awaitJob, prepareRun, progressHooks, summarize } from './run-options.ts';
+
+type TrainFlags = RunFlags & {
+  workers?: string;
+  threads: string;
+  statusPort?: string;
+  statusHost: string;
+};
 
 export function registerTrain(program: Command): void {
   addRunOptions(
@@ -21,7 +30,9 @@ export function registerTrain(program: Command): void {
   )
     .option('--workers <n>', 'worker threads (default: the number of cores; 1 on --backend gpu)')
     .option('--threads <n>', 'kernel threads per worker (wasm backend)', '1')
-    .action(async (flags: RunFlags & { workers?: string; threads: string }) => {
+    .option('--status-port <port>', 'serve the live status page on this port (0: any free port)')
+    .option('--status-host <host>', 'address of the status page', '127.0.0.1')
+    .action(async (flags: TrainFlags) => {
       const threads = numberFlag('--threads', flags.threads, { min: 1, integer: true });
       const asked =
         flags.workers === undefined
@@ -64,6 +75,19 @@ export function registerTrain(program: Command): void {
         },
         progressHooks(run),
       );
-      summarize(run, await awaitJob(job, run));
+      const page =
+        flags.statusPort === undefined
+          ? null
+          : await serveStatusPage(
+              flags.statusHost,
+              numberFlag('--status-port', flags.statusPort, { min: 0, integer: true }),
+              statusRoutes({ status: job.status, stop: job.stop, secret: null }),
+            );
+      if (page) run.progress.line(`status page: ${page.url} (read-only)`);
+      try {
+        summarize(run, await awaitJob(job, run));
+      } finally {
+        await page?.close();
+      }
     });
 }

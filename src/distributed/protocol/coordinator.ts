@@ -205,6 +205,8 @@ export type CoordinatorEffect =
       rank: number;
       times: Omit<MessageOf<'stepTime'>, 'v' | 't'>;
     }
+  /** A worker is gone: lost during the run, or left before training (the status page's card). */
+  | { type: 'workerGone'; worker: string; rank: number; reason: string; lost: boolean }
   | { type: 'close'; conn: ConnId; code: string; reason: string }
   /** Plan step `step` (its batches when `streamed`: some worker reads no data) and feed stepPlanned. */
   | { type: 'planStep'; step: number; streamed: boolean }
@@ -828,7 +830,9 @@ function lose(st: Transition, conn: ConnId, reason: string, now: number): void {
   const s = st.s;
   const w = s.workers.get(conn) as Worker;
   s.workers.delete(conn);
-  if (s.phase === 'rendezvous') {
+  const lost = s.phase !== 'rendezvous';
+  st.effects.push({ type: 'workerGone', worker: w.name, rank: w.rank, reason, lost });
+  if (!lost) {
     st.log(`worker ${w.name} (rank ${w.rank}) left before training: ${reason}`);
     return;
   }

@@ -11,6 +11,7 @@
 // has not authenticated PRE_AUTH_TIMEOUT_MS after it was accepted.
 
 import { createServer } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { isIP } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
@@ -266,11 +267,51 @@ export interface WsOptions {
   compactSums?: boolean;
 }
 
+/** A plain HTTP request on the listening port (no body is read). */
+export interface HttpRequest {
+  method: string;
+  /** The path, without the query. */
+  path: string;
+  headers: IncomingHttpHeaders;
+}
+
+/** The answer: a string or bytes with their content type, or anything else as JSON. */
+export interface HttpAnswer {
+  status: number;
+  body: unknown;
+  type?: string;
+  headers?: Record<string, string>;
+}
+
 /**
- * Answers a plain HTTP GET on the listening port (health probes) with a status and a JSON body;
- * undefined for a path it does not serve, which gets 426 (Upgrade Required) as without one.
+ * Answers plain HTTP on the listening port (health probes, the status page); undefined for a
+ * request it does not serve, which gets 426 (Upgrade Required) as without one.
  */
-export type HttpResponder = (path: string) => { status: number; body: unknown } | undefined;
+export type HttpResponder = (request: HttpRequest) => HttpAnswer | undefined;
+
+/** Writes `answer` (JSON unless it is a string or bytes with a type). */
+export function writeAnswer(response: ServerResponse, answer: HttpAnswer): void {
+  const raw = typeof answer.body === 'string' || answer.body instanceof Uint8Array;
+  response.writeHead(answer.status, {
+    'Content-Type': raw ? (answer.type ?? 'text/plain; charset=utf-8') : 'application/json',
+    ...answer.headers,
+  });
+  response.end(raw ? (answer.body as string | Uint8Array) : `${JSON.stringify(answer.body)}\n`);
+}
+
+/** Answers `request` with `respond`, or 426 where it has nothing (a WebSocket port's default). */
+export function answerHttp(
+  request: IncomingMessage,
+  response: ServerResponse,
+  respond: HttpResponder | undefined,
+): void {
+  const path = (request.url ?? '/').split('?')[0];
+  const method = request.method ?? 'GET';
+  const answer = respond?.({ method, path, headers: request.headers });
+  if (answer !== undefined) return writeAnswer(response, answer);
+  response.writeHead(426, { 'Content-Type': 'text/plain' });
+  response.end('weft speaks WebSocket here\n');
+}
 
 export class WsNetwork implements Network {
   private readonly preAuthTimeoutMs: number;
@@ -297,16 +338,7 @@ export class WsNetwork implements Network {
     const [host, port] = parseAddress(address);
     const deadlines = new PreAuthDeadlines(this.preAuthTimeoutMs);
     // our own HTTP server, to see connections from accept on (before any upgrade request)
-    const http = createServer((request, response) => {
-      const path = (request.url ?? '/').split('?')[0];
-      const answer = respond && request.method === 'GET' ? respond(path) : undefined;
-      if (answer === undefined) {
-        response.writeHead(426, { 'Content-Type': 'text/plain' });
-        return response.end('weft speaks WebSocket here\n');
-      }
-      response.writeHead(answer.status, { 'Content-Type': 'application/json' });
-      response.end(`${JSON.stringify(answer.body)}\n`);
-    });
+    const http = createServer((request, response) => answerHttp(request, response, respond));
     http.on('connection', (tcp: Socket) => deadlines.accepted(tcp));
     const server = new WebSocketServer({
       server: http,
