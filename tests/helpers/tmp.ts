@@ -1,16 +1,20 @@
-// Temporary directories for tests, removed when the test process exits.
+// Temporary directories for tests, removed after each test file (tests/setup.ts) and, should the
+// process end first, when it exits.
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const made: string[] = [];
-process.on('exit', () => {
-  for (const dir of made) rmSync(dir, { recursive: true, force: true });
-});
+process.on('exit', removeTempDirs);
 
 export function tempDir(prefix = 'weft-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   made.push(dir);
   return dir;
+}
+
+/** Removes every directory tempDir made so far. */
+export function removeTempDirs(): void {
+  for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
 }
