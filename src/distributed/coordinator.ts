@@ -410,7 +410,9 @@ export class CoordinatorShell {
   private observe(event: CoordinatorEvent): void {
     const s = this.state;
     const status = this.metrics.status;
-    status.setPhase(s.stopping && s.phase === 'training' ? 'stopping' : s.phase);
+    // (done once the final checkpoint is saved: status.ended)
+    const phase = s.phase === 'done' ? 'saving' : s.phase;
+    status.setPhase(s.stopping && phase === 'training' ? 'stopping' : phase);
     const joined = event.type === 'joined' ? s.workers.get(event.conn) : undefined;
     if (joined) status.joined(joined);
   }
@@ -593,6 +595,7 @@ export class CoordinatorShell {
           ...metrics,
         };
         // the step's members report their times next (metrics-log.ts waits for them)
+        // (every ready worker: the step's members are gone from the state by now)
         const reporting = [...this.state.workers.values()].filter((w) => w.ready);
         this.metrics.step(
           m,
@@ -655,6 +658,7 @@ export class CoordinatorShell {
         return;
       }
       case 'checkpoint': {
+        this.metrics.flush(); // the checkpoint's step is in metrics.jsonl before it is saved
         const state = this.takeState(effect.adamSteps);
         void this.save(effect.step, state).catch(() => {}); // a failed periodic save is logged; training goes on
         return;
@@ -675,10 +679,6 @@ export class CoordinatorShell {
         // post-training runs are evaluated on their held-out records here
         if (this.dataset.records && trained) this.evaluateRecordsHere(model, effect.steps);
         const interrupted = effect.steps < this.config.steps;
-        this.metrics.status.ended(
-          true,
-          `${interrupted ? 'stopped' : 'done'} at step ${effect.steps}`,
-        );
         // a resumed run that trained no step holds its checkpoint's state: nothing to save
         const resume = this.cluster.resume;
         const saved =
@@ -690,7 +690,9 @@ export class CoordinatorShell {
         saved
           .finally(() => this.writer.close())
           .then(
-            (checkpoint) =>
+            (checkpoint) => {
+              const how = interrupted ? 'stopped' : 'done';
+              this.metrics.status.ended(true, `${how} at step ${effect.steps}`);
               settle?.resolve({
                 model,
                 config: this.config,
@@ -698,13 +700,21 @@ export class CoordinatorShell {
                 interrupted,
                 lastEval: this.lastEval,
                 checkpoint,
-              }),
-            (err: Error) => settle?.reject(err),
+              });
+            },
+            (err: Error) => {
+              this.metrics.status.ended(false, `the final checkpoint failed: ${err.message}`);
+              settle?.reject(err);
+            },
           );
         return;
       }
       case 'failed': {
-        this.metrics.flush();
+        try {
+          this.metrics.flush();
+        } catch {
+          // (the disk that failed the run may fail this too: the run still ends)
+        }
         this.metrics.status.ended(false, effect.message);
         const settle = this.settle;
         this.settle = null;

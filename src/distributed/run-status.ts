@@ -178,6 +178,8 @@ export class RunStatusTracker {
       curve.splice(0, curve.length, ...curve.filter(([s]) => s <= step));
     this.val.splice(0, this.val.length, ...this.val.filter((m) => m.step <= step));
     if (this.last && this.last.step > step) this.last = null;
+    this.recent.length = 0;
+    this.slowest = null;
     this.event('lost', `rolled back to step ${step}`);
   }
 

@@ -47,7 +47,7 @@ export interface StatusSource {
 
 /** Whether `header` is "Bearer SECRET" for `secret` (compared in constant time). */
 function authorized(header: string | undefined, secret: string): boolean {
-  const given = Buffer.from(/^Bearer (.+)$/.exec(header ?? '')?.[1] ?? '');
+  const given = Buffer.from(/^bearer +(.+)$/i.exec(header ?? '')?.[1] ?? '');
   const expected = Buffer.from(secret);
   return given.length === expected.length && timingSafeEqual(given, expected);
 }

@@ -133,6 +133,9 @@ describe.skipIf(why !== null)('weft.sbatch on a two-node Slurm cluster', () => {
     };
   }, 60_000);
   afterAll(() => {
+    // jobs first (their steps outlive slurmd), then the daemons
+    const jobs = spawnSync('squeue', ['-h', '-o', '%i'], { env, encoding: 'utf8' }).stdout ?? '';
+    if (jobs.trim()) spawnSync('scancel', jobs.trim().split(/\s+/), { env });
     spawnSync(script, ['stop', slurmDir]);
   });
 

@@ -359,6 +359,21 @@ describe('coordinator state machine', () => {
     expect(o.effects).toContainEqual(expect.objectContaining({ type: 'close', conn: 12 }));
   });
 
+  it('refuses a second worker with a name already in the job, naming it', () => {
+    const d = new Driver({ ...config, workers: 3 });
+    d.feed({ type: 'start', now: 0 });
+    d.join(10, 'a');
+    const o = d.feed({ type: 'joined', conn: 11, name: 'a', address: '', now: 0 });
+    expect(o.send[0].message).toMatchObject({
+      t: 'reject',
+      code: 'WEFT_E_PROTOCOL',
+      message: 'a worker named a is already in the job; give each worker its own --name',
+    });
+    expect(o.effects).toContainEqual(expect.objectContaining({ type: 'close', conn: 11 }));
+    d.join(12, 'b'); // another name still joins
+    expect(d.logs()).toContainEqual(expect.stringMatching(/^worker b joined as rank 1/));
+  });
+
   it('starts with min-workers at the rendezvous deadline, or fails naming the shortfall', () => {
     const d = new Driver({ ...config, workers: 3, minWorkers: 2 });
     d.feed({ type: 'start', now: 0 });

@@ -37,9 +37,12 @@ export function expectCliError(result: CliResult, message: RegExp): void {
 }
 
 const children: ChildProcess[] = [];
-process.on('exit', () => {
-  for (const child of children) child.kill('SIGKILL');
-});
+process.on('exit', killChildren);
+
+/** SIGKILLs every process startCli started that is still running (after each test file: setup.ts). */
+export function killChildren(): void {
+  for (const child of children.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');
+}
 
 export interface RunningCli {
   child: ChildProcess;

@@ -4,6 +4,7 @@
 
 import type { Command } from 'commander';
 import { Option } from 'commander';
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { WorkerListener } from '../../distributed/launch.ts';
 import { pipelineGrid } from '../../distributed/pipeline/partition.ts';
@@ -189,7 +190,8 @@ export async function runWorker(flags: WorkerFlags): Promise<void> {
     '--connect ws://HOST:PORT (or WEFT_CONNECT) is required',
   );
   const connectTimeoutMs = 1000 * numberFlag('--connect-timeout', flags.connectTimeout, { min: 0 });
-  const name = flags.name ?? `${hostname()}-${process.pid}`;
+  // (in a container the pid is often 1 on every host: a few random hex digits keep names apart)
+  const name = flags.name ?? `${hostname()}-${process.pid}-${randomBytes(2).toString('hex')}`;
   check(
     name.length <= 128,
     'WEFT_E_CONFIG',

@@ -1,5 +1,6 @@
 // `weft status URL`: the live status page's picture in the terminal (serve/status-table.ts),
-// read from URL/status.json and redrawn every --interval seconds until the run ends.
+// read from URL/status.json and redrawn every --interval seconds until the run ends (its phase
+// is done or failed, or its coordinator, once seen, stops answering: it closes at the end).
 
 import type { Command } from 'commander';
 import type { RunStatus } from '../../distributed/run-status.ts';
@@ -44,8 +45,25 @@ export function registerStatus(program: Command): void {
     .action(async (url: string, flags: StatusFlags) => {
       const interval = numberFlag('--interval', flags.interval, { min: 0.1 });
       const clear = process.stdout.isTTY && !flags.once ? '\x1b[H\x1b[2J' : '';
-      for (;;) {
-        const status = await fetchStatus(url);
+      let seen: RunStatus | null = null;
+      for (let misses = 0; ;) {
+        let status: RunStatus;
+        try {
+          status = await fetchStatus(url);
+          misses = 0;
+        } catch (err) {
+          // a run seen training whose coordinator is gone has ended (it closes its port at the end)
+          if (seen && ++misses >= 3) {
+            process.stdout.write(
+              `${url} is gone: the run ended (last seen at step ${seen.step})\n`,
+            );
+            return;
+          }
+          if (!seen) throw err;
+          await new Promise((resolve) => setTimeout(resolve, 500));
+          continue;
+        }
+        seen = status;
         process.stdout.write(`${clear}${statusTable(status)}`);
         if (flags.once || status.phase === 'done' || status.phase === 'failed') return;
         await new Promise((resolve) => setTimeout(resolve, interval * 1000));

@@ -34,6 +34,14 @@ export function registerTrain(program: Command): void {
     .option('--status-host <host>', 'address of the status page', '127.0.0.1')
     .action(async (flags: TrainFlags) => {
       const threads = numberFlag('--threads', flags.threads, { min: 1, integer: true });
+      // the status page's port is bound before the run directory is touched
+      const page =
+        flags.statusPort === undefined
+          ? null
+          : await serveStatusPage(
+              flags.statusHost,
+              numberFlag('--status-port', flags.statusPort, { min: 0, integer: true }),
+            );
       const asked =
         flags.workers === undefined
           ? undefined
@@ -75,14 +83,7 @@ export function registerTrain(program: Command): void {
         },
         progressHooks(run),
       );
-      const page =
-        flags.statusPort === undefined
-          ? null
-          : await serveStatusPage(
-              flags.statusHost,
-              numberFlag('--status-port', flags.statusPort, { min: 0, integer: true }),
-              statusRoutes({ status: job.status, stop: job.stop, secret: null }),
-            );
+      page?.source(statusRoutes({ status: job.status, stop: job.stop, secret: null }));
       if (page) run.progress.line(`status page: ${page.url} (read-only)`);
       try {
         summarize(run, await awaitJob(job, run));

@@ -355,40 +355,36 @@ export function coordinatorTransition(state: CoordinatorState, event: Coordinato
   return { state: s, send: st.send, effects: st.effects };
 }
 
+/** Answers a worker that cannot join with `message`, and closes its connection. */
+function refuseJoin(st: Transition, conn: ConnId, message: string, reason: string): void {
+  st.to(conn, msg('reject', { code: 'WEFT_E_PROTOCOL', message }));
+  st.effects.push({ type: 'close', conn, code: 'WEFT_E_PROTOCOL', reason });
+}
+
 function onJoined(st: Transition, e: Extract<CoordinatorEvent, { type: 'joined' }>): void {
   const s = st.s;
-  if (s.phase !== 'rendezvous') {
-    st.to(
+  if (s.phase !== 'rendezvous')
+    return refuseJoin(
+      st,
       e.conn,
-      msg('reject', {
-        code: 'WEFT_E_PROTOCOL',
-        message: 'training is in progress; joining a running job is not supported yet',
-      }),
+      'training is in progress; joining a running job is not supported yet',
+      `late worker ${e.name} refused`,
     );
-    st.effects.push({
-      type: 'close',
-      conn: e.conn,
-      code: 'WEFT_E_PROTOCOL',
-      reason: `late worker ${e.name} refused`,
-    });
-    return;
-  }
-  if (s.workers.size >= s.config.workers) {
-    st.to(
+  if (s.workers.size >= s.config.workers)
+    return refuseJoin(
+      st,
       e.conn,
-      msg('reject', {
-        code: 'WEFT_E_PROTOCOL',
-        message: `the job already has its ${s.config.workers} workers`,
-      }),
+      `the job already has its ${s.config.workers} workers`,
+      `extra worker ${e.name} refused`,
     );
-    st.effects.push({
-      type: 'close',
-      conn: e.conn,
-      code: 'WEFT_E_PROTOCOL',
-      reason: `extra worker ${e.name} refused`,
-    });
-    return;
-  }
+  // names label the metrics, the status page and the logs: each names one worker
+  if ([...s.workers.values()].some((w) => w.name === e.name))
+    return refuseJoin(
+      st,
+      e.conn,
+      `a worker named ${e.name} is already in the job; give each worker its own --name`,
+      `second worker named ${e.name} refused`,
+    );
   const rank = s.nextRank++;
   const { pipeline } = s;
   // a pipeline stage: the one fewest workers hold (the lowest of those), so replicas fill up

@@ -307,7 +307,12 @@ export function answerHttp(
 ): void {
   const path = (request.url ?? '/').split('?')[0];
   const method = request.method ?? 'GET';
-  const answer = respond?.({ method, path, headers: request.headers });
+  let answer: HttpAnswer | undefined;
+  try {
+    answer = respond?.({ method, path, headers: request.headers });
+  } catch (err) {
+    answer = { status: 500, body: { error: (err as Error).message } };
+  }
   if (answer !== undefined) return writeAnswer(response, answer);
   response.writeHead(426, { 'Content-Type': 'text/plain' });
   response.end('weft speaks WebSocket here\n');
@@ -338,7 +343,12 @@ export class WsNetwork implements Network {
     const [host, port] = parseAddress(address);
     const deadlines = new PreAuthDeadlines(this.preAuthTimeoutMs);
     // our own HTTP server, to see connections from accept on (before any upgrade request)
-    const http = createServer((request, response) => answerHttp(request, response, respond));
+    const http = createServer((request, response) => {
+      // one plain HTTP request (a probe, the status page) per connection: the pre-auth deadline
+      // still covers it, and no kept-alive socket outlives it into an upgrade
+      response.shouldKeepAlive = false;
+      answerHttp(request, response, respond);
+    });
     http.on('connection', (tcp: Socket) => deadlines.accepted(tcp));
     const server = new WebSocketServer({
       server: http,
