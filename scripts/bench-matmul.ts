@@ -1,7 +1,9 @@
 // Benchmark: the matrix products of a training step (x*W, dY*W^T, X^T*dY for every layer and the
 // tied head) at the shapes bench-s and bench-m train with (one shard = one sequence of T rows),
-// on the wasm backend with 1 thread and all threads, next to numpy (OpenBLAS) with 1 thread and
-// all threads in the same run. Reports GFLOP/s over all the step's products.
+// on the wasm and wasm-fma backends (unfused and fused multiply-add) with 1 thread and all
+// threads, next to numpy (OpenBLAS) with 1 thread and all threads in the same run. Reports GFLOP/s
+// over all the step's products. wasm-fma is left out, with the reason, where it does not work; so
+// is blas (OpenBLAS called on the wasm memory) where libopenblas is not installed.
 //
 // With --backend gpu it also times the gpu backend (its device: WebGPU on a GPU, else gpu.js's
 // CPU mode) next to PyTorch on CUDA when a python3 with a CUDA torch is there.
@@ -12,8 +14,11 @@ import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { blasAvailable, createBlasBackend, whyNoBlas } from '../src/kernels/blas/backend.ts';
 import { createGpuBackend } from '../src/kernels/gpu/backend.ts';
+import type { WasmVariant } from '../src/kernels/wasm/backend.ts';
 import { WasmBackend } from '../src/kernels/wasm/backend.ts';
+import { wasmFmaWorks } from '../src/kernels/wasm/self-check.ts';
 import { loadRunConfig, sequenceLength } from '../src/train/config.ts';
 
 const root = join(dirname(new URL(import.meta.url).pathname), '..');
@@ -78,8 +83,16 @@ function benchProducts(shapes: Shape[], backend: WasmBackend): number {
   return flopsOf(shapes) / seconds / 1e9;
 }
 
-function benchWasm(shapes: Shape[], threads: number): number {
-  const backend = new WasmBackend({ threads });
+function benchWasm(shapes: Shape[], threads: number, variant: WasmVariant = 'simd'): number {
+  const backend = new WasmBackend({ threads, variant });
+  const gflops = benchProducts(shapes, backend);
+  void backend.dispose();
+  return gflops;
+}
+
+/** GFLOP/s of the blas backend's products (OpenBLAS sgemm on the wasm memory, pinned threads). */
+function benchBlas(shapes: Shape[], threads: number): number {
+  const backend = createBlasBackend({ threads });
   const gflops = benchProducts(shapes, backend);
   void backend.dispose();
   return gflops;
@@ -152,6 +165,9 @@ print((time.perf_counter() - t) / repeats)
   });
 }
 
+const fma = wasmFmaWorks();
+if (!fma.ok) console.log(`wasm-fma left out: ${fma.why}`);
+if (!blasAvailable()) console.log(`blas left out: ${whyNoBlas()}`);
 for (const path of configs) {
   const cfg = loadRunConfig(path);
   const T = sequenceLength(cfg);
@@ -159,25 +175,33 @@ for (const path of configs) {
   console.log(
     `${cfg.name}: the ${shapes.length} products of one training step of one sequence (T=${T}, C=${cfg.nEmbd}, V=${cfg.vocabSize}), ${(flopsOf(shapes) / 1e9).toFixed(2)} GFLOP`,
   );
-  const rows: [string, number | null][] = [
-    ['wasm, 1 thread', benchWasm(shapes, 1)],
-    [`wasm, ${cores} threads`, benchWasm(shapes, cores)],
-    ['numpy/OpenBLAS, 1 thread', benchNumpy(shapes, 1)],
-    [`numpy/OpenBLAS, ${cores} threads`, benchNumpy(shapes, cores)],
-  ];
+  const rows: [string, number | null][] = [];
+  for (const threads of [1, cores]) {
+    const label = `, ${threads} thread${threads > 1 ? 's' : ''}`;
+    rows.push([`wasm${label}`, benchWasm(shapes, threads)]);
+    if (fma.ok) rows.push([`wasm-fma${label}`, benchWasm(shapes, threads, 'fma')]);
+    if (blasAvailable()) rows.push([`blas${label}`, benchBlas(shapes, threads)]);
+  }
+  const blas1 = benchNumpy(shapes, 1);
+  rows.push(['numpy/OpenBLAS, 1 thread', blas1]);
+  rows.push([`numpy/OpenBLAS, ${cores} threads`, benchNumpy(shapes, cores)]);
   if (values.backend.split(',').includes('gpu')) {
     rows.push(benchGpu(shapes), ['PyTorch CUDA fp32', benchTorchCuda(shapes)]);
   }
-  const blas1 = rows[2][1];
   for (const [name, gflops] of rows) {
     if (gflops === null)
       console.log(
         `  ${name.padEnd(28)} not available (${name.startsWith('PyTorch') ? 'no CUDA torch here' : 'apt-get install python3-numpy libopenblas0-pthread'})`,
       );
-    else
+    else {
+      // a fused row also against the unfused one at its thread count
+      const unfused =
+        name.startsWith('wasm-fma') && rows.find(([n]) => n === name.slice(0, 4) + name.slice(8));
+      const vsWasm = unfused && unfused[1] ? `  ${(gflops / unfused[1]).toFixed(2)}x wasm` : '';
       console.log(
-        `  ${name.padEnd(28)} ${gflops.toFixed(1).padStart(7)} GFLOP/s${blas1 ? `  ${(gflops / blas1).toFixed(2)}x OpenBLAS 1 thread` : ''}`,
+        `  ${name.padEnd(28)} ${gflops.toFixed(1).padStart(7)} GFLOP/s${blas1 ? `  ${(gflops / blas1).toFixed(2)}x OpenBLAS 1 thread` : ''}${vsWasm}`,
       );
+    }
   }
 }
 process.exit(0);

@@ -11,6 +11,11 @@
 // worker threads of this process (they reduce through shared memory); --transport ws runs worker
 // processes over loopback WebSocket (the ring), each count with the overlap off, then on.
 //
+// By default it times wasm and, where it works, wasm-fma (fused multiply-add), each against the
+// other at the same thread count too, and blas (OpenBLAS products) where libopenblas is installed.
+// PyTorch runs at each thread count and in its fastest CPU setting here (1 thread of its own,
+// OpenBLAS on all cores); every weft row is also given as a ratio to the fastest PyTorch row.
+//
 // usage: npm run bench:step -- [--config configs/bench-s.json ...] [--backend wasm,reference]
 //                              [--threads 1,2] [--steps N] [--warmup N] [--no-torch]
 //                              [--workers 1,2 [--transport threads|ws]]
@@ -25,6 +30,7 @@ import { parseArgs } from 'node:util';
 import { serveCoordinator, trainWithThreads } from '../src/distributed/launch.ts';
 import { GPT2 } from '../src/model/gpt2.ts';
 import type { BackendName } from '../src/kernels/backend.ts';
+import { blasAvailable } from '../src/kernels/blas/backend.ts';
 import { createBackend, defaultBackendName, parseBackendName } from '../src/kernels/select.ts';
 import { actGradLayout, actLayout, trainingFlops } from '../src/model/layout.ts';
 import { AdamW } from '../src/train/adamw.ts';
@@ -48,7 +54,12 @@ const { values } = parseArgs({
     transport: { type: 'string', default: 'threads' },
     // internal: one weft row (CONFIG_PATH|BACKEND|THREADS) in this process, printed as JSON
     row: { type: 'string' },
-    backend: { type: 'string', default: defaultBackendName() },
+    backend: {
+      type: 'string',
+      default: [
+        ...new Set(['wasm', defaultBackendName(), ...(blasAvailable() ? ['blas'] : [])]),
+      ].join(','),
+    },
     threads: { type: 'string', default: `1,${availableParallelism()}` },
   },
 });
@@ -140,7 +151,13 @@ function findTorchPython(): string | null {
   return null;
 }
 
-function benchTorch(python: string, cfg: RunConfig, threads: number): Row | null {
+/** PyTorch with `threads` threads of its own and `blasThreads` in OpenBLAS (its products). */
+function benchTorch(
+  python: string,
+  cfg: RunConfig,
+  threads: number,
+  blasThreads = threads,
+): Row | null {
   const json = JSON.stringify({ ...cfg, seqLen: sequenceLength(cfg) });
   const script = join(root, 'scripts/bench_step_torch.py');
   const args = [
@@ -157,7 +174,7 @@ function benchTorch(python: string, cfg: RunConfig, threads: number): Row | null
   ];
   const env = {
     ...process.env,
-    OPENBLAS_NUM_THREADS: String(threads),
+    OPENBLAS_NUM_THREADS: String(blasThreads),
     OMP_NUM_THREADS: String(threads),
   };
   const run = spawnSync(python, args, { env, encoding: 'utf8' });
@@ -170,7 +187,8 @@ function benchTorch(python: string, cfg: RunConfig, threads: number): Row | null
     'impl' | 'gflops'
   > & { torch: string };
   const gflops = trainingFlops(cfg, cfg.batchSize, sequenceLength(cfg)) / r.msPerStep / 1e6;
-  return { impl: `PyTorch ${r.torch}`, ...r, threads, gflops };
+  const blas = blasThreads === threads ? '' : ` + OpenBLAS x${blasThreads}`;
+  return { impl: `PyTorch ${r.torch}${blas}`, ...r, threads, gflops };
 }
 
 /** One line per row: weft rows against PyTorch at the same thread count; worker rows as speed-up. */
@@ -183,6 +201,14 @@ function print(rows: Row[], mode: 'torch' | 'speed-up' = 'torch'): void {
       const torch = rows.find((t) => t.impl.startsWith('PyTorch') && t.threads === r.threads);
       if (torch)
         ratio = `  ${(r.tokensPerSec / torch.tokensPerSec).toFixed(2)}x PyTorch at ${r.threads} thread(s)`;
+      const wasm = rows.find((t) => t.impl === 'weft wasm' && t.threads === r.threads);
+      if (r.impl === 'weft wasm-fma' && wasm)
+        ratio += `  ${(r.tokensPerSec / wasm.tokensPerSec).toFixed(2)}x wasm`;
+      // and against PyTorch's fastest row, whatever its threads (the blas backend's goal: 0.8x)
+      const best = Math.max(
+        ...rows.filter((t) => t.impl.startsWith('PyTorch')).map((t) => t.tokensPerSec),
+      );
+      if (best > 0) ratio += `  ${(r.tokensPerSec / best).toFixed(2)}x PyTorch's best`;
     }
     const theory = r.theoryMiB === undefined ? '' : ` (theory ${r.theoryMiB.toFixed(0)} MiB)`;
     const name = r.split ? r.impl : `${r.impl} (${r.threads} thread${r.threads > 1 ? 's' : ''})`;
@@ -302,6 +328,13 @@ for (const path of configs) {
   if (python) {
     for (const threads of threadCounts) {
       const row = benchTorch(python, cfg, threads);
+      if (row) rows.push(row);
+    }
+    // PyTorch's fastest CPU configuration on small machines: one thread of its own (its
+    // elementwise kernels) and OpenBLAS on every core for the products
+    const cores = Math.max(...threadCounts);
+    if (cores > 1 && values['torch-device'] === 'cpu') {
+      const row = benchTorch(python, cfg, 1, cores);
       if (row) rows.push(row);
     }
   }

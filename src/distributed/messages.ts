@@ -69,7 +69,7 @@ export const SCHEMAS = {
     /** The model and optimizer state follow in state messages (a resumed run). */
     resume: 'bool',
     /** Kernel backend every worker uses (the same everywhere, for bit-identical sums). */
-    backend: { oneOf: ['reference', 'wasm', 'gpu'] },
+    backend: { oneOf: ['reference', 'wasm', 'wasm-fma', 'gpu', 'blas'] },
     /** Which plan of the run this is (0 the first; a re-planned pipeline's are higher). */
     plan: { optional: 'int' },
     /** A pipeline run: this worker's stage (its replica and stage follow from its place in members). */

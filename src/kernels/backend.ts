@@ -6,8 +6,14 @@
 import * as optim from './optim.ts';
 import * as reference from './reference.ts';
 
-export type BackendName = 'reference' | 'wasm' | 'gpu';
-export const BACKEND_NAMES: readonly BackendName[] = ['reference', 'wasm', 'gpu'];
+export type BackendName = 'reference' | 'wasm' | 'wasm-fma' | 'gpu' | 'blas';
+export const BACKEND_NAMES: readonly BackendName[] = [
+  'reference',
+  'wasm',
+  'wasm-fma',
+  'gpu',
+  'blas',
+];
 
 /**
  * Every kernel's signature, declared here once: implementations are typed as Kernels[name]

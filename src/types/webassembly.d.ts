@@ -22,5 +22,7 @@ declare global {
       constructor(module: Module, imports?: Record<string, Record<string, unknown>>);
       readonly exports: Record<string, unknown>;
     }
+    /** Whether `bytes` is a module this runtime compiles (its features enabled). */
+    function validate(bytes: BufferSource): boolean;
   }
 }

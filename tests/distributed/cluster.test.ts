@@ -76,31 +76,35 @@ describe('threads and processes', () => {
     expect(weights('threads3').equals(reference)).toBe(true);
   });
 
-  it('on wasm with 2 kernel threads each, 1, 2 and 3 workers give byte-identical weights', async () => {
-    if (!wasmAvailable()) {
-      console.log('skipped: wasm kernels are not built (npm run build:wasm)');
-      return;
-    }
-    for (const n of [1, 2, 3]) {
-      const options = { workers: n, backend: 'wasm', threads: 2 } as const;
-      await trainWithThreads(config, dataset, join(dir, `wasm${n}`), options).result;
-    }
-    const wasm1 = weights('wasm1');
-    expect(weights('wasm2').equals(wasm1)).toBe(true);
-    expect(weights('wasm3').equals(wasm1)).toBe(true);
+  // (the tests above ran the default backend: wasm-fma where the CPU fuses, with 1 kernel thread)
+  it.each(['wasm', 'wasm-fma'] as const)(
+    'on %s with 2 kernel threads each, 1, 2 and 3 workers give byte-identical weights',
+    async (backend) => {
+      if (!wasmAvailable()) {
+        console.log('skipped: wasm kernels are not built (npm run build:wasm)');
+        return;
+      }
+      for (const n of [1, 2, 3]) {
+        const options = { workers: n, backend, threads: 2 } as const;
+        await trainWithThreads(config, dataset, join(dir, `${backend}${n}`), options).result;
+      }
+      const first = weights(`${backend}1`);
+      expect(weights(`${backend}2`).equals(first)).toBe(true);
+      expect(weights(`${backend}3`).equals(first)).toBe(true);
 
-    // in one process, where the workers' logs reach us: each says what it computes on
-    const logs: string[] = [];
-    await trainInProcess(
-      config,
-      dataset,
-      join(dir, 'wasm-in-process'),
-      { workers: 2, backend: 'wasm', threads: 2 },
-      { log: (line) => logs.push(line) },
-    ).result;
-    expect(logs.filter((l) => l.includes('wasm backend with 2 thread(s)'))).toHaveLength(2);
-    expect(weights('wasm-in-process').equals(wasm1)).toBe(true);
-  });
+      // in one process, where the workers' logs reach us: each says what it computes on
+      const logs: string[] = [];
+      await trainInProcess(
+        config,
+        dataset,
+        join(dir, `${backend}-in-process`),
+        { workers: 2, backend, threads: 2 },
+        { log: (line) => logs.push(line) },
+      ).result;
+      expect(logs.filter((l) => l.includes(`${backend} backend with 2 thread(s)`))).toHaveLength(2);
+      expect(weights(`${backend}-in-process`).equals(first)).toBe(true);
+    },
+  );
 
   it('on gpu (gpu.js CPU mode without a GPU), 1 and 2 workers give byte-identical weights close to wasm', async () => {
     if (!wasmAvailable()) {

@@ -8,6 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadCheckpoint } from '../../src/checkpoint/read.ts';
 import { loadDataset } from '../../src/data/dataset.ts';
 import { trainInProcess } from '../../src/distributed/launch.ts';
+import { defaultBackendName } from '../../src/kernels/select.ts';
 import { runCli } from '../helpers/cli.ts';
 import { finalWeights, metricsOf, tinyConfig, tinyDataset } from '../helpers/runs.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -29,25 +30,32 @@ const stepLosses = (run: string) =>
     .map((m) => m.loss);
 
 describe('exact resume', () => {
-  it('k steps, then --resume to 2k on another worker count, equals 2k straight through', async () => {
-    await trainInProcess(config, dataset, join(dir, 'straight'), { workers: 2 }).result;
-    const first = await trainInProcess(config, dataset, join(dir, 'halves'), {
-      workers: 2,
-      stopAfter: 5,
-    }).result;
-    expect(first).toMatchObject({ steps: 5, interrupted: true });
-    const resume = loadCheckpoint(join(dir, 'halves'));
-    expect(resume.step).toBe(5);
-    const second = await trainInProcess(config, dataset, join(dir, 'halves'), {
-      workers: 3,
-      resume,
-    }).result;
-    expect(second.steps).toBe(10);
-    expect(finalWeights(join(dir, 'halves')).equals(finalWeights(join(dir, 'straight')))).toBe(
-      true,
-    );
-    expect(stepLosses(join(dir, 'halves'))).toEqual(stepLosses(join(dir, 'straight')));
-  });
+  // the default backend (wasm-fma where the CPU fuses; the CLI runs below use it too), and wasm
+  const backends = [...new Set([defaultBackendName(), 'wasm' as const])];
+  it.each(backends)(
+    'on %s: k steps, then --resume to 2k on another worker count, equals 2k straight through',
+    async (backend) => {
+      const straight = join(dir, `straight-${backend}`);
+      const halves = join(dir, `halves-${backend}`);
+      await trainInProcess(config, dataset, straight, { workers: 2, backend }).result;
+      const first = await trainInProcess(config, dataset, halves, {
+        workers: 2,
+        backend,
+        stopAfter: 5,
+      }).result;
+      expect(first).toMatchObject({ steps: 5, interrupted: true });
+      const resume = loadCheckpoint(halves);
+      expect(resume.step).toBe(5);
+      const second = await trainInProcess(config, dataset, halves, {
+        workers: 3,
+        backend,
+        resume,
+      }).result;
+      expect(second.steps).toBe(10);
+      expect(finalWeights(halves).equals(finalWeights(straight))).toBe(true);
+      expect(stepLosses(halves)).toEqual(stepLosses(straight));
+    },
+  );
 });
 
 describe('crash safety', () => {

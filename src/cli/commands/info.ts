@@ -1,7 +1,11 @@
 // `weft info`: the size of a configured model: parameters, memory, FLOPs per step; with
-// --pipeline P, its split into pipeline stages (distributed/pipeline/partition.ts).
+// --pipeline P, its split into pipeline stages (distributed/pipeline/partition.ts); and the
+// compute backends that run on this machine, with the reason for each that does not.
 
 import type { Command } from 'commander';
+import { BACKEND_NAMES } from '../../kernels/backend.ts';
+import { openBlas } from '../../kernels/blas/openblas.ts';
+import { defaultBackendName, whyUnavailable } from '../../kernels/select.ts';
 import { paramCount, trainingFlops } from '../../model/layout.ts';
 import { loadRunConfig, parseOverrides, sequenceLength } from '../../train/config.ts';
 import { specVocabSize } from '../../tokenizer/index.ts';
@@ -28,7 +32,9 @@ interface InfoFlags {
 export function registerInfo(program: Command): void {
   program
     .command('info')
-    .description('print the size of a configured model: parameters, memory, FLOPs per step')
+    .description(
+      'print the size of a configured model (parameters, memory, FLOPs per step) and the backends that run here',
+    )
     .requiredOption('--config <file>', 'run config JSON, or a preset name from configs/')
     .option('--set <key=value>', 'override a config key (repeatable)', collect, [])
     .option('--pipeline <P>', 'also show the model split into P pipeline stages')
@@ -56,8 +62,21 @@ export function registerInfo(program: Command): void {
       );
       console.log(`batch       B=${cfg.batchSize} x T=${T} = ${cfg.batchSize * T} tokens per step`);
       console.log(`compute     ${(flops / 1e9).toFixed(2)} GFLOP per training step`);
+      printBackends();
       if (opts.pipeline !== undefined) printPipeline(cfg, opts);
     });
+}
+
+/** The backends that run here (blas: which OpenBLAS), the default, and why the others do not. */
+function printBackends(): void {
+  const why = BACKEND_NAMES.map((name) => [name, whyUnavailable(name)] as const);
+  const blas = openBlas();
+  const here = why
+    .filter(([, reason]) => !reason)
+    .map(([name]) => (name === 'blas' && blas ? `blas (${blas.version} ${blas.core})` : name));
+  console.log(`backends    ${here.join(', ')}; default ${defaultBackendName()}`);
+  for (const [name, reason] of why)
+    if (reason) console.log(`  ${name.padEnd(10)}not available: ${reason}`);
 }
 
 /** The stages of `--pipeline P` over `--workers N`: blocks, memory, compute, and the bubble. */

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { Dataset } from '../../data/dataset.ts';
 import type { BackendName } from '../../kernels/backend.ts';
 import { BACKEND_NAMES } from '../../kernels/backend.ts';
-import { defaultBackendName, parseBackendName } from '../../kernels/select.ts';
+import { defaultBackendName, parseBackendName, whyUnavailable } from '../../kernels/select.ts';
 import type { Job } from '../../distributed/launch.ts';
 import { stopOnSignals } from '../../distributed/launch.ts';
 import type { RunHooks, RunResult } from '../../distributed/coordinator.ts';
@@ -110,6 +110,10 @@ export async function prepareRun(
       : numberFlag('--stop-after', flags.stopAfter, { min: 1, integer: true });
   const backend =
     flags.backend === undefined ? defaultBackendName() : parseBackendName(flags.backend);
+  // this process computes on it too (the coordinator's final evaluation), so it must run here
+  const unavailable = whyUnavailable(backend);
+  if (unavailable)
+    throw new WeftError('WEFT_E_CONFIG', `--backend ${backend} does not run here: ${unavailable}`);
   const overrides = overridesOf(flags);
   const early = new Progress(DEFAULT_RUN_CONFIG.logEvery);
   const log = (line: string) => early.line(line);

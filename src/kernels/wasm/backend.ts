@@ -3,6 +3,8 @@
 // per-head/per-row kernels split their rows over a pool of helper threads (--threads); every
 // output element is still one sequential sum, so results do not depend on the thread count.
 // Arrays that are not in the wasm memory (tests pass plain typed arrays) are copied in and out.
+// Two builds of the same kernels: kernels.wasm (the 'wasm' backend) and kernels-fma.wasm (the
+// 'wasm-fma' backend: products by fused multiply-add, which needs relaxed SIMD and a CPU with FMA).
 
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -12,8 +14,15 @@ import { checkTokenIds, countTargets, need } from '../checks.ts';
 import { WasmHeap } from './heap.ts';
 import type { ParallelKernel } from './pool.ts';
 import { Pool } from './pool.ts';
+import { RELAXED_SIMD_FLAG, relaxedSimd } from './relaxed.ts';
 
-const WASM_PATH = fileURLToPath(new URL('./build/kernels.wasm', import.meta.url));
+/** 'simd': kernels.wasm; 'fma': kernels-fma.wasm, whose products use fused multiply-add. */
+export type WasmVariant = 'simd' | 'fma';
+
+const WASM_PATHS: Record<WasmVariant, string> = {
+  simd: fileURLToPath(new URL('./build/kernels.wasm', import.meta.url)),
+  fma: fileURLToPath(new URL('./build/kernels-fma.wasm', import.meta.url)),
+};
 
 /**
  * The kernels module's exports (assembly/index.ts). Each takes numbers only (pointers in bytes,
@@ -21,7 +30,9 @@ const WASM_PATH = fileURLToPath(new URL('./build/kernels.wasm', import.meta.url)
  */
 type Exports = Record<
   | 'gemm'
+  | 'gemmPanelRows'
   | 'gemv'
+  | 'maddProbe'
   | 'colSumAdd'
   | 'encoderForward'
   | 'encoderBackward'
@@ -83,7 +94,9 @@ export interface MatmulDevice {
 export interface WasmOptions {
   /** Kernel threads (this one and pool helpers). */
   threads?: number;
-  /** The backend's name: 'wasm', or 'gpu' with a device. */
+  /** Which build of the kernels (default 'simd'). */
+  variant?: WasmVariant;
+  /** The backend's name: 'wasm' ('wasm-fma' for the fma variant), or 'gpu' with a device. */
   name?: BackendName;
   /** Runs the layers' products; made once the memory exists. */
   device?: (memory: WebAssembly.Memory, owns: (a: Float32Array) => boolean) => MatmulDevice;
@@ -112,8 +125,33 @@ function causalBlocks(T: number, size = 64): [number, number][] {
   return blocks;
 }
 
-export function wasmAvailable(): boolean {
-  return existsSync(WASM_PATH);
+export function wasmAvailable(variant: WasmVariant = 'simd'): boolean {
+  return existsSync(WASM_PATHS[variant]);
+}
+
+/**
+ * a*b + c where a*b = 1 + 2^-11 + 2^-24 needs 25 bits: fused, 2^-11 + 2^-24; rounded first (to
+ * 1 + 2^-11, the even neighbour), 2^-11.
+ */
+const PROBE_A = 1 + 2 ** -12;
+const PROBE_FUSED = 2 ** -11 + 2 ** -24;
+
+/** The kernels module of `variant`, checked: the fma build must compile here and must fuse. */
+function kernelsModule(variant: WasmVariant): WebAssembly.Module {
+  const path = WASM_PATHS[variant];
+  if (!existsSync(path)) {
+    throw new WeftError(
+      'WEFT_E_STATE',
+      `the wasm kernels are not built (${path} is missing); run npm run build:wasm`,
+    );
+  }
+  if (variant === 'fma' && !relaxedSimd()) {
+    throw new WeftError(
+      'WEFT_E_STATE',
+      `the wasm-fma backend needs WebAssembly relaxed SIMD, which this runtime lacks (Node 22+ has it; Node 20 needs node ${RELAXED_SIMD_FLAG}); use --backend wasm`,
+    );
+  }
+  return new WebAssembly.Module(readFileSync(path));
 }
 
 export class WasmBackend implements Backend {
@@ -123,21 +161,18 @@ export class WasmBackend implements Backend {
   /** The layers' products run here when set (the gpu backend). */
   readonly matmulDevice: MatmulDevice | null;
   private readonly k: Exports;
+  /** Rows of gemm's A panels (4, or 6 in the fma build): its threads' row slices are multiples. */
+  private readonly panelRows: number;
   private readonly pool: Pool | null;
   /** Per-thread scratch: offset and size in bytes (index 0 is this thread's). */
   private scratch: { offset: number; bytes: number }[] = [];
 
   constructor(options: WasmOptions = {}) {
-    if (!wasmAvailable()) {
-      throw new WeftError(
-        'WEFT_E_STATE',
-        `the wasm kernels are not built (${WASM_PATH} is missing); run npm run build:wasm`,
-      );
-    }
-    this.name = options.name ?? 'wasm';
+    const variant = options.variant ?? 'simd';
+    const module = kernelsModule(variant);
+    this.name = options.name ?? (variant === 'fma' ? 'wasm-fma' : 'wasm');
     this.threads = Math.max(1, Math.floor(options.threads ?? 1));
     this.heap = new WasmHeap();
-    const module = new WebAssembly.Module(readFileSync(WASM_PATH));
     const instance = new WebAssembly.Instance(module, {
       env: {
         memory: this.heap.memory,
@@ -147,6 +182,14 @@ export class WasmBackend implements Backend {
       },
     });
     this.k = instance.exports as unknown as Exports;
+    this.panelRows = this.k.gemmPanelRows();
+    // the same name must mean the same bits on every machine: a CPU without FMA would round twice
+    if (variant === 'fma' && this.k.maddProbe(PROBE_A, PROBE_A, -1) !== PROBE_FUSED) {
+      throw new WeftError(
+        'WEFT_E_STATE',
+        'the wasm-fma backend needs a CPU with fused multiply-add (x86-64 with FMA3, or arm64), and this one has none; use --backend wasm',
+      );
+    }
     this.pool = this.threads > 1 ? new Pool(this.threads - 1, this.heap.memory, module) : null;
     this.matmulDevice = options.device?.(this.heap.memory, (a) => this.heap.owns(a)) ?? null;
   }
@@ -272,8 +315,9 @@ export class WasmBackend implements Backend {
       return;
     }
     const args = [c, ldc, a, ai, ak, b, ldb, bT ? 1 : 0, bias, 0, 0, K, J, acc ? 1 : 0, 0];
-    const scratch = (rows: number) => 32 * K + 128 + 16 * K * Math.ceil(rows / 4);
-    this.parallel('gemm', args, GEMM_ROWS_ARG, GEMM_SCRATCH_ARG, M, 4, scratch, M * K * J);
+    const mr = this.panelRows;
+    const scratch = (rows: number) => 32 * K + 32 * mr + 4 * mr * K * Math.ceil(rows / mr);
+    this.parallel('gemm', args, GEMM_ROWS_ARG, GEMM_SCRATCH_ARG, M, mr, scratch, M * K * J);
   }
 
   /** The linear layers' and the tied head's products: the device's where there is one. */

@@ -2,12 +2,29 @@
 //   C[i, j] (+)= sum_k A(i, k) * B(k, j)  (+ bias[j])    for rows i in [i0, i1)
 // A(i, k) = A[i*ai + k*ak] (any strides: row-major A, or a transposed view of one);
 // B(k, j) = B[k*ldb + j], or B[j*ldb + k] when bT (a transposed view). Both operands are packed
-// into contiguous panels first (A: 4 rows x K, B: K x 8), then a 4x8 register-blocked kernel
-// runs over every panel pair. Each C element is a single sequential sum over k, so the result
-// does not depend on how rows are split between threads.
+// into contiguous panels first (A: MR rows x K, B: K x 8), then an MR x 8 register-blocked kernel
+// runs over every panel pair (MR = 4, or 6 with fused multiply-add). Each C element is a single
+// sequential sum over k, so the result does not depend on how rows are split between threads.
 // Pointers are byte offsets into the shared memory; sizes are elements. gemm and gemv take the
 // same operands first (C, A, B and the bias, as the backend's Matmul describes them), written
 // compactly below; then gemm's row range or gemv's row count.
+// Every product term is added by madd (madd.ts): fused in kernels-fma.wasm, a multiply and an
+// add in kernels.wasm; the order of the terms is the same in both.
+
+import { madd, madd1 } from './madd';
+
+/**
+ * Rows of a packed A panel and of a tile. A fused multiply-add takes 4-5 cycles before its
+ * accumulator can take the next, and a core starts two a cycle: 8 accumulators (4x8) leave it
+ * idle part of the time, 12 (6x8) keep it busy (an isolated tile: 38 vs 48 GFLOP/s on one
+ * thread). The separate multiply and add are not held up so, and run best as 4x8 (6x8: 26 vs 30).
+ */
+const MR: i32 = ASC_FEATURE_RELAXED_SIMD ? 6 : 4;
+
+/** MR, for the backend: gemm splits rows between threads in multiples of it, and sizes scratch. */
+export function gemmPanelRows(): i32 {
+  return MR;
+}
 
 /**
  * 4x8 tile: c (+)= packed-A panel (K x 4) times packed-B panel (K x 8). A's four values of each k
@@ -30,14 +47,14 @@ function tile(ap: usize, bp: usize, K: i32, out: usize, ldc: usize): void {
     const a1 = v128.load32_splat(pa, 4);
     const a2 = v128.load32_splat(pa, 8);
     const a3 = v128.load32_splat(pa, 12);
-    c00 = f32x4.add(c00, f32x4.mul(a0, b0));
-    c01 = f32x4.add(c01, f32x4.mul(a0, b1));
-    c10 = f32x4.add(c10, f32x4.mul(a1, b0));
-    c11 = f32x4.add(c11, f32x4.mul(a1, b1));
-    c20 = f32x4.add(c20, f32x4.mul(a2, b0));
-    c21 = f32x4.add(c21, f32x4.mul(a2, b1));
-    c30 = f32x4.add(c30, f32x4.mul(a3, b0));
-    c31 = f32x4.add(c31, f32x4.mul(a3, b1));
+    c00 = madd(a0, b0, c00);
+    c01 = madd(a0, b1, c01);
+    c10 = madd(a1, b0, c10);
+    c11 = madd(a1, b1, c11);
+    c20 = madd(a2, b0, c20);
+    c21 = madd(a2, b1, c21);
+    c30 = madd(a3, b0, c30);
+    c31 = madd(a3, b1, c31);
     pb += 32;
   }
   v128.store(out, c00);
@@ -51,37 +68,104 @@ function tile(ap: usize, bp: usize, K: i32, out: usize, ldc: usize): void {
 }
 
 /**
- * Packs rows [i0, i1) of A into 4-row panels, [panel][k][4], zero-padding the last panel.
+ * 6x8 tile with fused multiply-adds (the relaxed-SIMD build): as tile, with 12 accumulators. Each
+ * k: 2 loads of B, 6 broadcasts of A, 12 multiply-adds; V8 broadcasts each A value just before
+ * its two multiply-adds, so 12 accumulators + 2 of B + 1 of A fit the 15 registers. It is
+ * exported (index.ts) only so that binaryen keeps it a function of its own: inlined into gemm's
+ * loops, V8 hoisted all six broadcasts to the top of the loop and spilled accumulators (17
+ * instead of 32 GFLOP/s).
+ */
+export function tile6(ap: usize, bp: usize, K: i32, out: usize, ldc: usize): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0), c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0), c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  let c40 = f32x4.splat(0), c41 = f32x4.splat(0), c50 = f32x4.splat(0), c51 = f32x4.splat(0);
+  const aEnd = ap + <usize>K * 24;
+  let pb = bp;
+  for (let pa = ap; pa < aEnd; pa += 24) {
+    const b0 = v128.load(pb);
+    const b1 = v128.load(pb, 16);
+    let a = v128.load32_splat(pa);
+    c00 = madd(a, b0, c00);
+    c01 = madd(a, b1, c01);
+    a = v128.load32_splat(pa, 4);
+    c10 = madd(a, b0, c10);
+    c11 = madd(a, b1, c11);
+    a = v128.load32_splat(pa, 8);
+    c20 = madd(a, b0, c20);
+    c21 = madd(a, b1, c21);
+    a = v128.load32_splat(pa, 12);
+    c30 = madd(a, b0, c30);
+    c31 = madd(a, b1, c31);
+    a = v128.load32_splat(pa, 16);
+    c40 = madd(a, b0, c40);
+    c41 = madd(a, b1, c41);
+    a = v128.load32_splat(pa, 20);
+    c50 = madd(a, b0, c50);
+    c51 = madd(a, b1, c51);
+    pb += 32;
+  }
+  v128.store(out, c00);
+  v128.store(out, c01, 16);
+  v128.store(out + ldc, c10);
+  v128.store(out + ldc, c11, 16);
+  v128.store(out + 2 * ldc, c20);
+  v128.store(out + 2 * ldc, c21, 16);
+  v128.store(out + 3 * ldc, c30);
+  v128.store(out + 3 * ldc, c31, 16);
+  v128.store(out + 4 * ldc, c40);
+  v128.store(out + 4 * ldc, c41, 16);
+  v128.store(out + 5 * ldc, c50);
+  v128.store(out + 5 * ldc, c51, 16);
+}
+
+/**
+ * Packs rows [i0, i1) of A into MR-row panels, [panel][k][MR], zero-padding the last panel.
  * Returns the bytes written.
  */
 function packA(dst: usize, a: usize, ai: usize, ak: usize, i0: i32, i1: i32, K: i32): usize {
+  const step = <usize>MR << 2; // bytes per k in a panel
   let d = dst;
-  for (let i = i0; i < i1; i += 4) {
-    const rows = min(4, i1 - i);
+  for (let i = i0; i < i1; i += MR) {
+    const rows = min(MR, i1 - i);
     let src = a + <usize>i * ai;
     let k = 0;
-    if (rows == 4 && ak == 4) {
-      // rows contiguous in k (A row-major): transpose 4x4 blocks
+    if (rows == MR && ak == 4) {
+      // rows contiguous in k (A row-major): transpose 4x4 blocks (rows 4 and 5 by pairs)
       for (; k + 4 <= K; k += 4) {
-        transpose4(d, src, ai, 16);
+        transpose4(d, src, ai, step);
+        if (MR == 6) transpose2x4(d + 16, src + 4 * ai, ai, step);
         src += 16;
-        d += 64;
+        d += step << 2;
       }
-    } else if (rows == 4 && ai == 4) {
-      // the 4 rows contiguous for each k (a transposed view of a row-major matrix)
+    } else if (rows == MR && ai == 4) {
+      // the rows contiguous for each k (a transposed view of a row-major matrix)
       for (; k < K; k++) {
         v128.store(d, v128.load(src));
+        if (MR == 6) store<u64>(d + 16, load<u64>(src + 16));
         src += ak;
-        d += 16;
+        d += step;
       }
     }
     for (; k < K; k++) {
-      for (let r = 0; r < 4; r++) store<f32>(d + (<usize>r << 2), r < rows ? load<f32>(src + <usize>r * ai) : 0);
+      for (let r = 0; r < MR; r++) store<f32>(d + (<usize>r << 2), r < rows ? load<f32>(src + <usize>r * ai) : 0);
       src += ak;
-      d += 16;
+      d += step;
     }
   }
   return d - dst;
+}
+
+/** Rows 0 and 1 of src (ld bytes apart), four floats each, as pairs: dst + stride * q = (src[0][q], src[1][q]). */
+@inline
+function transpose2x4(dst: usize, src: usize, ld: usize, stride: usize): void {
+  const r0 = v128.load(src);
+  const r1 = v128.load(src + ld);
+  const lo = i32x4.shuffle(r0, r1, 0, 4, 1, 5); // r0[0] r1[0] r0[1] r1[1]
+  const hi = i32x4.shuffle(r0, r1, 2, 6, 3, 7);
+  v128.store64_lane(dst, lo, 0);
+  v128.store64_lane(dst + stride, lo, 1);
+  v128.store64_lane(dst + 2 * stride, hi, 0);
+  v128.store64_lane(dst + 3 * stride, hi, 1);
 }
 
 /**
@@ -144,7 +228,7 @@ function packB(dst: usize, b: usize, ldb: usize, bT: bool, j: i32, J: i32, K: i3
 
 /**
  * C (+)= A B (+ bias) for rows [i0, i1). Strides aiE, akE, ldbE and ldcE are in elements; bias is
- * 0 for none. `scratch` must hold 32*K + 16*K*ceil((i1-i0)/4) + 128 bytes.
+ * 0 for none. `scratch` must hold 32*K + 4*MR*K*ceil((i1-i0)/MR) + 32*MR bytes.
  */
 export function gemm(
   c: usize, ldcE: i32, a: usize, aiE: i32, akE: i32, b: usize, ldbE: i32, bT: bool, bias: usize,
@@ -156,17 +240,18 @@ export function gemm(
   const ldb = <usize>ldbE << 2;
   const ldc = <usize>ldcE << 2;
   const bPanel = scratch;
-  const tmp = scratch + (<usize>K << 5); // one 4x8 tile for the ragged edges
-  const aPack = tmp + 128;
+  const tmp = scratch + (<usize>K << 5); // one MR x 8 tile for the ragged edges
+  const aPack = tmp + (<usize>MR << 5);
   packA(aPack, a, ai, ak, i0, i1, K);
   for (let j = 0; j < J; j += 8) {
     packB(bPanel, b, ldb, bT, j, J, K);
     const cols = min(8, J - j);
     let pa = aPack;
-    for (let i = i0; i < i1; i += 4) {
-      const rows = min(4, i1 - i);
-      tile(pa, bPanel, K, tmp, 32);
-      // tmp holds the 4x8 tile; add bias and the old C, store the valid part
+    for (let i = i0; i < i1; i += MR) {
+      const rows = min(MR, i1 - i);
+      if (MR == 6) tile6(pa, bPanel, K, tmp, 32);
+      else tile(pa, bPanel, K, tmp, 32);
+      // tmp holds the MR x 8 tile; add bias and the old C, store the valid part
       for (let r = 0; r < rows; r++) {
         const dst = c + <usize>(i + r) * ldc + (<usize>j << 2);
         const src = tmp + (<usize>r << 5);
@@ -193,7 +278,7 @@ export function gemm(
           }
         }
       }
-      pa += <usize>K << 4;
+      pa += <usize>K * (<usize>MR << 2);
     }
   }
 }
@@ -244,9 +329,9 @@ export function gemv(
         const bj = b + <usize>j * ldb;
         let v = f32x4.splat(0);
         let k = 0;
-        for (; k + 4 <= K; k += 4) v = f32x4.add(v, f32x4.mul(v128.load(arow + (<usize>k << 2)), v128.load(bj + (<usize>k << 2))));
+        for (; k + 4 <= K; k += 4) v = madd(v128.load(arow + (<usize>k << 2)), v128.load(bj + (<usize>k << 2)), v);
         let s = f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1) + f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3);
-        for (; k < K; k++) s += load<f32>(arow + (<usize>k << 2)) * load<f32>(bj + (<usize>k << 2));
+        for (; k < K; k++) s = madd1(load<f32>(arow + (<usize>k << 2)), load<f32>(bj + (<usize>k << 2)), s);
         store<f32>(acc + (<usize>j << 2), s);
       }
     } else {
@@ -258,10 +343,10 @@ export function gemv(
         let pb = b + (<usize>j << 2);
         for (let k = 0; k < K; k++) {
           const av = v128.load32_splat(pa);
-          v0 = f32x4.add(v0, f32x4.mul(av, v128.load(pb)));
-          v1 = f32x4.add(v1, f32x4.mul(av, v128.load(pb, 16)));
-          v2 = f32x4.add(v2, f32x4.mul(av, v128.load(pb, 32)));
-          v3 = f32x4.add(v3, f32x4.mul(av, v128.load(pb, 48)));
+          v0 = madd(av, v128.load(pb), v0);
+          v1 = madd(av, v128.load(pb, 16), v1);
+          v2 = madd(av, v128.load(pb, 32), v2);
+          v3 = madd(av, v128.load(pb, 48), v3);
           pa += ak;
           pb += ldb;
         }
@@ -276,7 +361,7 @@ export function gemv(
         let pa = arow;
         let pb = b + (<usize>j << 2);
         for (let k = 0; k < K; k++) {
-          s += load<f32>(pa) * load<f32>(pb);
+          s = madd1(load<f32>(pa), load<f32>(pb), s);
           pa += ak;
           pb += ldb;
         }

@@ -1,5 +1,7 @@
 // Entry point of the wasm kernels module (AssemblyScript): everything the wasm backend calls.
-export { gemm, gemv, colSumAdd } from './gemm';
+// tile6 is exported only to keep it out of gemm (see its comment); the backend does not call it
+export { gemm, gemmPanelRows, gemv, colSumAdd, tile6 } from './gemm';
+export { maddProbe } from './madd';
 export {
   encoderForward,
   encoderBackward,
