@@ -9,14 +9,14 @@
 // worker cut off having joined last, then first (each order once broke one of those endings).
 // Needs root and iproute2 (CI runs as root); elsewhere it is skipped with the reason printed.
 
-import type { ChildProcess } from 'node:child_process';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ROOT, runCli } from '../helpers/cli.ts';
+import type { RunningCli } from '../helpers/cli.ts';
+import { ROOT, runCli, watch } from '../helpers/cli.ts';
 import { finalWeights } from '../helpers/runs.ts';
 
 const IP =
@@ -100,12 +100,7 @@ function buildLan(): void {
   }
 }
 
-interface Host {
-  child: ChildProcess;
-  output: () => string;
-  waitFor: (pattern: RegExp) => Promise<void>;
-  exited: Promise<number | null>;
-}
+type Host = RunningCli;
 
 const started: Host[] = [];
 
@@ -126,23 +121,7 @@ function startIn(ns: string, args: string[]): Host {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   }); // prettier-ignore
-  let output = '';
-  const waiting: { pattern: RegExp; resolve: () => void }[] = [];
-  const collect = (d: Buffer) => {
-    output += d.toString();
-    for (const w of waiting.filter((w) => w.pattern.test(output))) {
-      waiting.splice(waiting.indexOf(w), 1);
-      w.resolve();
-    }
-  };
-  child.stdout.on('data', collect);
-  child.stderr.on('data', collect);
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const waitFor = (pattern: RegExp) =>
-    pattern.test(output)
-      ? Promise.resolve()
-      : new Promise<void>((resolve) => waiting.push({ pattern, resolve }));
-  const host = { child, output: () => output, waitFor, exited };
+  const host = watch(child);
   started.push(host);
   return host;
 }

@@ -13,7 +13,7 @@ import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, runCli } from '../helpers/cli.ts';
-import { finalWeights } from '../helpers/runs.ts';
+import { finalWeights, writeTinyConfig } from '../helpers/runs.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const run = promisify(execFile);
@@ -152,9 +152,8 @@ describe.skipIf(why !== null)('weft.sbatch on a two-node Slurm cluster', () => {
   }, 120_000);
 
   it('scancel mid-run, then the same job again: it resumes to the same bytes', async () => {
-    const tiny = JSON.parse(readFileSync(join(ROOT, 'configs/tiny.json'), 'utf8')) as object;
-    const config = join(dir, 'long.json');
-    writeFileSync(config, JSON.stringify({ ...tiny, steps: 600, evalEvery: 300, logEvery: 50 }));
+    const long = { steps: 600, evalEvery: 300, logEvery: 50 };
+    const config = writeTinyConfig(join(dir, 'long.json'), long);
     const expected = oneWorker(config, join(dir, 'long-one'));
     const out = join(dir, 'long');
     const first = submit(config, out);

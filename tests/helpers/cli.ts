@@ -60,6 +60,11 @@ export function startCli(args: string[], env: Record<string, string> = {}): Runn
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.push(child);
+  return watch(child);
+}
+
+/** Collects a started process's stdout and stderr, to read or wait for. */
+export function watch(child: ChildProcess): RunningCli {
   let output = '';
   const waiting: { pattern: RegExp; resolve: () => void }[] = [];
   const collect = (d: Buffer) => {

@@ -23,6 +23,13 @@ export function metricsOf(runDir: string): Record<string, unknown>[] {
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
+/** configs/tiny.json with `overrides`, written to `path` as a config file for the CLI; returns `path`. */
+export function writeTinyConfig(path: string, overrides: Record<string, number>): string {
+  const tiny = JSON.parse(readFileSync(join(ROOT, 'configs/tiny.json'), 'utf8')) as object;
+  writeFileSync(path, JSON.stringify({ ...tiny, ...overrides }));
+  return path;
+}
+
 /** The first `chars` of tinyshakespeare as a bpe:300 dataset in `dir`/ds (written once). */
 export function tinyDataset(dir: string, chars = 30_000): string {
   writeFileSync(

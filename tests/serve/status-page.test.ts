@@ -6,13 +6,14 @@
 // docs/images/status-page.png when WEFT_UPDATE_SCREENSHOT=1. Skipped, saying why, without
 // /usr/bin/chromium (apt-get install chromium).
 
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { chromium } from 'playwright-core';
 import { afterAll, expect, it } from 'vitest';
 import { ROOT, startCli, startWorker } from '../helpers/cli.ts';
 import { freePort } from '../helpers/net.ts';
+import { writeTinyConfig } from '../helpers/runs.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -38,9 +39,8 @@ it.skipIf(missing)(
     const origin = `http://127.0.0.1:${port}`;
     const token = join(dir, 'token');
     writeFileSync(token, 'the page test secret\n', { mode: 0o600 });
-    const tiny = JSON.parse(readFileSync(join(ROOT, 'configs/tiny.json'), 'utf8')) as object;
-    const config = join(dir, 'long.json');
-    writeFileSync(config, JSON.stringify({ ...tiny, steps: 5000, evalEvery: 50, logEvery: 100 }));
+    const long = { steps: 5000, evalEvery: 50, logEvery: 100 };
+    const config = writeTinyConfig(join(dir, 'long.json'), long);
     const coordinator = startCli([
       'coordinator',
       '--listen',

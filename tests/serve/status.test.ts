@@ -4,7 +4,6 @@
 // deliberately slowed (WEFT_TEST_SLOWDOWN_MS), each worker's time breakdown adds up to the steps'
 // measured time (within 5%) and the slow one is named the straggler.
 
-import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import parsePrometheus from 'parse-prometheus-text-format';
 import { describe, expect, it } from 'vitest';
@@ -13,9 +12,9 @@ import { trainInProcess } from '../../src/distributed/launch.ts';
 import type { RunStatus } from '../../src/distributed/run-status.ts';
 import type { HttpAnswer, HttpRequest } from '../../src/distributed/transports/ws.ts';
 import { statusRoutes } from '../../src/serve/status-routes.ts';
-import { ROOT, expectCliError, runCli, startCli, startWorker } from '../helpers/cli.ts';
+import { expectCliError, runCli, startCli, startWorker } from '../helpers/cli.ts';
 import { freePort } from '../helpers/net.ts';
-import { metricsOf, tinyConfig, tinyDataset } from '../helpers/runs.ts';
+import { metricsOf, tinyConfig, tinyDataset, writeTinyConfig } from '../helpers/runs.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
 const dir = tempDir('weft-status-');
@@ -133,8 +132,7 @@ describe('the time breakdown, with one worker slowed', () => {
   it('adds up to the measured step time on each worker, and names the slow one', async () => {
     const port = await freePort();
     const config = join(dir, 'slow.json');
-    const tiny = JSON.parse(readFileSync(join(ROOT, 'configs/tiny.json'), 'utf8')) as object;
-    writeFileSync(config, JSON.stringify({ ...tiny, steps: 40, evalEvery: 0, logEvery: 10 }));
+    writeTinyConfig(config, { steps: 40, evalEvery: 0, logEvery: 10 });
     const out = join(dir, 'slow');
     const coordinator = startCli([
       'coordinator',
