@@ -8,9 +8,13 @@
 // With --backend gpu it also times the gpu backend (its device: WebGPU on a GPU, else gpu.js's
 // CPU mode) next to PyTorch on CUDA when a python3 with a CUDA torch is there.
 //
+// With --json FILE it also writes the measured rows there (ProductRow[]; bench-compute reads them).
+//
 // usage: npm run bench:matmul -- [--config configs/bench-s.json ...] [--repeats 3] [--backend wasm,gpu]
+//                                [--json FILE]
 
 import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -18,7 +22,7 @@ import { blasAvailable, createBlasBackend, whyNoBlas } from '../src/kernels/blas
 import { createGpuBackend } from '../src/kernels/gpu/backend.ts';
 import type { WasmVariant } from '../src/kernels/wasm/backend.ts';
 import { WasmBackend } from '../src/kernels/wasm/backend.ts';
-import { wasmFmaWorks } from '../src/kernels/wasm/self-check.ts';
+import { whyUnavailable } from '../src/kernels/select.ts';
 import { loadRunConfig, sequenceLength } from '../src/train/config.ts';
 
 const root = join(dirname(new URL(import.meta.url).pathname), '..');
@@ -27,6 +31,7 @@ const { values } = parseArgs({
     config: { type: 'string', multiple: true },
     repeats: { type: 'string', default: '3' },
     backend: { type: 'string', default: 'wasm' },
+    json: { type: 'string' },
   },
 });
 const configs = values.config ?? [
@@ -35,6 +40,16 @@ const configs = values.config ?? [
 ];
 const repeats = Number(values.repeats);
 const cores = availableParallelism();
+
+/** One measured row, as --json writes it: name is the printed label (an anchor's configuration). */
+export interface ProductRow {
+  config: string;
+  name: string;
+  /** A weft backend, or the anchor: 'numpy/OpenBLAS', 'PyTorch CUDA'. */
+  backend: string;
+  threads: number;
+  gflops: number | null;
+}
 
 /** [kind, M, K, J]: C (M x J) = A (M x K) B (K x J); kind says how A and B are laid out. */
 type Shape = ['nn' | 'nt' | 'tn', number, number, number];
@@ -165,9 +180,10 @@ print((time.perf_counter() - t) / repeats)
   });
 }
 
-const fma = wasmFmaWorks();
-if (!fma.ok) console.log(`wasm-fma left out: ${fma.why}`);
+const fmaWhy = whyUnavailable('wasm-fma');
+if (fmaWhy) console.log(`wasm-fma left out: ${fmaWhy}`);
 if (!blasAvailable()) console.log(`blas left out: ${whyNoBlas()}`);
+const measured: ProductRow[] = [];
 for (const path of configs) {
   const cfg = loadRunConfig(path);
   const T = sequenceLength(cfg);
@@ -175,19 +191,29 @@ for (const path of configs) {
   console.log(
     `${cfg.name}: the ${shapes.length} products of one training step of one sequence (T=${T}, C=${cfg.nEmbd}, V=${cfg.vocabSize}), ${(flopsOf(shapes) / 1e9).toFixed(2)} GFLOP`,
   );
-  const rows: [string, number | null][] = [];
+  // [name, GFLOP/s, backend, threads]
+  const rows: [string, number | null, string, number][] = [];
   for (const threads of [1, cores]) {
     const label = `, ${threads} thread${threads > 1 ? 's' : ''}`;
-    rows.push([`wasm${label}`, benchWasm(shapes, threads)]);
-    if (fma.ok) rows.push([`wasm-fma${label}`, benchWasm(shapes, threads, 'fma')]);
-    if (blasAvailable()) rows.push([`blas${label}`, benchBlas(shapes, threads)]);
+    rows.push([`wasm${label}`, benchWasm(shapes, threads), 'wasm', threads]);
+    if (!fmaWhy)
+      rows.push([`wasm-fma${label}`, benchWasm(shapes, threads, 'fma'), 'wasm-fma', threads]);
+    if (blasAvailable()) rows.push([`blas${label}`, benchBlas(shapes, threads), 'blas', threads]);
   }
   const blas1 = benchNumpy(shapes, 1);
-  rows.push(['numpy/OpenBLAS, 1 thread', blas1]);
-  rows.push([`numpy/OpenBLAS, ${cores} threads`, benchNumpy(shapes, cores)]);
+  rows.push(['numpy/OpenBLAS, 1 thread', blas1, 'numpy/OpenBLAS', 1]);
+  rows.push([
+    `numpy/OpenBLAS, ${cores} threads`,
+    benchNumpy(shapes, cores),
+    'numpy/OpenBLAS',
+    cores,
+  ]);
   if (values.backend.split(',').includes('gpu')) {
-    rows.push(benchGpu(shapes), ['PyTorch CUDA fp32', benchTorchCuda(shapes)]);
+    rows.push([...benchGpu(shapes), 'gpu', cores]);
+    rows.push(['PyTorch CUDA fp32', benchTorchCuda(shapes), 'PyTorch CUDA', 1]);
   }
+  for (const [name, gflops, backend, threads] of rows)
+    measured.push({ config: cfg.name, name, backend, threads, gflops });
   for (const [name, gflops] of rows) {
     if (gflops === null)
       console.log(
@@ -204,4 +230,5 @@ for (const path of configs) {
     }
   }
 }
+if (values.json) writeFileSync(values.json, JSON.stringify(measured, null, 2));
 process.exit(0);

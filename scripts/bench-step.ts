@@ -16,13 +16,16 @@
 // PyTorch runs at each thread count and in its fastest CPU setting here (1 thread of its own,
 // OpenBLAS on all cores); every weft row is also given as a ratio to the fastest PyTorch row.
 //
+// With --json FILE it also writes the measured rows there (Row[] with their config's name; a
+// PyTorch row's label names its configuration); bench-compute reads them.
+//
 // usage: npm run bench:step -- [--config configs/bench-s.json ...] [--backend wasm,reference]
-//                              [--threads 1,2] [--steps N] [--warmup N] [--no-torch]
+//                              [--threads 1,2] [--steps N] [--warmup N] [--no-torch] [--json FILE]
 //                              [--workers 1,2 [--transport threads|ws]]
 //                              [--torch-device cpu|cuda]   (cuda: the anchor for --backend gpu)
 
 import { spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -52,6 +55,7 @@ const { values } = parseArgs({
     'torch-device': { type: 'string', default: 'cpu' },
     workers: { type: 'string' },
     transport: { type: 'string', default: 'threads' },
+    json: { type: 'string' },
     // internal: one weft row (CONFIG_PATH|BACKEND|THREADS) in this process, printed as JSON
     row: { type: 'string' },
     backend: {
@@ -70,8 +74,12 @@ const configs = values.config ?? [
 const steps = Number(values.steps);
 const warmup = Number(values.warmup);
 
-interface Row {
+export interface Row {
   impl: string;
+  /** The weft backend, or 'PyTorch' (rows of --workers have none). */
+  backend?: string;
+  /** PyTorch rows: the configuration, e.g. "PyTorch 2.1, 1 torch thread, OPENBLAS_NUM_THREADS=2". */
+  label?: string;
   threads: number;
   msPerStep: number;
   tokensPerSec: number;
@@ -110,6 +118,7 @@ async function benchWeft(cfg: RunConfig, backendName: BackendName, threads: numb
   const acts = actLayout(cfg, B, T).total + actGradLayout(cfg, B, T).total;
   return {
     impl: `weft ${backendName}`,
+    backend: backendName,
     threads,
     msPerStep: ms,
     tokensPerSec: (B * T * 1000) / ms,
@@ -188,7 +197,8 @@ function benchTorch(
   > & { torch: string };
   const gflops = trainingFlops(cfg, cfg.batchSize, sequenceLength(cfg)) / r.msPerStep / 1e6;
   const blas = blasThreads === threads ? '' : ` + OpenBLAS x${blasThreads}`;
-  return { impl: `PyTorch ${r.torch}${blas}`, ...r, threads, gflops };
+  const label = `PyTorch ${r.torch}, ${threads} torch thread${threads > 1 ? 's' : ''}, OPENBLAS_NUM_THREADS=${blasThreads}`;
+  return { impl: `PyTorch ${r.torch}${blas}`, backend: 'PyTorch', label, ...r, threads, gflops };
 }
 
 /** One line per row: weft rows against PyTorch at the same thread count; worker rows as speed-up. */
@@ -221,6 +231,12 @@ function print(rows: Row[], mode: 'torch' | 'speed-up' = 'torch'): void {
         `${r.gflops.toFixed(2).padStart(7)} GFLOP/s${split}${ratio}`,
     );
   }
+}
+
+/** The rows measured so far, with their config's name: what --json writes at the end. */
+const measured: (Row & { config: string })[] = [];
+function writeJson(): void {
+  if (values.json) writeFileSync(values.json, JSON.stringify(measured, null, 2));
 }
 
 /** The workers' mean split of the timed steps, from the run's metrics.jsonl "worker" records. */
@@ -303,7 +319,9 @@ if (values.workers) {
       else for (const overlap of [false, true]) rows.push(await benchWorkers(cfg, n, overlap));
     }
     print(rows, 'speed-up');
+    measured.push(...rows.map((r) => ({ config: cfg.name, ...r })));
   }
+  writeJson();
   process.exit(0);
 }
 
@@ -339,5 +357,7 @@ for (const path of configs) {
     }
   }
   print(rows);
+  measured.push(...rows.map((r) => ({ config: cfg.name, ...r })));
 }
+writeJson();
 process.exit(0);

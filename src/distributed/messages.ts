@@ -97,7 +97,8 @@ export const SCHEMAS = {
   shutdown: { reason: 'string' },
   // control, worker -> coordinator (state goes both ways: weights and AdamW moments in pieces)
   /** plan: the assign's (a re-planned pipeline's), echoed so a late ready of an earlier one is told apart. */
-  ready: { dataLocal: 'bool', plan: { optional: 'int' } },
+  /** kernel: what the worker's sums depend on (kernels/backend.ts bitsIdentity); all must agree. */
+  ready: { dataLocal: 'bool', plan: { optional: 'int' }, kernel: { optional: 'string' } },
   shardDone: {
     step: 'int',
     attempt: 'int',

@@ -12,6 +12,7 @@ import { loadDataset } from '../data/dataset.ts';
 import type { Batch } from '../data/loader.ts';
 import { TokenWindowLoader } from '../data/loader.ts';
 import type { Backend } from '../kernels/backend.ts';
+import { bitsIdentity } from '../kernels/backend.ts';
 import { createBackend } from '../kernels/select.ts';
 import { GPT2 } from '../model/gpt2.ts';
 import type { StageSpan } from '../model/stage.ts';
@@ -312,7 +313,7 @@ export class WorkerShell {
     this.log(
       `rank ${assign.rank}: ${what}${model.paramCount.toLocaleString('en-US')} parameters, ${backend.name} backend${backend.device ? ` (${backend.device})` : ''} with ${backend.threads} thread(s), data ${dataset ? `read from ${assign.dataPath}` : 'streamed'}`,
     );
-    return { type: 'prepared', dataLocal: dataset !== null };
+    return { type: 'prepared', dataLocal: dataset !== null, kernel: bitsIdentity(backend) };
   }
 
   /** The dataset at `path` if this worker can read it and it is the coordinator's; else null. */

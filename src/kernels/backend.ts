@@ -130,6 +130,8 @@ export interface Backend extends Kernels {
   readonly threads: number;
   /** What the kernels run on where the name does not say it (the gpu backend: 'webgpu', ...). */
   readonly device?: string;
+  /** The thread count changes the results' bits (OpenBLAS's products: blas); else only speed. */
+  readonly threadsChangeBits?: boolean;
   /** A zeroed buffer the kernels can work on in place. */
   allocF32(n: number): Float32Array;
   allocF64(n: number): Float64Array;
@@ -148,6 +150,16 @@ export interface Backend extends Kernels {
   free(buffer: Float32Array | Float64Array): void;
   /** Releases what the backend holds beyond memory (helper threads); optional. */
   dispose?(): Promise<void>;
+}
+
+/**
+ * What a backend's bits depend on beyond its inputs, in words: 'wasm-fma', 'blas (OpenBLAS 0.3.21
+ * Zen, 2 threads)', 'gpu (webgpu)'. Workers of one run must all say the same, or their sums differ.
+ */
+export function bitsIdentity(backend: Backend): string {
+  const n = backend.threads;
+  const threads = backend.threadsChangeBits ? `, ${n} thread${n === 1 ? '' : 's'}` : '';
+  return backend.device ? `${backend.name} (${backend.device}${threads})` : backend.name;
 }
 
 export const referenceBackend = {

@@ -6,7 +6,7 @@ import { BACKEND_NAMES, referenceBackend } from './backend.ts';
 import { createBlasBackend, whyNoBlas } from './blas/backend.ts';
 import { createGpuBackend } from './gpu/backend.ts';
 import { WasmBackend, wasmAvailable } from './wasm/backend.ts';
-import { wasmFmaWorks } from './wasm/self-check.ts';
+import { selfCheck } from './self-check.ts';
 
 export interface BackendOptions {
   /** Kernel threads (wasm): 1 runs on the calling thread only. */
@@ -14,14 +14,26 @@ export interface BackendOptions {
 }
 
 /**
- * The fastest backend known to work here: wasm-fma where it compiles, the CPU fuses and a small
- * product checks out against the reference (wasm/self-check.ts, once), else wasm when its kernels
- * are built, else reference. The gpu
- * backend is chosen by name (--backend gpu) until it has been measured faster on GPU machines.
+ * The CPU backends from fastest to slowest (measured: docs/backends.md). The gpu backend is chosen
+ * by name (--backend gpu) until it has been measured faster on GPU machines.
+ */
+const FASTEST_FIRST = ['blas', 'wasm-fma', 'wasm', 'reference'] as const satisfies BackendName[];
+
+/**
+ * The fastest backend that works here: blas where OpenBLAS loads, wasm-fma where its module
+ * compiles and the CPU fuses, each only once a small product agrees with the reference
+ * (self-check.ts); else wasm when its kernels are built; else reference.
  */
 export function defaultBackendName(): BackendName {
-  if (wasmFmaWorks().ok) return 'wasm-fma';
-  return wasmAvailable() ? 'wasm' : 'reference';
+  return FASTEST_FIRST.find((name) => !whyUnavailable(name)) ?? 'reference';
+}
+
+/** Why the default is the default, for `weft info` and the banner: 'the fastest that works here (blas: ...)'. */
+export function defaultBackendWhy(): string {
+  const chosen = defaultBackendName();
+  const faster = FASTEST_FIRST.slice(0, FASTEST_FIRST.indexOf(chosen as never));
+  const skipped = faster.map((name) => `${name}: ${whyUnavailable(name)}`);
+  return `the fastest that works here${skipped.length ? ` (${skipped.join('; ')})` : ''}`;
 }
 
 export function parseBackendName(name: string): BackendName {
@@ -52,18 +64,27 @@ export function createBackend(
   }
 }
 
-/** Why backend `name` cannot run here, in one line ('' when it can; `weft info` lists them). */
+const verdicts = new Map<BackendName, string>();
+
+/** Why backend `name` cannot run here, in one line ('' when it can; `weft info` lists them). Checked once. */
 export function whyUnavailable(name: BackendName): string {
+  let why = verdicts.get(name);
+  if (why === undefined) verdicts.set(name, (why = check(name)));
+  return why;
+}
+
+function check(name: BackendName): string {
+  const noWasm = wasmAvailable() ? '' : 'the wasm kernels are not built (npm run build:wasm)';
   switch (name) {
     case 'reference':
       return '';
     case 'wasm':
     case 'gpu':
-      return wasmAvailable() ? '' : 'the wasm kernels are not built (npm run build:wasm)';
+      return noWasm;
     case 'wasm-fma':
-      return wasmFmaWorks().why;
+      return noWasm || selfCheck(() => new WasmBackend({ variant: 'fma', threads: 1 }));
     case 'blas':
-      return whyNoBlas();
+      return whyNoBlas() || noWasm || selfCheck(() => createBlasBackend({ threads: 1 }));
     default:
       return name satisfies never;
   }

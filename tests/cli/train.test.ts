@@ -36,6 +36,8 @@ describe('weft prepare, train, eval, generate', () => {
       'sampleTokens=20',
     ]);
     expect(tr.status, tr.stderr).toBe(0);
+    // the banner names the default backend and why it is the default
+    expect(tr.stdout).toMatch(/\((blas|wasm-fma|wasm) backend: the fastest that works here\b/);
     expect(tr.stdout).toMatch(/step 6\/6 \| loss \d/);
     expect(tr.stdout).toMatch(/final validation: \d+\.\d+ bits per byte/);
     expect(tr.stdout).toContain('--- sample');

@@ -7,8 +7,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadCheckpoint } from '../../src/checkpoint/read.ts';
 import { loadDataset } from '../../src/data/dataset.ts';
-import { trainWithThreads } from '../../src/distributed/launch.ts';
+import { serveCoordinator, trainWithThreads } from '../../src/distributed/launch.ts';
 import { blasAvailable, whyNoBlas } from '../../src/kernels/blas/backend.ts';
+import { startCli } from '../helpers/cli.ts';
 import { finalWeights, tinyConfig, tinyDataset } from '../helpers/runs.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -65,5 +66,28 @@ describe.runIf(available)('training on blas', () => {
       .result;
     expect(second.steps).toBe(4);
     expect(weights('halves').equals(weights('blas1'))).toBe(true);
+  });
+
+  it('a worker process with another OpenBLAS thread count is refused, naming both', async () => {
+    let address = '';
+    const job = await serveCoordinator({ ...config, steps: 2 }, dataset, join(dir, 'mixed'), {
+      listen: '127.0.0.1:0',
+      workers: 2,
+      backend: 'blas',
+      onListening: (a) => (address = a),
+    });
+    const worker = (name: string, threads: string) =>
+      startCli(['worker', '--connect', `ws://${address}`, '--name', name, '--threads', threads]);
+    const a = worker('a', '2');
+    await a.waitFor(/blas backend \(OpenBLAS .+\) with 2 thread\(s\)/);
+    const b = worker('b', '1');
+    expect(await b.exited, b.output()).toBe(1);
+    expect(b.output()).toMatch(
+      /worker b computes on blas \(OpenBLAS .+, 1 thread\), but worker a on blas \(OpenBLAS .+, 2 threads\): their gradients would differ/,
+    );
+    const c = worker('c', '2'); // the same kernels as a: the run goes on
+    const result = await job.result;
+    expect(result.steps).toBe(2);
+    expect([await a.exited, await c.exited]).toEqual([0, 0]);
   });
 });

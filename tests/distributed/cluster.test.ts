@@ -76,7 +76,7 @@ describe('threads and processes', () => {
     expect(weights('threads3').equals(reference)).toBe(true);
   });
 
-  // (the tests above ran the default backend: wasm-fma where the CPU fuses, with 1 kernel thread)
+  // (the tests above ran the default backend, blas where OpenBLAS is installed, with 1 thread)
   it.each(['wasm', 'wasm-fma'] as const)(
     'on %s with 2 kernel threads each, 1, 2 and 3 workers give byte-identical weights',
     async (backend) => {

@@ -108,9 +108,14 @@ class Driver {
   logs(): string[] {
     return this.out.flatMap((o) => o.effects.flatMap((e) => (e.type === 'log' ? [e.line] : [])));
   }
-  join(conn: number, name: string, now = 0): void {
+  join(conn: number, name: string, now = 0, kernel?: string): Output {
     this.feed({ type: 'joined', conn, name, address: `addr-${name}`, now });
-    this.feed({ type: 'message', conn, message: msg('ready', { dataLocal: true }), now });
+    return this.feed({
+      type: 'message',
+      conn,
+      message: msg('ready', { dataLocal: true, kernel }),
+      now,
+    });
   }
   /** Worker `conn` reports every shard it was given in the last start, then reduced. */
   work(conn: number, now = 0, gradNorm = 1): void {
@@ -374,6 +379,25 @@ describe('coordinator state machine', () => {
     expect(d.logs()).toContainEqual(expect.stringMatching(/^worker b joined as rank 1/));
   });
 
+  it('refuses a worker whose kernels give other bits than the others, naming both', () => {
+    const d = new Driver({ ...config, workers: 2 });
+    d.feed({ type: 'start', now: 0 });
+    d.join(10, 'a', 0, 'blas (OpenBLAS 0.3.21 Zen, 2 threads)');
+    const o = d.join(11, 'b', 0, 'blas (OpenBLAS 0.3.21 Zen, 1 thread)');
+    const message =
+      'worker b computes on blas (OpenBLAS 0.3.21 Zen, 1 thread), but worker a on blas ' +
+      '(OpenBLAS 0.3.21 Zen, 2 threads): their gradients would differ in the last bits; start ' +
+      'every worker with the same --threads (and, for blas, the same OpenBLAS and OPENBLAS_CORETYPE)';
+    expect(o.send).toEqual([
+      { conn: 11, message: msg('reject', { code: 'WEFT_E_CONFIG', message }) },
+    ]);
+    expect(o.effects).toContainEqual(expect.objectContaining({ type: 'close', conn: 11 }));
+    expect(d.sent(10, 'start')).toHaveLength(0); // still waiting for its second worker
+    d.join(12, 'c', 0, 'blas (OpenBLAS 0.3.21 Zen, 2 threads)'); // the same kernels join
+    expect(d.sent(10, 'start')).toHaveLength(1);
+    expect(d.sent(12, 'start')).toHaveLength(1);
+  });
+
   it('starts with min-workers at the rendezvous deadline, or fails naming the shortfall', () => {
     const d = new Driver({ ...config, workers: 3, minWorkers: 2 });
     d.feed({ type: 'start', now: 0 });
@@ -520,7 +544,7 @@ describe('worker state machine', () => {
   it('prepares, computes each shard, reduces, and applies on commit', () => {
     const outs = run([
       { type: 'message', message: assign },
-      { type: 'prepared', dataLocal: true },
+      { type: 'prepared', dataLocal: true, kernel: 'wasm' },
       { type: 'message', message: start(0, 0, [1, 3]) },
       { type: 'computed', step: 0, shard: 1, lossSum: 2, targets: 16, overflow: false },
       { type: 'computed', step: 0, shard: 3, lossSum: 4, targets: 16, overflow: false },
@@ -528,7 +552,7 @@ describe('worker state machine', () => {
       { type: 'message', message: msg('commit', { step: 0, attempt: 0, skip: false }) },
     ]);
     expect(outs[0].effects).toEqual([{ type: 'prepare', assign }]);
-    expect(outs[1].send).toEqual([msg('ready', { dataLocal: true })]);
+    expect(outs[1].send).toEqual([msg('ready', { dataLocal: true, kernel: 'wasm' })]);
     expect(outs[2].effects.map((e) => e.type)).toEqual(['newStep', 'compute']);
     expect(outs[3].send[0]).toMatchObject({ t: 'shardDone', shard: 1 });
     expect(outs[4].effects).toEqual([
@@ -542,7 +566,7 @@ describe('worker state machine', () => {
   it('names the reduction that follows on the last shard only, so the shell may overlap it', () => {
     const outs = run([
       { type: 'message', message: assign },
-      { type: 'prepared', dataLocal: true },
+      { type: 'prepared', dataLocal: true, kernel: 'wasm' },
       { type: 'message', message: start(0, 0, [1, 3]) },
       { type: 'computed', step: 0, shard: 1, lossSum: 2, targets: 16, overflow: false },
     ]);
@@ -558,7 +582,7 @@ describe('worker state machine', () => {
   /** Shard 1 of step 0 computed, its reduction aborted (events 0-4). */
   const computedThenAborted: WorkerEvent[] = [
     { type: 'message', message: assign },
-    { type: 'prepared', dataLocal: true },
+    { type: 'prepared', dataLocal: true, kernel: 'wasm' },
     { type: 'message', message: start(0, 0, [1]) },
     { type: 'computed', step: 0, shard: 1, lossSum: 2, targets: 16, overflow: false },
     { type: 'message', message: msg('abort', { step: 0, attempt: 0, reason: 'worker a lost' }) },
@@ -600,7 +624,7 @@ describe('worker state machine', () => {
   it('a second assign (a re-planned pipeline) stops what is under way and prepares anew', () => {
     const outs = run([
       { type: 'message', message: assign },
-      { type: 'prepared', dataLocal: true },
+      { type: 'prepared', dataLocal: true, kernel: 'wasm' },
       { type: 'message', message: start(0, 0, [1]) },
       { type: 'message', message: assign },
     ]);
@@ -617,7 +641,7 @@ describe('worker state machine', () => {
     };
     const outs = run([
       { type: 'message', message: { ...assign, resume: true } },
-      { type: 'prepared', dataLocal: false },
+      { type: 'prepared', dataLocal: false, kernel: 'wasm' },
       ...statePieces(state).map((message) => ({ type: 'message' as const, message })),
     ]);
     expect(outs[1].send).toEqual([]);
@@ -627,7 +651,7 @@ describe('worker state machine', () => {
       'loadState',
       'loadState',
     ]);
-    expect(outs.at(-1)?.send).toEqual([msg('ready', { dataLocal: false })]);
+    expect(outs.at(-1)?.send).toEqual([msg('ready', { dataLocal: false, kernel: 'wasm' })]);
     expect(outs.at(-1)?.state.phase).toBe('idle');
   });
 

@@ -164,6 +164,8 @@ describe('weft info and the blas backend', () => {
     expect(r.stdout).toMatch(
       /^backends {4}reference, wasm.*, blas \(OpenBLAS \d+\.\d+\.\d+ \w+\)/m,
     );
+    // the fastest, once its self-check passes
+    expect(r.stdout).toMatch(/^default {5}blas: the fastest that works here$/m);
   });
 
   it('refuses a BLAS that is not OpenBLAS (Debian reference BLAS), and a missing one, in one line', () => {
@@ -184,6 +186,10 @@ describe('weft info and the blas backend', () => {
       expect(r.status, r.stderr).toBe(0);
       expect(r.stdout).not.toMatch(/^backends .*blas/m);
       expect(r.stdout).toMatch(why);
+      // the default is the next fastest, saying why blas is not
+      expect(r.stdout).toMatch(
+        /^default {5}(wasm-fma|wasm): the fastest that works here \(blas: .+\)$/m,
+      );
     }
     const train = runCli(['train', '--config', 'tiny', '--data', 'x', '--backend', 'blas'], {
       env: { WEFT_OPENBLAS: '/nonexistent/libopenblas.so.0' },

@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 import { BACKEND_NAMES } from '../../kernels/backend.ts';
 import { openBlas } from '../../kernels/blas/openblas.ts';
-import { defaultBackendName, whyUnavailable } from '../../kernels/select.ts';
+import { defaultBackendName, defaultBackendWhy, whyUnavailable } from '../../kernels/select.ts';
 import { paramCount, trainingFlops } from '../../model/layout.ts';
 import { loadRunConfig, parseOverrides, sequenceLength } from '../../train/config.ts';
 import { specVocabSize } from '../../tokenizer/index.ts';
@@ -74,7 +74,8 @@ function printBackends(): void {
   const here = why
     .filter(([, reason]) => !reason)
     .map(([name]) => (name === 'blas' && blas ? `blas (${blas.version} ${blas.core})` : name));
-  console.log(`backends    ${here.join(', ')}; default ${defaultBackendName()}`);
+  console.log(`backends    ${here.join(', ')}`);
+  console.log(`default     ${defaultBackendName()}: ${defaultBackendWhy()}`);
   for (const [name, reason] of why)
     if (reason) console.log(`  ${name.padEnd(10)}not available: ${reason}`);
 }

@@ -7,7 +7,12 @@ import { join } from 'node:path';
 import type { Dataset } from '../../data/dataset.ts';
 import type { BackendName } from '../../kernels/backend.ts';
 import { BACKEND_NAMES } from '../../kernels/backend.ts';
-import { defaultBackendName, parseBackendName, whyUnavailable } from '../../kernels/select.ts';
+import {
+  defaultBackendName,
+  defaultBackendWhy,
+  parseBackendName,
+  whyUnavailable,
+} from '../../kernels/select.ts';
 import type { Job } from '../../distributed/launch.ts';
 import { stopOnSignals } from '../../distributed/launch.ts';
 import type { RunHooks, RunResult } from '../../distributed/coordinator.ts';
@@ -80,6 +85,8 @@ export interface PreparedRun extends OpenedRun {
   progress: Progress;
   stopAfter?: number;
   backend: BackendName;
+  /** Why this backend: 'as --backend asked' or the default's reason. */
+  backendWhy: string;
 }
 
 /** --set, then --steps, --seed and --pipeline (each checked and named as the flag it came from). */
@@ -110,6 +117,7 @@ export async function prepareRun(
       : numberFlag('--stop-after', flags.stopAfter, { min: 1, integer: true });
   const backend =
     flags.backend === undefined ? defaultBackendName() : parseBackendName(flags.backend);
+  const backendWhy = flags.backend === undefined ? defaultBackendWhy() : 'as --backend asked';
   // this process computes on it too (the coordinator's final evaluation), so it must run here
   const unavailable = whyUnavailable(backend);
   if (unavailable)
@@ -159,7 +167,13 @@ export async function prepareRun(
       overrides,
     });
   }
-  return { ...opened, progress: new Progress(opened.config.logEvery), stopAfter, backend };
+  return {
+    ...opened,
+    progress: new Progress(opened.config.logEvery),
+    stopAfter,
+    backend,
+    backendWhy,
+  };
 }
 
 /** ", as 2 replicas x 2 pipeline stages (1f1b)" for a pipeline run; "" otherwise. */
@@ -187,7 +201,7 @@ export function progressHooks(run: PreparedRun): RunHooks {
       progress.line(
         `training ${c.name}: ${paramCount(c).toLocaleString('en-US')} parameters ` +
           `(L=${c.nLayer} H=${c.nHead} C=${c.nEmbd} V=${c.vocabSize}), B=${c.batchSize} x T=${c.seqLen} in ${c.shards} shards, ` +
-          `${c.steps} steps on ${workers} worker${workers === 1 ? '' : 's'}${pipeline(c, workers)} (${run.backend} backend); ` +
+          `${c.steps} steps on ${workers} worker${workers === 1 ? '' : 's'}${pipeline(c, workers)} (${run.backend} backend: ${run.backendWhy}); ` +
           `data: ${dataSummary(dataset)} (${dataset.tokenizer.name})` +
           (c.objective === 'lm' ? '' : `; objective ${c.objective}`),
       ),

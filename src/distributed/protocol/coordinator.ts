@@ -101,6 +101,8 @@ interface Worker {
   stage: number;
   ready: boolean;
   dataLocal: boolean;
+  /** What its sums depend on (from ready; '' from a worker that does not say). */
+  kernel: string;
   lastSeen: number;
 }
 
@@ -400,6 +402,7 @@ function onJoined(st: Transition, e: Extract<CoordinatorEvent, { type: 'joined' 
     stage,
     ready: false,
     dataLocal: false,
+    kernel: '',
     lastSeen: e.now,
   });
   const reach = e.address ? `; peers reach it at ${e.address}` : '';
@@ -485,8 +488,11 @@ function onMessage(st: Transition, w: Worker, m: Message, now: number): void {
       }
       if (s.phase !== 'rendezvous' || w.ready)
         return protocolError(st, w, `unexpected ${m.t} message`);
+      // the exact sums are the same on every worker count only if every worker's kernels are
+      if (refusedKernel(st, w, m.kernel ?? '')) return;
       w.ready = true;
       w.dataLocal = m.dataLocal;
+      w.kernel = m.kernel ?? '';
       st.log(
         `worker ${w.name} ready (${m.dataLocal ? 'reads the data itself' : 'data streamed from the coordinator'})`,
       );
@@ -551,6 +557,20 @@ function onMessage(st: Transition, w: Worker, m: Message, now: number): void {
     default:
       return protocolError(st, w, `unexpected ${m.t} message`);
   }
+}
+
+/** Refuses `w` if its kernels (`kernel`) would give other bits than a ready worker's; true if so. */
+function refusedKernel(st: Transition, w: Worker, kernel: string): boolean {
+  const other = st.live().find((o) => o.kernel && kernel && o.kernel !== kernel);
+  if (!other) return false;
+  const message =
+    `worker ${w.name} computes on ${kernel}, but worker ${other.name} on ${other.kernel}: ` +
+    'their gradients would differ in the last bits; start every worker with the same --threads ' +
+    '(and, for blas, the same OpenBLAS and OPENBLAS_CORETYPE)';
+  st.to(w.conn, msg('reject', { code: 'WEFT_E_CONFIG', message }));
+  st.effects.push({ type: 'close', conn: w.conn, code: 'WEFT_E_CONFIG', reason: message });
+  lose(st, w.conn, message, w.lastSeen);
+  return true;
 }
 
 function protocolError(st: Transition, w: Worker, what: string): void {

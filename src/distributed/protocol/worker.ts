@@ -26,6 +26,8 @@ export interface WorkerState {
   /** A resumed run: elements of state (params, m and v) still to arrive before ready. */
   stateToLoad: number;
   dataLocal: boolean;
+  /** What this worker's sums depend on (kernels/backend.ts bitsIdentity), told in ready. */
+  kernel: string;
   rank: number;
   /** Step and attempt of the last start message. */
   step: number;
@@ -47,7 +49,7 @@ export interface WorkerState {
 
 export type WorkerEvent =
   | { type: 'message'; message: Message }
-  | { type: 'prepared'; dataLocal: boolean }
+  | { type: 'prepared'; dataLocal: boolean; kernel: string }
   | {
       type: 'computed';
       step: number;
@@ -124,6 +126,7 @@ export function initialWorker(): WorkerState {
     phase: 'joining',
     stateToLoad: 0,
     dataLocal: false,
+    kernel: '',
     rank: -1,
     step: -1,
     attempt: 0,
@@ -205,7 +208,7 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
           effects.push({ type: 'loadState', piece: m });
           if (s.stateToLoad === 0) {
             s.phase = 'idle';
-            send.push(msg('ready', { dataLocal: s.dataLocal, ...planOf(s) }));
+            send.push(msg('ready', { dataLocal: s.dataLocal, kernel: s.kernel, ...planOf(s) }));
           }
           break;
         }
@@ -314,9 +317,10 @@ export function workerTransition(state: WorkerState, event: WorkerEvent): Worker
     }
     case 'prepared':
       s.dataLocal = event.dataLocal;
+      s.kernel = event.kernel;
       if (s.stateToLoad === 0) {
         s.phase = 'idle';
-        send.push(msg('ready', { dataLocal: event.dataLocal, ...planOf(s) }));
+        send.push(msg('ready', { dataLocal: s.dataLocal, kernel: s.kernel, ...planOf(s) }));
       } else {
         s.phase = 'loading';
       }

@@ -97,6 +97,7 @@ class BlasBackend extends WasmBackend {
   constructor(blas: OpenBlas, threads: number) {
     super({ name: 'blas', threads: 1, device: (memory) => new BlasMatmul(blas, memory, threads) });
     Object.defineProperty(this, 'threads', { value: threads, enumerable: true });
+    Object.defineProperty(this, 'threadsChangeBits', { value: true, enumerable: true });
     const attention = blasAttention(blas, this.heap, () => pinThreads(blas, threads));
     this.attentionForward = attention.attentionForward;
     this.attentionBackward = attention.attentionBackward;
