@@ -214,7 +214,7 @@ for (const path of configs) {
   }
   for (const [name, gflops, backend, threads] of rows)
     measured.push({ config: cfg.name, name, backend, threads, gflops });
-  for (const [name, gflops] of rows) {
+  for (const [name, gflops, , threads] of rows) {
     if (gflops === null)
       console.log(
         `  ${name.padEnd(28)} not available (${name.startsWith('PyTorch') ? 'no CUDA torch here' : 'apt-get install python3-numpy libopenblas0-pthread'})`,
@@ -224,8 +224,11 @@ for (const path of configs) {
       const unfused =
         name.startsWith('wasm-fma') && rows.find(([n]) => n === name.slice(0, 4) + name.slice(8));
       const vsWasm = unfused && unfused[1] ? `  ${(gflops / unfused[1]).toFixed(2)}x wasm` : '';
+      // and against numpy/OpenBLAS at its own thread count
+      const anchor = rows.find(([, g, b, t]) => b === 'numpy/OpenBLAS' && t === threads && g)?.[1];
+      const vsBlas = anchor ? `  ${(gflops / anchor).toFixed(2)}x OpenBLAS at ${threads}` : '';
       console.log(
-        `  ${name.padEnd(28)} ${gflops.toFixed(1).padStart(7)} GFLOP/s${blas1 ? `  ${(gflops / blas1).toFixed(2)}x OpenBLAS 1 thread` : ''}${vsWasm}`,
+        `  ${name.padEnd(28)} ${gflops.toFixed(1).padStart(7)} GFLOP/s${vsBlas}${vsWasm}`,
       );
     }
   }

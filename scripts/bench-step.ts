@@ -231,6 +231,10 @@ function print(rows: Row[], mode: 'torch' | 'speed-up' = 'torch'): void {
         `${r.gflops.toFixed(2).padStart(7)} GFLOP/s${split}${ratio}`,
     );
   }
+  const torch = rows.filter((t) => t.label);
+  const best = torch.find((t) => t.tokensPerSec === Math.max(...torch.map((o) => o.tokensPerSec)));
+  if (mode === 'torch' && best)
+    console.log(`  PyTorch's best here (of ${torch.length}): ${best.label}`);
 }
 
 /** The rows measured so far, with their config's name: what --json writes at the end. */

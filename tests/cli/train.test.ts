@@ -4,6 +4,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { splitTrainVal } from '../../src/data/prepare.ts';
 import { ROOT, expectCliError, runCli, startCli } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -62,6 +63,28 @@ describe('weft prepare, train, eval, generate', () => {
     expect(Object.keys(metrics).sort()).toEqual(['bpb', 'bytes', 'loss', 'ppl', 'tokens']);
     expect(metrics.bytes).toBe(Buffer.byteLength(readFileSync(text)) - 1); // every byte but the first is predicted
     expect(Math.abs(metrics.ppl - Math.exp(metrics.loss))).toBeLessThan(1e-9);
+
+    // a prepared dataset: its whole validation split, the same text as in a file (and the
+    // end-of-text token the dataset closes each document's part with: predicted, no bytes)
+    const val = join(dir, 'val.txt');
+    writeFileSync(val, splitTrainVal(readFileSync(text, 'utf8'), 0.1)[1]);
+    const split = runCli(['eval', '--checkpoint', run, '--data', ds, '--json']);
+    expect(split.status, split.stderr).toBe(0);
+    const fromFile = runCli(['eval', '--checkpoint', run, '--data', val, '--json']);
+    const [whole, file] = [split, fromFile].map((r) => JSON.parse(r.stdout) as typeof metrics);
+    expect(whole.tokens).toBe(file.tokens + 1);
+    expect(whole.bytes).toBe(file.bytes);
+    expect(whole.bytes).toBe(Buffer.byteLength(readFileSync(val)) - 1);
+    expect(Math.abs(whole.bpb - file.bpb)).toBeLessThan(0.05);
+    // one tokenized for another model is refused
+    const bytes = join(dir, 'ds-byte');
+    expect(runCli(['prepare', '--input', text, '--out', bytes, '--tokenizer', 'byte']).status).toBe(
+      0,
+    );
+    expectOneLineError(
+      ['eval', '--checkpoint', run, '--data', bytes],
+      /^weft: dataset .*ds-byte was tokenized with byte, not the checkpoint's tokenizer \(bpe:300\)/,
+    );
 
     const gen = runCli([
       'generate',

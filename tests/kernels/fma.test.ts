@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Backend } from '../../src/kernels/backend.ts';
-import { defaultBackendName } from '../../src/kernels/select.ts';
+import { defaultBackendName, whyUnavailable } from '../../src/kernels/select.ts';
 import { WasmBackend } from '../../src/kernels/wasm/backend.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { loadDataset } from '../../src/data/dataset.ts';
@@ -80,9 +80,22 @@ describe('fused multiply-add', () => {
     void three.dispose();
   });
 
-  it('is the default backend where the runtime has relaxed SIMD and the CPU fuses', () => {
+  it('is the default backend where the runtime has relaxed SIMD and the CPU fuses (and OpenBLAS is not installed)', () => {
     expect(fma.name).toBe('wasm-fma');
-    expect(defaultBackendName()).toBe('wasm-fma');
+    expect(defaultBackendName()).toBe(whyUnavailable('blas') ? 'wasm-fma' : 'blas');
+    const script = `
+      import { defaultBackendName } from './src/kernels/select.ts';
+      console.log(defaultBackendName());`;
+    const r = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script],
+      {
+        cwd: ROOT,
+        encoding: 'utf8',
+        env: { ...process.env, WEFT_OPENBLAS: '/nonexistent/libopenblas.so.0' },
+      },
+    );
+    expect(r.stdout.trim(), r.stderr).toBe('wasm-fma');
   });
 });
 
@@ -91,6 +104,7 @@ describe('without relaxed SIMD (node --no-experimental-wasm-relaxed-simd)', () =
     spawnSync(process.execPath, ['--no-experimental-wasm-relaxed-simd', ...args], {
       cwd: ROOT,
       encoding: 'utf8',
+      env: { ...process.env, WEFT_OPENBLAS: '/nonexistent/libopenblas.so.0' }, // no blas either
     });
 
   it('the default is wasm, and asking for wasm-fma fails in one line naming the flag', () => {

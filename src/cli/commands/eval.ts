@@ -1,5 +1,6 @@
 // `weft eval`: a saved model on held-out data.
 //   text file     loss, perplexity and bits per byte
+//   dataset dir   the same on its whole validation split (a run's <out>/data, from weft prepare)
 //   .jsonl file   preference pairs: {"pairs","accuracy","margin","loss"} for a reward model, or a
 //                 DPO policy's implicit reward with --reference (the model it was trained from);
 //                 conversations (SFT): the masked loss and bits per byte of the assistant text
@@ -10,6 +11,10 @@ import { loadModel } from '../../checkpoint/read.ts';
 import { scoreLabels } from '../../model/config.ts';
 import { describeReport } from '../../data/jsonl.ts';
 import { readRecords } from '../../data/records.ts';
+import { loadDataset } from '../../data/dataset.ts';
+import type { Tokenizer } from '../../tokenizer/types.ts';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { evaluate } from '../../train/evaluate.ts';
 import { evaluatePairs, evaluateSft } from '../../train/evaluate-records.ts';
 import { readUtf8 } from '../../util/files.ts';
@@ -50,7 +55,10 @@ export function registerEval(program: Command): void {
       '--checkpoint <dir>',
       'run directory (its latest checkpoint) or a checkpoint directory',
     )
-    .requiredOption('--data <file>', 'UTF-8 text file, or JSONL preference pairs or conversations')
+    .requiredOption(
+      '--data <file>',
+      'UTF-8 text file, JSONL preference pairs or conversations, or a prepared dataset directory (its whole validation split)',
+    )
     .option('--batch-size <n>', 'windows per forward pass (text)', '8')
     .option(
       '--seq-len <n>',
@@ -76,7 +84,6 @@ export function registerEval(program: Command): void {
         'WEFT_E_CONFIG',
         `--seq-len ${seqLen} is longer than the model's context (blockSize ${config.blockSize})`,
       );
-      const text = readUtf8(flags.data, 'data file');
       const print = (json: object, human: string) =>
         console.log(flags.json ? JSON.stringify(json) : human);
       if (!flags.data.endsWith('.jsonl')) {
@@ -85,13 +92,15 @@ export function registerEval(program: Command): void {
           'WEFT_E_CONFIG',
           '--reference applies to preference pairs (.jsonl)',
         );
-        const ids = tokenizer.encode(text);
+        const ids = existsSync(join(flags.data, 'dataset.json'))
+          ? validationSplit(flags.data, tokenizer)
+          : Uint32Array.from(tokenizer.encode(readUtf8(flags.data, 'data file')));
         check(
           ids.length >= 2,
           'WEFT_E_SHAPE',
-          `data file ${flags.data} has ${ids.length} tokens; evaluation needs at least 2`,
+          `data ${flags.data} has ${ids.length} tokens; evaluation needs at least 2`,
         );
-        const result = evaluate(model, Uint32Array.from(ids), tokenizer, {
+        const result = evaluate(model, ids, tokenizer, {
           seqLen,
           batchSize: numberFlag('--batch-size', flags.batchSize, { min: 1, integer: true }),
         });
@@ -101,6 +110,7 @@ export function registerEval(program: Command): void {
             `over ${result.tokens.toLocaleString('en-US')} tokens, ${result.bytes.toLocaleString('en-US')} bytes`,
         );
       }
+      const text = readUtf8(flags.data, 'data file');
       const kind = looksLikePreferences(text) ? 'preference' : 'sft';
       check(
         kind === 'sft' || flags.reference !== undefined || scoreLabels(config) > 0,
@@ -151,4 +161,20 @@ export function registerEval(program: Command): void {
         `accuracy ${accuracy.toFixed(4)} over ${pairs} pairs | margin ${margin.toFixed(4)} | loss ${loss.toFixed(4)}`,
       );
     });
+}
+
+/** The whole validation split of the prepared dataset in `dir`, tokenized as the model's. */
+function validationSplit(dir: string, tokenizer: Tokenizer): ArrayLike<number> {
+  const dataset = loadDataset(dir);
+  check(
+    JSON.stringify(dataset.tokenizer.toJSON()) === JSON.stringify(tokenizer.toJSON()),
+    'WEFT_E_CONFIG',
+    `dataset ${dir} was tokenized with ${dataset.tokenizer.name}, not the checkpoint's tokenizer (${tokenizer.name}); evaluate on a text file or a dataset prepared for this model`,
+  );
+  check(
+    dataset.val.length > 0,
+    'WEFT_E_SHAPE',
+    `dataset ${dir} has no validation split (valFraction 0)`,
+  );
+  return dataset.val;
 }
