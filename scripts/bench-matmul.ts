@@ -18,7 +18,7 @@ import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { blasAvailable, createBlasBackend, whyNoBlas } from '../src/kernels/blas/backend.ts';
+import { createBlasBackend } from '../src/kernels/blas/backend.ts';
 import { createGpuBackend } from '../src/kernels/gpu/backend.ts';
 import type { WasmVariant } from '../src/kernels/wasm/backend.ts';
 import { WasmBackend } from '../src/kernels/wasm/backend.ts';
@@ -182,7 +182,8 @@ print((time.perf_counter() - t) / repeats)
 
 const fmaWhy = whyUnavailable('wasm-fma');
 if (fmaWhy) console.log(`wasm-fma left out: ${fmaWhy}`);
-if (!blasAvailable()) console.log(`blas left out: ${whyNoBlas()}`);
+const blasWhy = whyUnavailable('blas');
+if (blasWhy) console.log(`blas left out: ${blasWhy}`);
 const measured: ProductRow[] = [];
 for (const path of configs) {
   const cfg = loadRunConfig(path);
@@ -198,7 +199,7 @@ for (const path of configs) {
     rows.push([`wasm${label}`, benchWasm(shapes, threads), 'wasm', threads]);
     if (!fmaWhy)
       rows.push([`wasm-fma${label}`, benchWasm(shapes, threads, 'fma'), 'wasm-fma', threads]);
-    if (blasAvailable()) rows.push([`blas${label}`, benchBlas(shapes, threads), 'blas', threads]);
+    if (!blasWhy) rows.push([`blas${label}`, benchBlas(shapes, threads), 'blas', threads]);
   }
   const blas1 = benchNumpy(shapes, 1);
   rows.push(['numpy/OpenBLAS, 1 thread', blas1, 'numpy/OpenBLAS', 1]);

@@ -272,6 +272,7 @@ export class CoordinatorShell {
       dataset,
       cluster.reference,
       cluster.backend ?? defaultBackendName(),
+      cluster.threads ?? 1,
     );
     this.plan = planner(config, this.loader);
   }
@@ -670,7 +671,9 @@ export class CoordinatorShell {
         this.settle = null;
         this.end();
         // the model keeps a copy (the state's buffers go to the writer thread), for sampling here
-        const backend = createBackend(this.cluster.backend ?? defaultBackendName());
+        const backend = createBackend(this.cluster.backend ?? defaultBackendName(), {
+          threads: this.cluster.threads ?? 1, // the process's OpenBLAS count stays the workers'
+        });
         const model = new GPT2(this.config, { params: state.params, backend });
         // no worker of a pipeline holds the whole model: the final evaluation is done here
         const trained = effect.steps > (this.cluster.resume?.step ?? 0);

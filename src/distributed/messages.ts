@@ -11,9 +11,9 @@ import { WeftError } from '../util/errors.ts';
 /**
  * 2: a collective's pieces carry their offset, and travel as binary frames on WebSocket links.
  * 3: stepTime. 4: pipelines (assign.stage, act, norm blocks), wte's two parts rounded apart.
- * 5: objectives: batches' refLogps, shardDone's metric sums.
+ * 5: objectives: batches' refLogps, shardDone's metric sums. 6: ready.kernel.
  */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 
 /** A field's type: scalars, typed arrays, arrays of a type, or a nested schema. */
 type FieldType =
@@ -98,7 +98,7 @@ export const SCHEMAS = {
   // control, worker -> coordinator (state goes both ways: weights and AdamW moments in pieces)
   /** plan: the assign's (a re-planned pipeline's), echoed so a late ready of an earlier one is told apart. */
   /** kernel: what the worker's sums depend on (kernels/backend.ts bitsIdentity); all must agree. */
-  ready: { dataLocal: 'bool', plan: { optional: 'int' }, kernel: { optional: 'string' } },
+  ready: { dataLocal: 'bool', plan: { optional: 'int' }, kernel: 'string' },
   shardDone: {
     step: 'int',
     attempt: 'int',

@@ -19,13 +19,15 @@ import type { ShardBatch } from './protocol/coordinator.ts';
 
 /**
  * The run's batch loader: token windows (lm), chat examples (sft) or preference pairs (reward,
- * dpo; a dpo run's carry the reference's log-probs, computed here on `backend`).
+ * dpo; a dpo run's carry the reference's log-probs, computed here on `backend` with `threads`:
+ * the in-process workers' count, since blas's thread count is the process's, see blas/backend.ts).
  */
 export function trainLoader(
   config: RunConfig,
   dataset: Dataset,
   reference: Float32Array | undefined,
   backend: BackendName,
+  threads: number,
 ): BatchLoader {
   const { seqLen: T, batchSize: B, seed, shards } = config;
   const records = dataset.records;
@@ -34,7 +36,10 @@ export function trainLoader(
   if (records.kind === 'sft') return new SftLoader(records.train, pad, T, B, seed, shards);
   const loader = new PairLoader(records.train, pad, T, B, seed, shards);
   if (config.objective === 'dpo') {
-    const model = new GPT2(config, { params: reference, backend: createBackend(backend) });
+    const model = new GPT2(config, {
+      params: reference,
+      backend: createBackend(backend, { threads }),
+    });
     loader.withReference((pair) => batchLogps(model, pair));
   }
   return loader;

@@ -28,12 +28,12 @@ export function defaultBackendName(): BackendName {
   return FASTEST_FIRST.find((name) => !whyUnavailable(name)) ?? 'reference';
 }
 
-/** Why the default is the default, for `weft info` and the banner: 'the fastest that works here (blas: ...)'. */
+/** Why the default is the default, for `weft info` and the banner: 'the fastest that works here; blas: ...'. */
 export function defaultBackendWhy(): string {
   const chosen = defaultBackendName();
-  const faster = FASTEST_FIRST.slice(0, FASTEST_FIRST.indexOf(chosen as never));
-  const skipped = faster.map((name) => `${name}: ${whyUnavailable(name)}`);
-  return `the fastest that works here${skipped.length ? ` (${skipped.join('; ')})` : ''}`;
+  const order: readonly BackendName[] = FASTEST_FIRST;
+  const skipped = order.slice(0, order.indexOf(chosen)).map((n) => `; ${n}: ${whyUnavailable(n)}`);
+  return `the fastest that works here${skipped.join('')}`;
 }
 
 export function parseBackendName(name: string): BackendName {

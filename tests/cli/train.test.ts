@@ -85,6 +85,10 @@ describe('weft prepare, train, eval, generate', () => {
       ['eval', '--checkpoint', run, '--data', bytes],
       /^weft: dataset .*ds-byte was tokenized with byte, not the checkpoint's tokenizer \(bpe:300\)/,
     );
+    expectOneLineError(
+      ['eval', '--checkpoint', run, '--data', dir],
+      /^weft: .* is a directory but not a prepared dataset \(no dataset\.json\)/,
+    );
 
     const gen = runCli([
       'generate',

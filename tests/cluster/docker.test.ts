@@ -283,7 +283,7 @@ describe.skipIf(why !== null)('cluster/docker: the image and the Compose project
     expect(failed(wait), `${wait.stderr}\n${logs()}`).toBe(false);
     expect(wait.stdout.trim().split('\n'), logs()).toEqual(['0', '0', '0']);
     const output = logs();
-    expect(output).toMatch(/6 steps on 2 workers \(reference backend\)/);
+    expect(output).toMatch(/6 steps on 2 workers \(reference backend: as --backend asked\)/);
     expect(output).toMatch(/done: 6 steps/);
 
     const copied = sh('docker', ['cp', `${coordinator[0]}:/runs/tiny`, join(dir, 'docker-run')]);

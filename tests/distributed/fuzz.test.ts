@@ -48,7 +48,7 @@ const config = tinyConfig({
 
 const VALID: Message[] = [
   msg('hello', { name: 'x', role: 'worker', nonce: 'ab', proof: 'cd' }),
-  msg('ready', { dataLocal: true }),
+  msg('ready', { dataLocal: true, kernel: 'wasm' }),
   msg('shardDone', { step: 0, attempt: 0, shard: 0, lossSum: 1, targets: 2, overflow: false }),
   msg('chunk', {
     step: 0,

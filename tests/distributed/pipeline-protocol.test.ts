@@ -81,7 +81,8 @@ class Driver {
     d.feed({ type: 'start', now: 0 });
     for (const conn of [10, 11, 12, 13])
       d.feed({ type: 'joined', conn, name: `w${conn}`, address: `a${conn}`, now: 0 });
-    for (const conn of [10, 11, 12, 13]) d.message(conn, msg('ready', { dataLocal: true }));
+    for (const conn of [10, 11, 12, 13])
+      d.message(conn, msg('ready', { dataLocal: true, kernel: 'wasm' }));
     return d;
   }
   /** The last stages report their shards' losses. */
@@ -216,10 +217,20 @@ describe('a pipeline coordinator', () => {
     const plan = (assigns[0].message as MessageOf<'assign'>).plan;
     expect(plan).toBe(1);
     // a ready of an earlier plan counts for nothing; the new plan's do
-    feed({ type: 'message', conn: 10, message: msg('ready', { dataLocal: true }), now: 0 });
+    feed({
+      type: 'message',
+      conn: 10,
+      message: msg('ready', { dataLocal: true, kernel: 'wasm' }),
+      now: 0,
+    });
     expect(d.state.workers.get(10)?.ready).toBe(false);
     for (const conn of [10, 11])
-      feed({ type: 'message', conn, message: msg('ready', { dataLocal: true, plan }), now: 0 });
+      feed({
+        type: 'message',
+        conn,
+        message: msg('ready', { dataLocal: true, kernel: 'wasm', plan }),
+        now: 0,
+      });
     // planStep is answered, and the step starts again with an attempt above every earlier one
     const planned = feed({ type: 'stepPlanned', step: 0, targetCount: 64, batches: null, now: 0 });
     const start = planned.find((s) => s.message.t === 'start')?.message as MessageOf<'start'>;
@@ -289,7 +300,7 @@ describe('a pipeline coordinator', () => {
     };
     const ready = (d: Driver, conn: number) => {
       const plan = (d.to(conn, 'assign').at(-1) as MessageOf<'assign'>).plan;
-      d.message(conn, msg('ready', { dataLocal: true, plan }));
+      d.message(conn, msg('ready', { dataLocal: true, kernel: 'wasm', plan }));
     };
     const lose = (d: Driver, conn: number) =>
       d.feed({ type: 'closed', conn, reason: 'killed', now: 0 });

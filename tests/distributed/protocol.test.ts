@@ -108,7 +108,7 @@ class Driver {
   logs(): string[] {
     return this.out.flatMap((o) => o.effects.flatMap((e) => (e.type === 'log' ? [e.line] : [])));
   }
-  join(conn: number, name: string, now = 0, kernel?: string): Output {
+  join(conn: number, name: string, now = 0, kernel = 'wasm'): Output {
     this.feed({ type: 'joined', conn, name, address: `addr-${name}`, now });
     return this.feed({
       type: 'message',

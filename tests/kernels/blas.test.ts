@@ -9,7 +9,9 @@ import { createRequire } from 'node:module';
 import { afterAll, describe, expect, it } from 'vitest';
 import { blasAvailable, createBlasBackend, whyNoBlas } from '../../src/kernels/blas/backend.ts';
 import { openBlas } from '../../src/kernels/blas/openblas.ts';
-import type { Matmul, WasmBackend } from '../../src/kernels/wasm/backend.ts';
+import type { Matmul } from '../../src/kernels/wasm/backend.ts';
+import { WasmBackend } from '../../src/kernels/wasm/backend.ts';
+import { bitsIdentity } from '../../src/kernels/backend.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { runCli } from '../helpers/cli.ts';
 
@@ -157,6 +159,20 @@ describe.runIf(available)('koffi and the wasm memory', () => {
   });
 });
 
+describe('what the bits depend on (bitsIdentity, which workers must agree on)', () => {
+  it.runIf(available)(
+    'blas: its OpenBLAS and thread count; wasm: its name, whatever its threads',
+    async () => {
+      const [one, two] = [1, 2].map((threads) => createBlasBackend({ threads }));
+      expect(bitsIdentity(one)).toMatch(/^blas \(OpenBLAS \d+\.\d+\.\d+ \w+, 1 thread\)$/);
+      expect(bitsIdentity(two)).toMatch(/^blas \(OpenBLAS \d+\.\d+\.\d+ \w+, 2 threads\)$/);
+      const wasm = new WasmBackend({ threads: 2 });
+      expect(bitsIdentity(wasm)).toBe('wasm');
+      await Promise.all([one, two, wasm].map((b) => b.dispose()));
+    },
+  );
+});
+
 describe('weft info and the blas backend', () => {
   it.runIf(available)('names the OpenBLAS in use', () => {
     const r = runCli(['info', '--config', 'tiny']);
@@ -188,7 +204,7 @@ describe('weft info and the blas backend', () => {
       expect(r.stdout).toMatch(why);
       // the default is the next fastest, saying why blas is not
       expect(r.stdout).toMatch(
-        /^default {5}(wasm-fma|wasm): the fastest that works here \(blas: .+\)$/m,
+        /^default {5}(wasm-fma|wasm): the fastest that works here; blas: .+$/m,
       );
     }
     const train = runCli(['train', '--config', 'tiny', '--data', 'x', '--backend', 'blas'], {

@@ -111,7 +111,11 @@ export function registerCluster(program: Command): void {
         'WEFT_TOKEN_FILE',
       ),
     )
-    .option('--threads <n>', 'kernel threads of this worker (wasm backend)', '1')
+    .option(
+      '--threads <n>',
+      'kernel threads of this worker (wasm pool or OpenBLAS; on blas it changes the bits)',
+      '1',
+    )
     .option(
       '--no-overlap',
       "start the all-reduce only after the step's last backward pass (to measure the overlap)",

@@ -17,7 +17,11 @@ export function addComputeOptions(cmd: Command): Command {
       '--backend <name>',
       `compute backend: ${BACKEND_NAMES.join(', ')} (default: the fastest that works)`,
     )
-    .option('--threads <n>', 'kernel threads (wasm backend)', '1');
+    .option(
+      '--threads <n>',
+      'kernel threads (wasm pool or OpenBLAS; on blas it changes the bits)',
+      '1',
+    );
 }
 
 export function backendOf(flags: ComputeFlags): Backend {

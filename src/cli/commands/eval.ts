@@ -13,7 +13,7 @@ import { describeReport } from '../../data/jsonl.ts';
 import { readRecords } from '../../data/records.ts';
 import { loadDataset } from '../../data/dataset.ts';
 import type { Tokenizer } from '../../tokenizer/types.ts';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { evaluate } from '../../train/evaluate.ts';
 import { evaluatePairs, evaluateSft } from '../../train/evaluate-records.ts';
@@ -92,7 +92,7 @@ export function registerEval(program: Command): void {
           'WEFT_E_CONFIG',
           '--reference applies to preference pairs (.jsonl)',
         );
-        const ids = existsSync(join(flags.data, 'dataset.json'))
+        const ids = isDirectory(flags.data)
           ? validationSplit(flags.data, tokenizer)
           : Uint32Array.from(tokenizer.encode(readUtf8(flags.data, 'data file')));
         check(
@@ -165,11 +165,22 @@ export function registerEval(program: Command): void {
 
 /** The whole validation split of the prepared dataset in `dir`, tokenized as the model's. */
 function validationSplit(dir: string, tokenizer: Tokenizer): ArrayLike<number> {
+  check(
+    existsSync(join(dir, 'dataset.json')),
+    'WEFT_E_CONFIG',
+    `${dir} is a directory but not a prepared dataset (no dataset.json); pass a text file or a dataset directory`,
+  );
   const dataset = loadDataset(dir);
+  check(
+    !dataset.records,
+    'WEFT_E_CONFIG',
+    `dataset ${dir} holds ${dataset.manifest.kind} records; evaluate their .jsonl file instead`,
+  );
+  const theirs = dataset.tokenizer.name;
   check(
     JSON.stringify(dataset.tokenizer.toJSON()) === JSON.stringify(tokenizer.toJSON()),
     'WEFT_E_CONFIG',
-    `dataset ${dir} was tokenized with ${dataset.tokenizer.name}, not the checkpoint's tokenizer (${tokenizer.name}); evaluate on a text file or a dataset prepared for this model`,
+    `dataset ${dir} was tokenized with ${theirs === tokenizer.name ? `another ${theirs} tokenizer than the checkpoint's` : `${theirs}, not the checkpoint's tokenizer (${tokenizer.name})`}; evaluate on a text file or a dataset prepared for this model`,
   );
   check(
     dataset.val.length > 0,
@@ -177,4 +188,8 @@ function validationSplit(dir: string, tokenizer: Tokenizer): ArrayLike<number> {
     `dataset ${dir} has no validation split (valFraction 0)`,
   );
   return dataset.val;
+}
+
+function isDirectory(path: string): boolean {
+  return existsSync(path) && statSync(path).isDirectory();
 }

@@ -47,7 +47,11 @@ export function registerLaunch(program: Command): void {
         'WEFT_TOKEN_FILE',
       ),
     )
-    .option('--threads <n>', 'kernel threads of each worker (wasm backend)', '1')
+    .option(
+      '--threads <n>',
+      'kernel threads of each worker (wasm pool or OpenBLAS; on blas it changes the bits)',
+      '1',
+    )
     .action(async (flags: LaunchFlags) => {
       const role = schedulerRole();
       const port = numberFlag('--port', flags.port, { min: 1, integer: true });

@@ -29,7 +29,11 @@ export function registerTrain(program: Command): void {
       ),
   )
     .option('--workers <n>', 'worker threads (default: the number of cores; 1 on --backend gpu)')
-    .option('--threads <n>', 'kernel threads per worker (wasm backend)', '1')
+    .option(
+      '--threads <n>',
+      'kernel threads per worker (wasm pool or OpenBLAS; on blas it changes the bits)',
+      '1',
+    )
     .option('--status-port <port>', 'serve the live status page on this port (0: any free port)')
     .option('--status-host <host>', 'address of the status page', '127.0.0.1')
     .action(async (flags: TrainFlags) => {

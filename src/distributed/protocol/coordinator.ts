@@ -101,7 +101,7 @@ interface Worker {
   stage: number;
   ready: boolean;
   dataLocal: boolean;
-  /** What its sums depend on (from ready; '' from a worker that does not say). */
+  /** What its sums depend on (kernels/backend.ts bitsIdentity), from its ready ('' before). */
   kernel: string;
   lastSeen: number;
 }
@@ -489,10 +489,10 @@ function onMessage(st: Transition, w: Worker, m: Message, now: number): void {
       if (s.phase !== 'rendezvous' || w.ready)
         return protocolError(st, w, `unexpected ${m.t} message`);
       // the exact sums are the same on every worker count only if every worker's kernels are
-      if (refusedKernel(st, w, m.kernel ?? '')) return;
+      if (refusedKernel(st, w, m.kernel)) return;
       w.ready = true;
       w.dataLocal = m.dataLocal;
-      w.kernel = m.kernel ?? '';
+      w.kernel = m.kernel;
       st.log(
         `worker ${w.name} ready (${m.dataLocal ? 'reads the data itself' : 'data streamed from the coordinator'})`,
       );
@@ -561,7 +561,7 @@ function onMessage(st: Transition, w: Worker, m: Message, now: number): void {
 
 /** Refuses `w` if its kernels (`kernel`) would give other bits than a ready worker's; true if so. */
 function refusedKernel(st: Transition, w: Worker, kernel: string): boolean {
-  const other = st.live().find((o) => o.kernel && kernel && o.kernel !== kernel);
+  const other = st.live().find((o) => o.kernel !== kernel);
   if (!other) return false;
   const message =
     `worker ${w.name} computes on ${kernel}, but worker ${other.name} on ${other.kernel}: ` +
