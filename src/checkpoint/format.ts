@@ -49,6 +49,11 @@ export interface CheckpointMeta {
   data: { path: string; manifestSha256: string; referenceSha256?: string };
   /** Deterministic metrics of the last step and evaluation. */
   metrics: Record<string, unknown>;
+  /**
+   * What the weights' bits depended on: the workers' kernels (kernels/backend.ts bitsIdentity,
+   * e.g. 'blas (OpenBLAS 0.3.21 Zen, 1 thread)'); absent in checkpoints of older weft.
+   */
+  kernel?: string;
 }
 
 export interface CheckpointManifest extends CheckpointMeta {

@@ -168,6 +168,8 @@ export class CoordinatorShell {
   private referenceSha256: string | undefined;
   /** Training has started (a failure from now on is the cluster's, and resumable). */
   private trained = false;
+  /** What the workers' bits depend on (their ready messages'), written into each checkpoint. */
+  private kernel: string | undefined;
 
   constructor(
     config: RunConfig,
@@ -516,6 +518,21 @@ export class CoordinatorShell {
     return state;
   }
 
+  /**
+   * Notes what the workers' bits depend on (all agree: the state machine refuses a worker that
+   * differs), for the checkpoints; a resumed run on other kernels is told it will not give the
+   * bytes of an uninterrupted run.
+   */
+  private noteKernel(): void {
+    const kernel = [...this.state.workers.values()].find((w) => w.ready)?.kernel;
+    const before = this.cluster.resume?.kernel;
+    if (kernel && typeof before === 'string' && before !== kernel)
+      this.hooks.log?.(
+        `note: step ${this.cluster.resume?.step} was trained on ${before}, and this run computes on ${kernel}: the weights will differ in the last bits from an uninterrupted run's`,
+      );
+    this.kernel = kernel ?? (typeof before === 'string' ? before : undefined);
+  }
+
   /** The full checkpoint of `state` after `step` steps. */
   private checkpointOf(step: number, state: TrainingState): CheckpointState {
     const c = this.config;
@@ -543,6 +560,7 @@ export class CoordinatorShell {
         ...(this.referenceSha256 ? { referenceSha256: this.referenceSha256 } : {}),
       },
       metrics,
+      ...(this.kernel ? { kernel: this.kernel } : {}),
       params: state.params,
       m: state.m,
       v: state.v,
@@ -579,6 +597,7 @@ export class CoordinatorShell {
         return;
       case 'trainingStarted':
         this.trained = true;
+        this.noteKernel();
         this.metrics.status.started(effect.workers);
         this.writeRunFiles();
         this.hooks.onStart?.(this.config, effect.workers);

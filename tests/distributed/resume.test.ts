@@ -61,6 +61,24 @@ describe('exact resume', () => {
   );
 });
 
+describe('resume on other kernels', () => {
+  it('the checkpoint says what its bits depend on; a resume on other kernels is told so', async () => {
+    const run = join(dir, 'kernels');
+    await trainInProcess(config, dataset, run, { workers: 1, backend: 'wasm', stopAfter: 5 })
+      .result;
+    const resume = loadCheckpoint(run);
+    expect(resume.kernel).toBe('wasm');
+    const logs: string[] = [];
+    const hooks = { log: (line: string) => logs.push(line) };
+    await trainInProcess(config, dataset, run, { workers: 1, backend: 'reference', resume }, hooks)
+      .result;
+    expect(logs).toContain(
+      "note: step 5 was trained on wasm, and this run computes on reference: the weights will differ in the last bits from an uninterrupted run's",
+    );
+    expect(loadCheckpoint(run).kernel).toBe('reference');
+  });
+});
+
 describe('crash safety', () => {
   /** `weft train` of tiny on the text into `out` with `settings`, as a user would run it. */
   const trainCli = (out: string, settings: string[], env: Record<string, string> = {}) =>
