@@ -84,8 +84,17 @@ EOF
   ;;
 stop)
   need_dir
+  pids=""
   for pid in "$dir"/slurmd-node1.pid "$dir"/slurmd-node2.pid "$dir"/slurmctld.pid; do
-    [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
+    [ -f "$pid" ] && pids="$pids $(cat "$pid")"
+  done
+  for pid in $pids; do kill "$pid" 2>/dev/null || true; done
+  # the daemons save their state as they exit: wait (up to 10 s) so the directory can go
+  for _ in $(seq 100); do
+    alive=""
+    for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ -z "$alive" ] && break
+    sleep 0.1
   done
   ;;
 *)

@@ -16,5 +16,7 @@ export function tempDir(prefix = 'weft-test-'): string {
 
 /** Removes every directory tempDir made so far. */
 export function removeTempDirs(): void {
-  for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
+  // (retried: a daemon a test stopped may still be writing its last files there)
+  for (const dir of made.splice(0))
+    rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
 }
