@@ -12,6 +12,14 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const vitest = join(root, 'node_modules/vitest/vitest.mjs');
 const args = process.argv.slice(2);
 
+const children = [];
+// a signal to this process (Ctrl-C, a CI timeout) ends both runs
+for (const signal of ['SIGINT', 'SIGTERM'])
+  process.on(signal, () => {
+    for (const child of children) child.kill(signal);
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  });
+
 /** Runs one project; resolves with its exit status and, when `quiet`, its output. */
 function run(project, quiet) {
   const child = spawn(
@@ -19,6 +27,7 @@ function run(project, quiet) {
     [vitest, 'run', '--project', project, '--passWithNoTests', ...args],
     { stdio: quiet ? ['ignore', 'pipe', 'pipe'] : 'inherit' },
   );
+  children.push(child);
   let output = '';
   child.stdout?.on('data', (d) => (output += d));
   child.stderr?.on('data', (d) => (output += d));
