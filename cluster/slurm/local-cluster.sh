@@ -96,6 +96,7 @@ stop)
     [ -z "$alive" ] && break
     sleep 0.1
   done
+  for pid in $pids; do kill -9 "$pid" 2>/dev/null || true; done
   ;;
 *)
   echo "usage: $0 install | start DIR | stop DIR" >&2

@@ -76,7 +76,10 @@ export interface ClusterOptions {
   stopAfter?: number;
   /** Kernel backend of every worker (default: the fastest that works here). */
   backend?: BackendName;
-  /** Kernel threads per worker, where this process starts the workers (threads, in-process). */
+  /**
+   * Kernel threads of the workers this process starts (threads, in-process), and of its own
+   * products (a dpo run's reference log-probs; blas's thread count is the process's).
+   */
   threads?: number;
   /** A fresh run's initial parameters (--init: train/init-from.ts) instead of the seed's. */
   init?: Float32Array;
@@ -526,7 +529,8 @@ export class CoordinatorShell {
   private noteKernel(): void {
     const kernel = [...this.state.workers.values()].find((w) => w.ready)?.kernel;
     const before = this.cluster.resume?.kernel;
-    if (kernel && typeof before === 'string' && before !== kernel)
+    const trains = this.config.steps > (this.cluster.resume?.step ?? 0);
+    if (trains && kernel && typeof before === 'string' && before !== kernel)
       this.hooks.log?.(
         `note: step ${this.cluster.resume?.step} was trained on ${before}, and this run computes on ${kernel}: the weights will differ in the last bits from an uninterrupted run's`,
       );

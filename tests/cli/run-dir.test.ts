@@ -196,6 +196,10 @@ describe('case 4: a run that never trained leaves nothing in the way', () => {
       /--min-workers 3 is more than --workers 2/,
     ],
     [
+      ['coordinator', '--listen', '127.0.0.1:0', '--workers', '2', '--threads', '0'],
+      /--threads 0 is not an integer >= 1/,
+    ],
+    [
       ['coordinator', '--listen', '127.0.0.1:0', '--workers', 'two'],
       /--workers two is not an integer >= 1/,
     ],

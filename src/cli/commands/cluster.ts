@@ -38,6 +38,7 @@ export interface CoordinatorFlags extends RunFlags {
   heartbeatTimeout: string;
   tokenFile?: string;
   streamData?: boolean;
+  threads?: string;
 }
 
 export interface WorkerFlags {
@@ -81,6 +82,11 @@ export function registerCluster(program: Command): void {
     .option(
       '--stream-data',
       'send workers their batches even when they could read the dataset themselves',
+    )
+    .option(
+      '--threads <n>',
+      "kernel threads of the coordinator's own products (a dpo run's reference log-probs); on blas, give it the workers' --threads",
+      '1',
     )
     .action(runCoordinator);
 
@@ -142,6 +148,7 @@ export async function runCoordinator(flags: CoordinatorFlags): Promise<void> {
     1000 * numberFlag('--rendezvous-timeout', flags.rendezvousTimeout, { min: 0 });
   const heartbeatTimeoutMs =
     1000 * numberFlag('--heartbeat-timeout', flags.heartbeatTimeout, { min: 1 });
+  const threads = numberFlag('--threads', flags.threads ?? '1', { min: 1, integer: true });
   // bound before the run directory is touched: an address in use changes nothing
   let listener: WorkerListener | undefined;
   const run = await prepareRun(flags, async (config) => {
@@ -169,6 +176,7 @@ export async function runCoordinator(flags: CoordinatorFlags): Promise<void> {
       reference: run.reference,
       stopAfter: run.stopAfter,
       backend: run.backend,
+      threads,
       onListening: (address) =>
         run.progress.line(
           `coordinator listening on ws://${address}; waiting for ${workers} workers`,
