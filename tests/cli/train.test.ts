@@ -229,5 +229,10 @@ describe('Ctrl-C', () => {
     expect(trainer.output()).toMatch(/stopped at step \d+; checkpoint saved in .*step-\d{8}/);
     const verify = runCli(['checkpoint', 'verify', run]);
     expect(verify.status, verify.stderr).toBe(0);
+    // what it holds, and what its bits depended on (the default backend's identity)
+    const inspect = runCli(['checkpoint', 'inspect', run]);
+    expect(inspect.status, inspect.stderr).toBe(0);
+    expect(inspect.stdout).toMatch(/^step {8}\d+ \([\d,]+ tokens seen, \d+ AdamW updates\)$/m);
+    expect(inspect.stdout).toMatch(/^kernels {5}(blas \(OpenBLAS .+, 1 thread\)|wasm-fma|wasm)$/m);
   });
 });

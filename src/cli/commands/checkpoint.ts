@@ -45,6 +45,7 @@ export function registerCheckpoint(program: Command): void {
         `model       nLayer=${c.nLayer} nHead=${c.nHead} nEmbd=${c.nEmbd} blockSize=${c.blockSize} vocabSize=${c.vocabSize}, ${paramCount(c).toLocaleString('en-US')} parameters`,
       );
       console.log(`tokenizer   ${tokenizerFromJSON(manifest.tokenizer).name}`);
+      if (typeof manifest.kernel === 'string') console.log(`kernels     ${manifest.kernel}`);
       for (const [name, f] of Object.entries(manifest.files))
         console.log(
           `file        ${name}  ${f.bytes.toLocaleString('en-US')} bytes  sha256 ${f.sha256}`,
