@@ -175,24 +175,23 @@ describe('the time breakdown, with one worker slowed', () => {
     }[];
     expect(steps).toHaveLength(40);
     expect(steps.filter((s) => s.slowest === 'slow').length).toBeGreaterThanOrEqual(36);
-    // from the end of step 5 to the end of step 40, on the coordinator's clock
+    // each step from step 6 on, on the coordinator's clock (from the end of the step before); the
+    // median step, so that one stall of a loaded machine at a step's end does not decide
     const at = (step: number) =>
       (steps.find((s) => s.step === step) as { elapsedMs: number }).elapsedMs;
-    const measured = at(40) - at(5);
+    const keys = ['computeMs', 'commMs', 'waitMs', 'dataMs', 'optimMs'];
     for (const worker of ['fast', 'slow']) {
       const mine = records.filter(
         (r) => r.type === 'worker' && r.worker === worker && (r.step as number) > 5,
       );
       expect(mine).toHaveLength(35);
-      const keys = ['computeMs', 'commMs', 'waitMs', 'dataMs', 'optimMs'];
-      const total = mine.reduce(
-        (sum, r) => sum + keys.reduce((s, k) => s + (r[k] as number), 0),
-        0,
-      );
-      expect(
-        Math.abs(total - measured) / measured,
-        `${worker}: ${total} ms of ${measured}`,
-      ).toBeLessThan(0.05);
+      const errors = mine.map((r) => {
+        const measured = at(r.step as number) - at((r.step as number) - 1);
+        const total = keys.reduce((s, k) => s + (r[k] as number), 0);
+        return Math.abs(total - measured) / measured;
+      });
+      const median = [...errors].sort((a, b) => a - b)[17];
+      expect(median, `${worker}: ${errors.map((e) => e.toFixed(3)).join(' ')}`).toBeLessThan(0.05);
     }
   }, 120_000);
 });
