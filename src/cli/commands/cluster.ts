@@ -30,6 +30,14 @@ const WORKER_GRACE_MS = 25_000;
 export const envOption = (flags: string, description: string, env: string) =>
   new Option(flags, `${description} (or set ${env})`).env(env);
 
+/** --token-file, or WEFT_TOKEN_FILE; WEFT_TOKEN itself is read where the secret is loaded. */
+export const tokenFileOption = () =>
+  envOption(
+    '--token-file <file>',
+    'file holding the shared secret, or set WEFT_TOKEN',
+    'WEFT_TOKEN_FILE',
+  );
+
 export interface CoordinatorFlags extends RunFlags {
   listen: string;
   workers?: string;
@@ -72,13 +80,7 @@ export function registerCluster(program: Command): void {
       'seconds of silence after which a worker is declared lost',
       '30',
     )
-    .addOption(
-      envOption(
-        '--token-file <file>',
-        'file holding the shared secret, or set WEFT_TOKEN',
-        'WEFT_TOKEN_FILE',
-      ),
-    )
+    .addOption(tokenFileOption())
     .option(
       '--stream-data',
       'send workers their batches even when they could read the dataset themselves',
@@ -110,13 +112,7 @@ export function registerCluster(program: Command): void {
       '--peer-listen <host:port>',
       'where other workers reach this one (default: 0.0.0.0:0, any free port)',
     )
-    .addOption(
-      envOption(
-        '--token-file <file>',
-        'file holding the shared secret, or set WEFT_TOKEN',
-        'WEFT_TOKEN_FILE',
-      ),
-    )
+    .addOption(tokenFileOption())
     .option(
       '--threads <n>',
       'kernel threads of this worker (wasm pool or OpenBLAS; on blas it changes the bits)',

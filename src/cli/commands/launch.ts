@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { schedulerRole } from '../../distributed/scheduler-env.ts';
 import { check } from '../../util/errors.ts';
 import type { CoordinatorFlags } from './cluster.ts';
-import { envOption, runCoordinator, runWorker } from './cluster.ts';
+import { envOption, runCoordinator, runWorker, tokenFileOption } from './cluster.ts';
 import { numberFlag } from './options.ts';
 import { addRunOptions } from './run-options.ts';
 
@@ -40,13 +40,7 @@ export function registerLaunch(program: Command): void {
     .option('--connect-timeout <s>', 'workers: seconds to keep retrying the coordinator', '300')
     .option('--rendezvous-timeout <s>', 'seconds the coordinator waits for workers', '300')
     .option('--heartbeat-timeout <s>', 'seconds of silence after which a worker is lost', '30')
-    .addOption(
-      envOption(
-        '--token-file <file>',
-        'file holding the shared secret, or set WEFT_TOKEN',
-        'WEFT_TOKEN_FILE',
-      ),
-    )
+    .addOption(tokenFileOption())
     .option(
       '--threads <n>',
       'kernel threads of each worker (wasm pool or OpenBLAS; on blas it changes the bits)',
