@@ -149,5 +149,7 @@ describe('weft serve', () => {
     expectCliError(zero, /--body-timeout must be more than 0 seconds/);
     const word = runCli(['serve', '--checkpoint', run, '--header-timeout', 'soon']);
     expectCliError(word, /--header-timeout soon is not a number/);
+    const port = runCli(['serve', '--checkpoint', run, '--port', '99999']);
+    expectCliError(port, /--port 99999 is not an integer from 0 to 65535/);
   });
 });

@@ -191,6 +191,7 @@ describe('case 4: a run that never trained leaves nothing in the way', () => {
     [['train', '--seed', 'abc'], /--seed abc is not an integer \[/],
     [['train', '--steps', '1.5'], /--steps 1\.5 is not an integer >= 1/],
     [['train', '--stop-after', 'x'], /--stop-after x is not an integer >= 1/],
+    [['train', '--status-port', '99999'], /--status-port 99999 is not an integer from 0 to 65535/],
     [
       ['coordinator', '--listen', '127.0.0.1:0', '--workers', '2', '--min-workers', '3'],
       /--min-workers 3 is more than --workers 2/,

@@ -202,6 +202,15 @@ it('weft status: an address with no coordinator is one line', async () => {
     runCli(['status', `http://127.0.0.1:${port}`, '--once']),
     /cannot reach http:\/\/127\.0\.0\.1:\d+\/status\.json/,
   );
+  // HOST:PORT without http:// is read as http://HOST:PORT
+  expectCliError(
+    runCli(['status', `127.0.0.1:${port}`, '--once']),
+    /cannot reach http:\/\/127\.0\.0\.1:\d+\/status\.json/,
+  );
+  expectCliError(
+    runCli(['status', 'http://127.0.0.1:99999', '--once']),
+    /http:\/\/127\.0\.0\.1:99999 is not an address: give the coordinator's as http:\/\/HOST:PORT/,
+  );
 });
 
 it('weft train --status-port: the page on a port of its own, read-only', async () => {

@@ -9,7 +9,7 @@ import { schedulerRole } from '../../distributed/scheduler-env.ts';
 import { check } from '../../util/errors.ts';
 import type { CoordinatorFlags } from './cluster.ts';
 import { envOption, runCoordinator, runWorker, tokenFileOption } from './cluster.ts';
-import { numberFlag } from './options.ts';
+import { portFlag } from './options.ts';
 import { addRunOptions } from './run-options.ts';
 
 interface LaunchFlags extends Omit<CoordinatorFlags, 'listen' | 'workers'> {
@@ -48,7 +48,7 @@ export function registerLaunch(program: Command): void {
     )
     .action(async (flags: LaunchFlags) => {
       const role = schedulerRole();
-      const port = numberFlag('--port', flags.port, { min: 1, integer: true });
+      const port = portFlag('--port', flags.port, 1);
       if (role.rank === 0) {
         console.log(`launch (${role.source}): rank 0 of ${role.world}, the coordinator`);
         return runCoordinator({

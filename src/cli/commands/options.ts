@@ -9,13 +9,22 @@ export const collect = (value: string, previous: string[]): string[] => [...prev
 export function numberFlag(
   name: string,
   value: string,
-  { min = -Infinity, integer = false } = {},
+  { min = -Infinity, max = Infinity, integer = false } = {},
 ): number {
   const n = Number(value);
+  const range = max < Infinity ? ` from ${min} to ${max}` : min > -Infinity ? ` >= ${min}` : '';
   check(
-    value.trim() !== '' && Number.isFinite(n) && n >= min && (!integer || Number.isInteger(n)),
+    value.trim() !== '' &&
+      Number.isFinite(n) &&
+      n >= min &&
+      n <= max &&
+      (!integer || Number.isInteger(n)),
     'WEFT_E_CONFIG',
-    `${name} ${value} is not ${integer ? 'an integer' : 'a number'}${min > -Infinity ? ` >= ${min}` : ''}`,
+    `${name} ${value} is not ${integer ? 'an integer' : 'a number'}${range}`,
   );
   return n;
 }
+
+/** A TCP port flag: 0 (any free port, where `min` allows it) to 65535. */
+export const portFlag = (name: string, value: string, min = 0): number =>
+  numberFlag(name, value, { min, max: 65535, integer: true });

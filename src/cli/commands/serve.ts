@@ -13,7 +13,7 @@ import { WeftError, check } from '../../util/errors.ts';
 import type { ComputeFlags } from './compute-options.ts';
 import { addComputeOptions, backendOf } from './compute-options.ts';
 import { readSecretFile } from '../../util/files.ts';
-import { numberFlag } from './options.ts';
+import { numberFlag, portFlag } from './options.ts';
 
 interface ServeFlags extends ComputeFlags {
   checkpoint: string;
@@ -60,7 +60,7 @@ export function registerServe(program: Command): void {
       String(DEFAULT_BODY_TIMEOUT_MS / 1000),
     )
     .action(async (flags: ServeFlags) => {
-      const port = numberFlag('--port', flags.port, { min: 0, integer: true });
+      const port = portFlag('--port', flags.port);
       const apiKey =
         flags.apiKeyFile === undefined
           ? undefined

@@ -13,8 +13,21 @@ interface StatusFlags {
   once?: boolean;
 }
 
+/** URL/status.json; a bare HOST:PORT is taken as http://HOST:PORT. */
+function statusUrl(url: string): URL {
+  const base = /^https?:\/\//i.test(url) ? url : `http://${url}`;
+  try {
+    return new URL('status.json', base.endsWith('/') ? base : `${base}/`);
+  } catch {
+    throw new WeftError(
+      'WEFT_E_CONFIG',
+      `${url} is not an address: give the coordinator's as http://HOST:PORT`,
+    );
+  }
+}
+
 async function fetchStatus(url: string): Promise<RunStatus> {
-  const target = new URL('status.json', url.endsWith('/') ? url : `${url}/`);
+  const target = statusUrl(url);
   let response: Response;
   try {
     response = await fetch(target, { signal: AbortSignal.timeout(10_000) });
@@ -27,7 +40,14 @@ async function fetchStatus(url: string): Promise<RunStatus> {
       'WEFT_E_NETWORK',
       `${target.href} answered HTTP ${response.status}: is this a weft coordinator?`,
     );
-  return (await response.json()) as RunStatus;
+  try {
+    return (await response.json()) as RunStatus;
+  } catch {
+    throw new WeftError(
+      'WEFT_E_NETWORK',
+      `${target.href} answered something that is not JSON: is this a weft coordinator?`,
+    );
+  }
 }
 
 export function registerStatus(program: Command): void {

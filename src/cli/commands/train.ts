@@ -9,7 +9,7 @@ import { availableParallelism } from 'node:os';
 import { trainWithThreads } from '../../distributed/launch.ts';
 import { serveStatusPage } from '../../serve/status-server.ts';
 import { statusRoutes } from '../../serve/status-routes.ts';
-import { numberFlag } from './options.ts';
+import { numberFlag, portFlag } from './options.ts';
 import type { RunFlags } from './run-options.ts';
 import { addRunOptions, awaitJob, prepareRun, progressHooks, summarize } from './run-options.ts';
 
@@ -42,10 +42,7 @@ export function registerTrain(program: Command): void {
       const page =
         flags.statusPort === undefined
           ? null
-          : await serveStatusPage(
-              flags.statusHost,
-              numberFlag('--status-port', flags.statusPort, { min: 0, integer: true }),
-            );
+          : await serveStatusPage(flags.statusHost, portFlag('--status-port', flags.statusPort));
       const asked =
         flags.workers === undefined
           ? undefined
