@@ -288,6 +288,15 @@ describe('one WebSocket link, before and after the handshake', () => {
         /frame over twice the limit of 4096 bytes before authentication, cut off \[WEFT_E_FRAME\]/,
       );
       expect((refusedFrames.get('WEFT_E_FRAME') ?? 0) - refusedBefore).toBe(2);
+      // an empty binary frame: refused as what it is, not as an internal error
+      const empty = await connectRaw(listener.address);
+      expect(await next(empty)).toMatchObject({ t: 'challenge' });
+      empty.sendRaw(new Uint8Array(0));
+      expect(await next(empty)).toMatchObject({
+        t: 'reject',
+        code: 'WEFT_E_DECODE',
+        message: expect.stringMatching(/^frame is not valid msgpack/) as string,
+      });
     } finally {
       await listener.close();
     }

@@ -129,7 +129,9 @@ class WsConnection extends BaseConnection {
     try {
       if (!isBinary)
         throw new WeftError('WEFT_E_DECODE', 'text frame; weft speaks binary msgpack frames');
+      // (an empty message arrives as no fragments at all)
       const fragments = Array.isArray(data) ? data : [toBytes(data)];
+      if (fragments.length === 0) fragments.push(Buffer.alloc(0));
       // (a peer may cut a frame into fragments anywhere, even inside the magic)
       const first = fragments[0].length >= 4 ? fragments[0] : Buffer.concat(fragments);
       if (isChunkFrame(first)) {
