@@ -66,5 +66,6 @@ describe('weft info', () => {
     expect(r.stderr).toMatch(message);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(r.stdout, 'checked before anything is printed').toBe('');
   });
 });

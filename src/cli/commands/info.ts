@@ -50,6 +50,8 @@ export function registerInfo(program: Command): void {
       const T = sequenceLength(cfg);
       const n = paramCount(cfg);
       const flops = trainingFlops(cfg, cfg.batchSize, T);
+      // a bad pipeline flag is refused before anything is printed
+      const pipeline = opts.pipeline === undefined ? [] : pipelineLines(cfg, opts);
       console.log(
         `config      ${cfg.name}: nLayer=${cfg.nLayer} nHead=${cfg.nHead} nEmbd=${cfg.nEmbd} blockSize=${cfg.blockSize} vocabSize=${cfg.vocabSize}` +
           (fromTokenizer
@@ -63,7 +65,7 @@ export function registerInfo(program: Command): void {
       console.log(`batch       B=${cfg.batchSize} x T=${T} = ${cfg.batchSize * T} tokens per step`);
       console.log(`compute     ${(flops / 1e9).toFixed(2)} GFLOP per training step`);
       printBackends();
-      if (opts.pipeline !== undefined) printPipeline(cfg, opts);
+      for (const line of pipeline) console.log(line);
     });
 }
 
@@ -81,7 +83,7 @@ function printBackends(): void {
 }
 
 /** The stages of `--pipeline P` over `--workers N`: blocks, memory, compute, and the bubble. */
-function printPipeline(cfg: RunConfig, opts: InfoFlags): void {
+function pipelineLines(cfg: RunConfig, opts: InfoFlags): string[] {
   const P = numberFlag('--pipeline', opts.pipeline ?? '1', { min: 1, integer: true });
   const workers = numberFlag('--workers', opts.workers ?? String(P), { min: 1, integer: true });
   const kind = opts.schedule as ScheduleKind;
@@ -98,9 +100,9 @@ function printPipeline(cfg: RunConfig, opts: InfoFlags): void {
   const stages = partitionStages(cfg, P, B, T);
   const total = stages.reduce((n, s) => n + s.flops, 0);
   const MiB = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
-  console.log(
+  const lines = [
     `pipeline    ${P} stage(s) x ${replicas} replica(s), ${kind}, ${m} micro-batches of B=${B} x T=${T} per replica`,
-  );
+  ];
   for (const s of stages) {
     const held = kind === '1f1b' ? Math.min(P - s.index, m) : m;
     const holds = [
@@ -110,13 +112,14 @@ function printPipeline(cfg: RunConfig, opts: InfoFlags): void {
       ...(s.embeddings ? ['embeddings'] : []),
       ...(s.head ? ['head'] : []),
     ].join(' + ');
-    console.log(
+    lines.push(
       `  stage ${s.index}   ${holds}: ${s.params.toLocaleString('en-US')} parameters (${MiB(16 * s.params)} with grads, m, v); ` +
         `activations ${MiB(s.activationBytes)} per micro-batch, ${held} held (${MiB(held * s.activationBytes)}); ` +
         `${((100 * s.flops) / total).toFixed(1)}% of the compute`,
     );
   }
-  console.log(
+  lines.push(
     `bubble      (P-1)/(m+P-1) = ${(100 * bubbleFraction(P, m)).toFixed(1)}% of each stage's step idle`,
   );
+  return lines;
 }

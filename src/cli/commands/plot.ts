@@ -32,7 +32,7 @@ export function registerPlot(program: Command): void {
     .requiredOption('--out <file>', 'the chart: FILE.svg or FILE.png')
     .option(
       '--metric <names>',
-      `what to draw, comma-separated: ${Object.keys(METRICS).join(', ')}, or another key of the step or eval records`,
+      `what to draw, comma-separated: ${Object.keys(METRICS).join(', ')}, or another numeric key of the step or eval records (not their counts: tokens, bytes, pairs)`,
       'loss',
     )
     .option('--width <px>', 'width in pixels', String(DEFAULT_SIZE.width))
