@@ -5,7 +5,7 @@
 // (names with or without the transformer. prefix; lm_head.weight and the attention-mask buffers
 // are ignored), and writes a step-0 checkpoint that eval, generate and fine-tuning start from.
 
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { GPTConfig } from '../model/config.ts';
 import { scoreLabels, validateConfig } from '../model/config.ts';
@@ -16,8 +16,10 @@ import { tokenizerFromJSON } from '../tokenizer/index.ts';
 import { WeftError } from '../util/errors.ts';
 import { readBytes, readJson, writeFileAtomic } from '../util/files.ts';
 import type { CheckpointState } from './format.ts';
-import { MODEL_FILE } from './format.ts';
+import { CHECKPOINTS_DIR, MODEL_FILE } from './format.ts';
+import { checkOutDir, writeDirAtomic } from './out-dir.ts';
 import { loadCheckpoint } from './read.ts';
+import { lockRunDir } from './run-lock.ts';
 import type { SafeTensors } from './safetensors.ts';
 import { getFloat32, readSafetensors, writeSafetensors } from './safetensors.ts';
 import { loadWeights, weightTensors } from './weights.ts';
@@ -65,27 +67,32 @@ export function hfConfig(config: GPTConfig, endOfText: number): Record<string, u
   };
 }
 
-/** Writes checkpoint `path` as a Hugging Face GPT-2 directory `outDir`. */
+/**
+ * Writes checkpoint `path` as a Hugging Face GPT-2 directory `outDir`, which must be new or empty
+ * (out-dir.ts), whole: into a temporary directory renamed to `outDir` once every file is written.
+ */
 export function exportHf(path: string, outDir: string): string {
+  checkOutDir(outDir, 'export');
   const state = loadCheckpoint(path);
   const config = state.config;
   const tokenizer = tokenizerFromJSON(state.tokenizer);
-  mkdirSync(outDir, { recursive: true });
-  writeFileAtomic(
-    join(outDir, MODEL_FILE),
-    writeSafetensors(
-      // the score head sits beside the transformer, as in GPT2ForSequenceClassification
-      weightTensors(state.params, config, PREFIX).map((t) =>
-        t.name === `${PREFIX}${SCORE}` ? { ...t, name: SCORE } : t,
+  writeDirAtomic(outDir, (dir) => {
+    writeFileAtomic(
+      join(dir, MODEL_FILE),
+      writeSafetensors(
+        // the score head sits beside the transformer, as in GPT2ForSequenceClassification
+        weightTensors(state.params, config, PREFIX).map((t) =>
+          t.name === `${PREFIX}${SCORE}` ? { ...t, name: SCORE } : t,
+        ),
+        { format: 'pt' },
       ),
-      { format: 'pt' },
-    ),
-  );
-  writeFileAtomic(
-    join(outDir, 'config.json'),
-    `${JSON.stringify(hfConfig(config, tokenizer.specials.endOfText), null, 2)}\n`,
-  );
-  writeFileAtomic(join(outDir, WEFT_TOKENIZER_FILE), `${JSON.stringify(state.tokenizer)}\n`);
+    );
+    writeFileAtomic(
+      join(dir, 'config.json'),
+      `${JSON.stringify(hfConfig(config, tokenizer.specials.endOfText), null, 2)}\n`,
+    );
+    writeFileAtomic(join(dir, WEFT_TOKENIZER_FILE), `${JSON.stringify(state.tokenizer)}\n`);
+  });
   return outDir;
 }
 
@@ -189,8 +196,14 @@ export function readHf(hfDir: string): {
   return { config, params, tokenizerJson };
 }
 
-/** Imports Hugging Face GPT-2 directory `hfDir` as a new run directory `runDir` (a step-0 checkpoint). */
-export async function importHf(hfDir: string, runDir: string): Promise<string> {
+/**
+ * Imports Hugging Face GPT-2 directory `hfDir` as run directory `runDir` (a step-0 checkpoint).
+ * `runDir` must be new or empty unless `overwrite` (out-dir.ts); with it, as weft train
+ * --overwrite, the run's earlier checkpoints go only once the model has been read and checked and
+ * the run is locked (no trainer is using it).
+ */
+export async function importHf(hfDir: string, runDir: string, overwrite = false): Promise<string> {
+  checkOutDir(runDir, 'import', overwrite);
   const { config, params, tokenizerJson } = readHf(hfDir);
   const zeros = new Float32Array(params.length);
   const state: CheckpointState = {
@@ -207,5 +220,15 @@ export async function importHf(hfDir: string, runDir: string): Promise<string> {
     m: zeros,
     v: zeros,
   };
-  return writeCheckpoint(runDir, state);
+  const existed = existsSync(runDir);
+  const lock = lockRunDir(runDir);
+  try {
+    if (overwrite) rmSync(join(runDir, CHECKPOINTS_DIR), { recursive: true, force: true });
+    return await writeCheckpoint(runDir, state);
+  } catch (err) {
+    if (!existed) rmSync(runDir, { recursive: true, force: true });
+    throw err;
+  } finally {
+    lock.release();
+  }
 }

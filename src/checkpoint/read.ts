@@ -1,10 +1,11 @@
 // Reading checkpoints. Whatever reads one (train --resume, eval, generate, serve, the checkpoint
 // tools) takes a run directory (its checkpoints/latest) or a checkpoint directory, and checks it
-// first: the manifest's format and version, then every file's presence, size and sha256, then the
+// first: the manifest's format and version and every field the readers rely on (a step
+// directory's manifest must say its step), then every file's presence, size and sha256, then the
 // tensors' names and shapes against the config. A problem is one line naming the file.
 
-import { existsSync, readFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import type { Backend } from '../kernels/backend.ts';
 import type { GPTConfig } from '../model/config.ts';
 import { MODEL_KEYS, validateConfig } from '../model/config.ts';
@@ -13,7 +14,7 @@ import type { Tokenizer } from '../tokenizer/index.ts';
 import { tokenizerFromJSON } from '../tokenizer/index.ts';
 import { WeftError, check } from '../util/errors.ts';
 import { hashFile, readBytes, readJson, sha256 } from '../util/files.ts';
-import type { CheckpointManifest, CheckpointState } from './format.ts';
+import type { CheckpointManifest, CheckpointMeta, CheckpointState } from './format.ts';
 import {
   CHECKPOINTS_DIR,
   CHECKPOINT_FORMAT,
@@ -39,6 +40,10 @@ export function resolveCheckpoint(path: string): string {
       `${path} holds no checkpoint (no ${MANIFEST_FILE}, no ${CHECKPOINTS_DIR}/${LATEST_FILE}); pass a run directory written by weft train or a checkpoint directory`,
     );
   }
+  if (statSync(latest).isDirectory())
+    throw bad(
+      `${latest} is a directory, not the file naming the newest checkpoint; remove it and write the newest checkpoint's name there (echo step-NNNNNNNN > ${latest}), or pass a checkpoint directory`,
+    );
   const name = readFileSync(latest, 'utf8').trim();
   if (!STEP_DIR_PATTERN.test(name))
     throw bad(`${latest} names "${name}", which is not a checkpoint directory name`);
@@ -48,7 +53,52 @@ export function resolveCheckpoint(path: string): string {
   return dir;
 }
 
-/** The manifest of checkpoint directory `dir`, checked for format and version. */
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+const isOptional = (v: unknown, type: string) => v === undefined || typeof v === type;
+
+/**
+ * What the readers rely on in a manifest besides format, version, config and files: each field,
+ * what it must be, and the test. Every kind of checkpoint has them all (an imported Hugging Face
+ * model's step 0: an empty loader, data path '' and metrics {}); `kernel` is absent in
+ * checkpoints of older weft, `data.referenceSha256` in all but dpo runs'.
+ */
+const FIELDS: [keyof CheckpointMeta, string, (v: unknown) => boolean][] = [
+  ['step', 'an integer >= 0', isCount],
+  ['tokensSeen', 'an integer >= 0', isCount],
+  ['adamSteps', 'an integer >= 0', isCount],
+  ['tokenizer', 'a weft tokenizer object', isObject],
+  ['loader', 'an object: the data cursor', isObject],
+  ['rng', 'an object with a numeric seed', (v) => isObject(v) && typeof v.seed === 'number'],
+  [
+    'data',
+    'an object with the strings path and manifestSha256',
+    (v) =>
+      isObject(v) &&
+      typeof v.path === 'string' &&
+      typeof v.manifestSha256 === 'string' &&
+      isOptional(v.referenceSha256, 'string'),
+  ],
+  ['metrics', 'an object', isObject],
+  ['kernel', 'a string, or absent', (v) => isOptional(v, 'string')],
+];
+
+/** Whether `entry` of a manifest's files is a plain file name with its size and sha256. */
+const isFileEntry = ([name, f]: [string, unknown]) =>
+  /^[^/\\]+$/.test(name) &&
+  name !== '.' &&
+  name !== '..' &&
+  isObject(f) &&
+  isCount(f.bytes) &&
+  typeof f.sha256 === 'string' &&
+  /^[0-9a-f]{64}$/.test(f.sha256);
+
+/**
+ * The manifest of checkpoint directory `dir`, checked for format and version, and for every field
+ * the readers rely on; a step directory's manifest must hold its step (the manifest is not in
+ * the sha256 list, so this is the check that it belongs there).
+ */
 export function readManifest(dir: string): CheckpointManifest {
   const path = join(dir, MANIFEST_FILE);
   const m = readJson(path, 'checkpoint manifest') as Partial<CheckpointManifest> | null;
@@ -66,12 +116,22 @@ export function readManifest(dir: string): CheckpointManifest {
     'WEFT_E_FORMAT',
     `${path} lacks the model config (${MODEL_KEYS.join(', ')})`,
   );
-  check(typeof m.files === 'object' && m.files !== null, 'WEFT_E_FORMAT', `${path} lists no files`);
   check(
-    Number.isSafeInteger(m.step) && (m.step as number) >= 0,
+    isObject(m.files) && Object.entries(m.files).every(isFileEntry),
     'WEFT_E_FORMAT',
-    `${path} has no valid step`,
+    `${path} lists no valid files (each a plain file name with its bytes and sha256); the manifest is damaged: restore it, or use another checkpoint`,
   );
+  for (const [key, what, valid] of FIELDS) {
+    if (!valid(m[key]))
+      throw bad(
+        `${path} ${m[key] === undefined ? 'lacks' : 'has an invalid'} "${key}" (${what}); the manifest is damaged: restore it, or use another checkpoint`,
+      );
+  }
+  const named = /step-(\d{8,})/.exec(basename(resolve(dir)))?.[1];
+  if (named !== undefined && Number(named) !== m.step)
+    throw bad(
+      `${path} says step ${String(m.step)} but its directory is named for step ${Number(named)}: the manifest does not belong there; restore it, or use another checkpoint`,
+    );
   return m as CheckpointManifest;
 }
 

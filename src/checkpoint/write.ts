@@ -12,7 +12,7 @@
 // checkpoint:after-rename, checkpoint:latest-tmp, checkpoint:done.
 
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { GPTConfig } from '../model/config.ts';
@@ -250,7 +250,7 @@ export function cleanCheckpointTemps(runDir: string, log: SaveLog = () => {}): s
 
 function recoverLatest(dir: string, log: SaveLog): void {
   const latest = join(dir, LATEST_FILE);
-  if (!existsSync(latest)) return;
+  if (!existsSync(latest) || statSync(latest).isDirectory()) return; // not ours to mend (read.ts)
   const name = readFileSync(latest, 'utf8').trim();
   if (!STEP_DIR_PATTERN.test(name) || existsSync(join(dir, name))) return;
   const copyNumber = (f: string) => Number(/-(\d+)$/.exec(f)?.[1] ?? 1);

@@ -20,6 +20,7 @@ import { sequenceReward } from '../../src/train/sequence-scores.ts';
 import { BpeTokenizer } from '../../src/tokenizer/bpe.ts';
 import { ROOT } from '../helpers/cli.ts';
 import { expectWeftError } from '../helpers/errors.ts';
+import { editManifest } from '../helpers/manifest.ts';
 import { maxAbsDiff } from '../helpers/fixtures.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -126,14 +127,22 @@ describe('damaged checkpoints are refused with one line naming the file, and lef
     ],
     [
       'a manifest from a newer format version',
-      (dir) => {
-        const m = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Record<
-          string,
-          unknown
-        >;
-        writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ ...m, version: 2 }));
-      },
+      (dir) => editManifest(dir, (m) => (m.version = 2)),
       /manifest\.json has format version 2, newer than this weft reads \(1\); upgrade weft/,
+    ],
+    [
+      'a manifest without the dataset it was trained on',
+      (dir) => editManifest(dir, (m) => delete m.data),
+      /step-00000007\/manifest\.json lacks "data" \(an object with the strings path and manifestSha256\)/,
+    ],
+    [
+      'a manifest listing a file outside its directory',
+      (dir) =>
+        editManifest(dir, (m) => {
+          const files = m.files as Record<string, unknown>;
+          files['../../secret'] = { bytes: 1, sha256: '0'.repeat(64) };
+        }),
+      /manifest\.json lists no valid files \(each a plain file name with its bytes and sha256\)/,
     ],
     [
       'a latest naming a missing checkpoint',
