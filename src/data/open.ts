@@ -13,7 +13,7 @@ import { hashFile, readBytes, sha256 } from '../util/files.ts';
 import type { Dataset, DatasetManifest } from './dataset.ts';
 import { loadDataset } from './dataset.ts';
 import type { PrepareOptions } from './prepare.ts';
-import { prepareDataset, readDocuments } from './prepare.ts';
+import { prepareDataset, readDocuments, tokenizerSpecOf } from './prepare.ts';
 import type { RecordsOptions } from './records.ts';
 import { prepareRecords, tokenizerIdentity } from './records.ts';
 
@@ -28,6 +28,11 @@ export interface OpenOptions extends PrepareOptions {
    * cache); throws to refuse it. Gets the dataset and the sha256 of its dataset.json.
    */
   accept?: (dataset: Dataset, manifestSha256: string) => void;
+  /**
+   * Keep the cache a fresh preparation replaces, moved aside to cacheDir.old-PID (a replacement
+   * run that has not started may need it back: train/run-dir.ts); the caller removes it.
+   */
+  keepReplaced?: boolean;
 }
 
 export function isPreparedDataset(path: string): boolean {
@@ -55,7 +60,7 @@ function cacheMatches(cacheDir: string, input: string, options: OpenOptions): bo
     if (manifest.kind) return false;
     const sources = readDocuments(input).map((d) => ({ name: d.name, sha256: sha256(d.text) }));
     const same = (m: DatasetManifest) =>
-      m.tokenizerSpec === options.tokenizer &&
+      m.tokenizerSpec === tokenizerSpecOf(options.tokenizer) &&
       m.valFraction === options.valFraction &&
       JSON.stringify(m.sources.map((s) => ({ name: s.name, sha256: s.sha256 }))) === JSON.stringify(sources);
     return same(manifest);
@@ -71,13 +76,16 @@ function checked(dir: string, options: OpenOptions): Dataset {
   return dataset;
 }
 
-/** Replaces `cacheDir` by the finished `fresh` directory (the old one is removed only after). */
-function swapIn(fresh: string, cacheDir: string): void {
+/**
+ * Replaces `cacheDir` by the finished `fresh` directory (the old one is removed only after, or,
+ * with `keep`, left moved aside).
+ */
+function swapIn(fresh: string, cacheDir: string, keep = false): void {
   const old = `${cacheDir}.old-${process.pid}`;
   const hadOld = existsSync(cacheDir);
   if (hadOld) renameSync(cacheDir, old);
   renameSync(fresh, cacheDir);
-  if (hadOld) rmSync(old, { recursive: true, force: true });
+  if (hadOld && !keep) rmSync(old, { recursive: true, force: true });
 }
 
 /** Puts back a cache an interrupted swap moved aside, and removes leftover copies beside it. */
@@ -104,7 +112,8 @@ export function openDataset(path: string, cacheDir: string, options: OpenOptions
     throw new WeftError('WEFT_E_FORMAT', `data ${path} does not exist; pass a text file, a directory of text files, or a prepared dataset`);
   }
   if (cacheMatches(cacheDir, path, options)) return checked(cacheDir, options);
-  const tokenizer = options.records?.tokenizer.name ?? options.tokenizer;
+  const given = options.records?.tokenizer ?? options.tokenizer;
+  const tokenizer = typeof given === 'string' ? given : given.name;
   options.log?.(`preparing ${path} into ${cacheDir} (tokenizer ${tokenizer})`);
   const fresh = `${cacheDir}.tmp-${process.pid}`;
   rmSync(fresh, { recursive: true, force: true });
@@ -113,7 +122,7 @@ export function openDataset(path: string, cacheDir: string, options: OpenOptions
     if (options.records) prepareRecords(path, fresh, { ...options.records, valFraction, log });
     else prepareDataset(path, fresh, options);
     const dataset = checked(fresh, options);
-    swapIn(fresh, cacheDir);
+    swapIn(fresh, cacheDir, options.keepReplaced);
     return { ...dataset, dir: cacheDir };
   } finally {
     rmSync(fresh, { recursive: true, force: true });

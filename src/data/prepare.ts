@@ -11,15 +11,20 @@ import { WeftError, check } from '../util/errors.ts';
 import { readUtf8, sha256, writeFileAtomic } from '../util/files.ts';
 import type { DatasetManifest, DatasetSplit } from './dataset.ts';
 import { DATASET_FORMAT } from './dataset.ts';
+import { tokenizerIdentity } from './records.ts';
 import { encodeTokenFile } from './token-file.ts';
 
 export interface PrepareOptions {
-  /** 'gpt2', 'byte' or 'bpe:N'. */
-  tokenizer: string;
+  /** 'gpt2', 'byte' or 'bpe:N'; or a tokenizer used as it is (a model's), recorded by its sha256. */
+  tokenizer: string | Tokenizer;
   /** Fraction of each document held out for validation, 0 to 0.5. */
   valFraction: number;
   log?: (line: string) => void;
 }
+
+/** What dataset.json records as the tokenizer: the spec, or a given tokenizer's identity. */
+export const tokenizerSpecOf = (tokenizer: string | Tokenizer): string =>
+  typeof tokenizer === 'string' ? tokenizer : tokenizerIdentity(tokenizer);
 
 /** Tokens per token file (uint16 files of 2^27 tokens are 256 MiB). */
 export const TOKENS_PER_FILE = 2 ** 27;
@@ -85,7 +90,8 @@ export function prepareDataset(input: string, outDir: string, options: PrepareOp
   const valParts = parts.map((p) => p[1]);
 
   const started = performance.now();
-  const tokenizer = createTokenizer(options.tokenizer, trainParts.join(''));
+  const spec = options.tokenizer;
+  const tokenizer = typeof spec === 'string' ? createTokenizer(spec, trainParts.join('')) : spec;
   log(`tokenizer ${tokenizer.name}: ${tokenizer.vocabSize} ids (${((performance.now() - started) / 1000).toFixed(1)} s)`);
 
   mkdirSync(outDir, { recursive: true });
@@ -117,7 +123,7 @@ export function prepareDataset(input: string, outDir: string, options: PrepareOp
     format: DATASET_FORMAT,
     version: 2,
     tokenizer: tokenizer.name,
-    tokenizerSpec: options.tokenizer,
+    tokenizerSpec: tokenizerSpecOf(spec),
     vocabSize: tokenizer.vocabSize,
     valFraction,
     sources: docs.map((d) => ({ name: d.name, bytes: Buffer.byteLength(d.text), sha256: sha256(d.text) })),

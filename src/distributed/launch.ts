@@ -14,6 +14,7 @@ import { MessageChannel } from 'node:worker_threads';
 import { startThread } from '../util/threads.ts';
 import type { Dataset } from '../data/dataset.ts';
 import type { RunConfig } from '../train/config.ts';
+import { checkCapacity } from '../train/capacity.ts';
 import { resolveForData } from '../train/config.ts';
 import { paramCount } from '../model/layout.ts';
 import type { ClusterOptions, RunHooks, RunResult } from './coordinator.ts';
@@ -77,6 +78,10 @@ export function trainWithThreads(
   cluster: ClusterOptions,
   hooks: RunHooks = {},
 ): Job {
+  // more threads than shards, or than memory holds, are refused before anything is allocated
+  // (train/run-dir.ts refuses them before the run directory is touched)
+  const resolved = resolveForData(config, dataset.tokenizer);
+  checkCapacity(resolved, cluster.workers);
   // the threads are ours: wait for every one however long it takes to start (no rendezvous
   // timeout, no --min-workers), and fail at once if one dies before training starts
   let started = false;
@@ -97,7 +102,7 @@ export function trainWithThreads(
   const n = cluster.workers;
   const address = threadAddress;
   // the threads' shared memory for the all-reduce (see shared-reduce.ts)
-  const params = paramCount(resolveForData(config, dataset.tokenizer));
+  const params = paramCount(resolved);
   const exchange = n > 1 ? newExchange(n, params) : null;
   const peerPorts = Array.from(
     { length: n },

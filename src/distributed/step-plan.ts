@@ -6,12 +6,11 @@
 
 import type { Dataset } from '../data/dataset.ts';
 import type { Batch, BatchLoader } from '../data/loader.ts';
-import { TokenWindowLoader } from '../data/loader.ts';
 import { PairLoader } from '../data/pairs.ts';
-import { SftLoader } from '../data/sft.ts';
 import type { BackendName } from '../kernels/backend.ts';
 import { createBackend } from '../kernels/select.ts';
 import { GPT2 } from '../model/gpt2.ts';
+import { batchLoader } from '../train/batches.ts';
 import type { RunConfig } from '../train/config.ts';
 import { batchLogps } from '../train/objectives.ts';
 import { countTargets } from '../train/step.ts';
@@ -29,13 +28,8 @@ export function trainLoader(
   backend: BackendName,
   threads: number,
 ): BatchLoader {
-  const { seqLen: T, batchSize: B, seed, shards } = config;
-  const records = dataset.records;
-  const pad = dataset.tokenizer.specials.endOfText;
-  if (!records) return new TokenWindowLoader(dataset.train, T, B, seed, shards);
-  if (records.kind === 'sft') return new SftLoader(records.train, pad, T, B, seed, shards);
-  const loader = new PairLoader(records.train, pad, T, B, seed, shards);
-  if (config.objective === 'dpo') {
+  const loader = batchLoader(config, dataset);
+  if (config.objective === 'dpo' && loader instanceof PairLoader) {
     const model = new GPT2(config, {
       params: reference,
       backend: createBackend(backend, { threads }),

@@ -19,6 +19,16 @@ export interface AdamWConfig {
 
 export const ADAMW_DEFAULTS: AdamWConfig = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
 
+/** Refuses hyperparameters AdamW cannot use (a run's config is checked with this up front). */
+export function validateAdamW<C extends AdamWConfig>(config: C): C {
+  const { beta1, beta2, eps, weightDecay } = config;
+  check(beta1 >= 0 && beta1 < 1, 'WEFT_E_CONFIG', `AdamW beta1=${beta1} must be in [0, 1)`);
+  check(beta2 >= 0 && beta2 < 1, 'WEFT_E_CONFIG', `AdamW beta2=${beta2} must be in [0, 1)`);
+  check(eps > 0, 'WEFT_E_CONFIG', `AdamW eps=${eps} must be positive`);
+  check(weightDecay >= 0, 'WEFT_E_CONFIG', `AdamW weightDecay=${weightDecay} must be non-negative`);
+  return config;
+}
+
 export class AdamW {
   readonly config: AdamWConfig;
   readonly m: Float32Array;
@@ -35,16 +45,7 @@ export class AdamW {
     backend: Backend = referenceBackend,
   ) {
     this.backend = backend;
-    this.config = { ...ADAMW_DEFAULTS, ...config };
-    const { beta1, beta2, eps, weightDecay } = this.config;
-    check(beta1 >= 0 && beta1 < 1, 'WEFT_E_CONFIG', `AdamW beta1=${beta1} must be in [0, 1)`);
-    check(beta2 >= 0 && beta2 < 1, 'WEFT_E_CONFIG', `AdamW beta2=${beta2} must be in [0, 1)`);
-    check(eps > 0, 'WEFT_E_CONFIG', `AdamW eps=${eps} must be positive`);
-    check(
-      weightDecay >= 0,
-      'WEFT_E_CONFIG',
-      `AdamW weightDecay=${weightDecay} must be non-negative`,
-    );
+    this.config = validateAdamW({ ...ADAMW_DEFAULTS, ...config });
     this.m = backend.allocF32(layout.total);
     this.v = backend.allocF32(layout.total);
     this.ranges = layout.slots.map((s) => ({

@@ -10,6 +10,7 @@ import { validateConfig } from '../model/config.ts';
 import type { Tokenizer } from '../tokenizer/index.ts';
 import { parseTokenizerSpec } from '../tokenizer/index.ts';
 import { WeftError, check } from '../util/errors.ts';
+import { validateAdamW } from './adamw.ts';
 import { parseObjective } from './objectives.ts';
 import { validateSchedule } from './schedule.ts';
 
@@ -269,6 +270,7 @@ export function validateRunConfig(config: RunConfig): RunConfig {
     'WEFT_E_CONFIG',
     `config temperature=${config.temperature} must be >= 0`,
   );
+  validateAdamW(config);
   parseTokenizerSpec(config.tokenizer);
   parseObjective(config.objective);
   check(config.beta > 0, 'WEFT_E_CONFIG', `config beta=${config.beta} must be positive`);
@@ -282,16 +284,27 @@ export function validateRunConfig(config: RunConfig): RunConfig {
 }
 
 /**
+ * How many token ids a run's data can hold: text (the lm objective) holds the ordinary tokens and
+ * <|endoftext|> (GPT-2's 50257), post-training data the chat template's tokens too (after them).
+ */
+export function idsNeeded(objective: string, tokenizer: Tokenizer): number {
+  return objective === 'lm' ? tokenizer.specials.endOfText + 1 : tokenizer.vocabSize;
+}
+
+/**
  * The config with everything left to the data resolved: vocabSize from the tokenizer (when 0),
  * seqLen (0 means blockSize) and shards (0 means batchSize).
  */
 export function resolveForData(config: RunConfig, tokenizer: Tokenizer): RunConfig {
   const vocab = tokenizer.vocabSize;
   const vocabSize = config.vocabSize === 0 ? vocab : config.vocabSize;
+  const needed = idsNeeded(config.objective, tokenizer);
   check(
-    vocabSize >= vocab,
+    vocabSize >= needed,
     'WEFT_E_CONFIG',
-    `config vocabSize=${vocabSize} is smaller than the tokenizer's ${vocab} ids (${tokenizer.name}); set vocabSize=0 to use the tokenizer's`,
+    needed === vocab && vocabSize >= tokenizer.specials.endOfText + 1
+      ? `config vocabSize=${vocabSize} has no rows for the chat template's tokens (ids ${vocabSize}-${vocab - 1} of ${tokenizer.name}), which ${config.objective} data holds; set vocabSize=0 to use the tokenizer's ${vocab}`
+      : `config vocabSize=${vocabSize} is smaller than the tokenizer's ${needed} ids (${tokenizer.name}); set vocabSize=0 to use the tokenizer's`,
   );
   return {
     ...config,

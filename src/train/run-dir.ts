@@ -9,21 +9,27 @@
 //   3. open the data: raw text is prepared beside the cache and swapped in only once accepted;
 //      a prepared dataset must match the config's tokenizer (fresh) or the checkpoint's dataset
 //      (resumed, by the sha256 of its dataset.json);
-//   4. with --overwrite, the old checkpoints go only once training starts (replaceRun), so a run
-//      that never starts (no worker came, a port in use) has lost nothing.
-// A run directory whose run never saved a checkpoint holds nothing worth keeping: a plain run
-// starts it afresh.
+//   4. with --overwrite, the old checkpoints go only once training starts (replaceRun), and so
+//      does the old data: a new preparation moves it aside (data.old-PID) rather than deleting
+//      it. A start that fails (the caller closes the run before training started, or an open
+//      that throws) puts it back and removes a run directory it created, so a run that never
+//      starts (bad data, no worker came, a port in use) has lost and left nothing; one killed
+//      before it started is put back at the next open.
+// Before any of it, the config is checked against the machine (capacity.ts: worker threads,
+// memory). A run directory whose run never saved a checkpoint holds nothing worth keeping: a
+// plain run starts it afresh.
 
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CheckpointState } from '../checkpoint/format.ts';
 import { CHECKPOINTS_DIR, LATEST_FILE } from '../checkpoint/format.ts';
-import { loadCheckpoint } from '../checkpoint/read.ts';
+import { loadCheckpoint, readManifest, resolveCheckpoint } from '../checkpoint/read.ts';
 import type { RunLock } from '../checkpoint/run-lock.ts';
 import { lockRunDir } from '../checkpoint/run-lock.ts';
 import { listCheckpoints } from '../checkpoint/write.ts';
 import type { Dataset } from '../data/dataset.ts';
-import { openDataset } from '../data/open.ts';
+import { datasetManifestSha256, openDataset } from '../data/open.ts';
+import { tokenizerIdentity } from '../data/records.ts';
 import { MODEL_KEYS } from '../model/config.ts';
 import { readReference } from '../checkpoint/reference.ts';
 import type { OpenOptions } from '../data/open.ts';
@@ -39,7 +45,9 @@ import {
   sequenceLength,
   validateRunConfig,
 } from './config.ts';
+import { checkCapacity } from './capacity.ts';
 import { initConfig, initParamsFrom, readInitModel } from './init-from.ts';
+import { batchLoader } from './batches.ts';
 
 /** Keys a resumed run must keep: the architecture, and what fixes which data each step reads. */
 export const FIXED_ON_RESUME = [
@@ -69,7 +77,17 @@ export interface OpenedRun {
   lock: RunLock;
   /** The directory's earlier checkpoints are to go when training starts (--overwrite). */
   replaceRun: boolean;
+  /** Say that training has started: the data an --overwrite replaced, kept until now, goes. */
+  started: () => void;
+  /**
+   * The run is over: if training never started, what opening it changed is undone (the data an
+   * --overwrite replaced is put back, a directory it created removed); then the lock goes.
+   */
+  close: () => void;
 }
+
+/** The caller's side of an open: what `open` returns, before the lock and its undo are added. */
+type Opened = Omit<OpenedRun, 'lock' | 'started' | 'close'>;
 
 /** Whether `outDir` holds a checkpoint (a run worth resuming, not to be replaced silently). */
 export function hasCheckpoint(outDir: string): boolean {
@@ -77,31 +95,100 @@ export function hasCheckpoint(outDir: string): boolean {
   return existsSync(join(dir, LATEST_FILE)) || listCheckpoints(dir).length > 0;
 }
 
-/** Runs `open` with the run directory locked; if `open` throws, the lock goes, and so does a directory it made. */
-function locked(
-  outDir: string,
-  log: (line: string) => void,
-  open: () => Omit<OpenedRun, 'lock'>,
-): OpenedRun {
-  const existed = existsSync(outDir);
-  const lock = lockRunDir(outDir, log);
+/** The data an --overwrite moved aside in `outDir` (openDataset's keepReplaced). */
+const replacedData = (outDir: string): string[] =>
+  existsSync(outDir)
+    ? readdirSync(outDir)
+        .filter((f) => f.startsWith('data.old-'))
+        .map((f) => join(outDir, f))
+    : [];
+
+/**
+ * Puts back the data an --overwrite moved aside when it is the dataset of the run's latest
+ * checkpoint and data/ is not: that replacement never trained (the checkpoints go when it
+ * starts), so the run it was to replace is whole again.
+ */
+function restoreReplacedData(outDir: string, log: (line: string) => void): void {
+  const old = replacedData(outDir);
+  if (old.length === 0 || !hasCheckpoint(outDir)) return;
+  const sha = (dir: string) => {
+    try {
+      return datasetManifestSha256(dir);
+    } catch {
+      return null;
+    }
+  };
+  let wanted: string;
   try {
-    return { ...open(), lock };
-  } catch (err) {
+    wanted = readManifest(resolveCheckpoint(outDir)).data.manifestSha256;
+  } catch {
+    return; // a damaged checkpoint is named by whatever reads it next
+  }
+  const data = runDataDir(outDir);
+  const theirs = old.find((dir) => sha(dir) === wanted);
+  // (a data/ that is missing is openDataset's to put back: an interrupted swap)
+  if (!theirs || !existsSync(data) || sha(data) === wanted) return;
+  rmSync(data, { recursive: true, force: true });
+  renameSync(theirs, data);
+  log(`put back ${data}, which an --overwrite that never started had replaced`);
+}
+
+/**
+ * Runs `open` with the run directory locked. If `open` throws, or the run is closed before
+ * training started, the lock goes and what the open changed is undone.
+ */
+function locked(outDir: string, log: (line: string) => void, open: () => Opened): OpenedRun {
+  if (existsSync(outDir) && !statSync(outDir).isDirectory())
+    throw new WeftError(
+      'WEFT_E_CONFIG',
+      `--out ${outDir} is a file, not a directory; pass a directory for the run (a new one is made)`,
+    );
+  const existed = existsSync(outDir);
+  // (data moved aside without data/ is put back by openDataset: an interrupted swap)
+  const hadData = existsSync(runDataDir(outDir)) || replacedData(outDir).length > 0;
+  const lock = lockRunDir(outDir, log);
+  const undo = () => {
+    if (existed && !hadData) rmSync(runDataDir(outDir), { recursive: true, force: true });
+    else if (existed) restoreReplacedData(outDir, () => {});
     lock.release();
     if (!existed) rmSync(outDir, { recursive: true, force: true });
+  };
+  try {
+    restoreReplacedData(outDir, log); // an --overwrite killed before it started
+    let trained = false;
+    return {
+      ...open(),
+      lock,
+      started: () => {
+        trained = true;
+        for (const dir of replacedData(outDir)) rmSync(dir, { recursive: true, force: true });
+      },
+      close: () => (trained ? lock.release() : undo()),
+    };
+  } catch (err) {
+    undo();
     throw err;
   }
 }
 
-export interface FreshRunOptions {
+/** What both opens take besides the run. */
+interface OpenRunOptions {
+  log?: (line: string) => void;
+  /**
+   * The worker threads this process runs for the run's config (weft train's --workers; 0: a
+   * coordinator whose workers run elsewhere; default 1): checked against the step's shards and
+   * the machine's memory (capacity.ts) before anything is written.
+   */
+  workerThreads?: (config: RunConfig) => number;
+}
+
+export interface FreshRunOptions extends OpenRunOptions {
   config: RunConfig;
   /** Text file, directory of text files, or prepared dataset. */
   data: string;
   outDir: string;
   /** Replace a run that holds checkpoints (they are deleted once everything else has passed). */
   overwrite?: boolean;
-  log?: (line: string) => void;
   /** Start from this model's weights (init-from.ts): a run, checkpoint or Hugging Face directory. */
   init?: string;
   /** The user's --set values (an architecture key that differs from --init's is refused). */
@@ -122,6 +209,7 @@ export function openFreshRun(options: FreshRunOptions): OpenedRun {
       'WEFT_E_CONFIG',
       `--init starts post-training (objective sft, reward or dpo); to continue pre-training, --resume the run itself`,
     );
+  checkCapacity(config, options.workerThreads?.(config) ?? 1);
   return locked(outDir, log, () => {
     const existing = hasCheckpoint(outDir);
     if (existing && !overwrite) {
@@ -130,16 +218,21 @@ export function openFreshRun(options: FreshRunOptions): OpenedRun {
         `${outDir} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out`,
       );
     }
+    let resolved = config;
     const dataset = openDataset(options.data, runDataDir(outDir), {
       tokenizer: config.tokenizer,
       valFraction: config.valFraction,
       log,
       records: records ?? undefined,
-      accept: (ds) => checkData(ds, config, options.data),
+      // the run being replaced keeps its data until training starts (close puts it back)
+      keepReplaced: existing,
+      accept: (ds) => {
+        checkData(ds, config, options.data);
+        resolved = checkBatches(config, ds);
+      },
     });
     if (init)
       log(`starting from ${init.source} (${init.config.nLayer} layers, C=${init.config.nEmbd})`);
-    const resolved = resolveForData(config, dataset.tokenizer);
     const initParams = init ? initParamsFrom(resolved, init) : undefined;
     const reference =
       config.objective === 'dpo'
@@ -172,8 +265,11 @@ function recordsOptions(
   };
 }
 
-/** Refuses data of the wrong kind for the objective (text for lm, JSONL records otherwise). */
-function checkData(dataset: Dataset, config: RunConfig, data: string): void {
+/**
+ * Refuses data of the wrong kind for the objective (text for lm, JSONL records otherwise), or
+ * tokenized otherwise than the config says (or, given, than the `model`'s tokenizer).
+ */
+function checkData(dataset: Dataset, config: RunConfig, data: string, model?: Tokenizer): void {
   const kind = dataset.manifest.kind ?? 'text';
   const want =
     config.objective === 'lm' ? 'text' : config.objective === 'sft' ? 'sft' : 'preference';
@@ -182,7 +278,23 @@ function checkData(dataset: Dataset, config: RunConfig, data: string): void {
       'WEFT_E_CONFIG',
       `dataset ${data} holds ${kind} data but objective=${config.objective} trains on ${want} (see docs/alignment.md)`,
     );
-  if (kind === 'text') checkTokenizer(dataset, config, data);
+  if (model && tokenizerIdentity(dataset.tokenizer) !== tokenizerIdentity(model))
+    throw new WeftError(
+      'WEFT_E_CONFIG',
+      `dataset ${data} was prepared with tokenizer ${dataset.manifest.tokenizerSpec}, not the model's (${model.name}); pass the text itself, which is tokenized with the model's tokenizer`,
+    );
+  if (kind === 'text' && !model) checkTokenizer(dataset, config, data);
+}
+
+/**
+ * Refuses data that cannot fill the run's batches (fewer tokens than one sequence needs, no
+ * usable record: the batch loader's checks, batches.ts) or whose ids the model cannot hold;
+ * returns the config resolved for it.
+ */
+function checkBatches(config: RunConfig, dataset: Dataset): RunConfig {
+  const resolved = resolveForData(config, dataset.tokenizer);
+  batchLoader(resolved, dataset);
+  return resolved;
 }
 
 /** Refuses a prepared dataset whose tokenizer is not the config's (the model's size follows it). */
@@ -196,7 +308,7 @@ function checkTokenizer(dataset: Dataset, config: RunConfig, data: string): void
   );
 }
 
-export interface ResumedRunOptions {
+export interface ResumedRunOptions extends OpenRunOptions {
   outDir: string;
   /** Config changes (--set, --steps): any key but FIXED_ON_RESUME's. */
   overrides?: Record<string, unknown>;
@@ -204,7 +316,6 @@ export interface ResumedRunOptions {
   data?: string;
   /** A config the caller named: its architecture must be the checkpoint's. */
   preset?: RunConfig;
-  log?: (line: string) => void;
 }
 
 /** The run in `outDir` continued from its latest checkpoint, checked and ready to train. */
@@ -219,18 +330,34 @@ export function openResumedRun(options: ResumedRunOptions): OpenedRun {
     }
     const checkpoint = loadCheckpoint(outDir);
     const config = resumedConfig(checkpoint, options);
-    const data = options.data ?? checkpoint.data.path;
+    checkCapacity(config, options.workerThreads?.(config) ?? 1);
     const tokenizer = tokenizerFromJSON(checkpoint.tokenizer, checkpoint.dir);
+    // a model imported with weft checkpoint import has no data of its own: it takes any data
+    // tokenized with its tokenizer (raw text is tokenized with it)
+    const own = checkpoint.data.manifestSha256 !== '';
+    if (!own && options.data === undefined)
+      throw new WeftError(
+        'WEFT_E_CONFIG',
+        `${outDir} has no data of its own (its checkpoint ${checkpoint.dir} was not trained by weft: an imported model); pass --data with the text to train it on`,
+      );
+    const data = options.data ?? checkpoint.data.path;
     const dataset = openDataset(data, runDataDir(outDir), {
-      tokenizer: config.tokenizer,
+      tokenizer: own ? config.tokenizer : tokenizer,
       valFraction: config.valFraction,
       log,
       records: recordsOptions(config, tokenizer) ?? undefined,
-      accept: (_ds, manifestSha256) => {
+      accept: (ds, manifestSha256) => {
+        if (!own) {
+          checkData(ds, config, data, tokenizer);
+          checkBatches(config, ds);
+          return;
+        }
         if (manifestSha256 === checkpoint.data.manifestSha256) return;
         throw new WeftError(
           'WEFT_E_CONFIG',
-          `the dataset of ${data} is not the one checkpoint ${checkpoint.dir} was trained on (its dataset.json differs); resume without --data, or pass the run's own data`,
+          options.data === undefined
+            ? `the run's data ${data} is not the dataset checkpoint ${checkpoint.dir} was trained on (its dataset.json differs); pass the run's own data with --data`
+            : `the dataset of ${data} is not the one checkpoint ${checkpoint.dir} was trained on (its dataset.json differs); resume without --data, or pass the run's own data`,
         );
       },
     });
@@ -254,6 +381,12 @@ function resumedConfig(
     `${checkpoint.dir}/manifest.json`,
   );
   const config = validateRunConfig(mergeConfig(saved, options.overrides ?? {}, '--set'));
+  // steps may equal the checkpoint's step (nothing to train: nothing is saved), not stop before it
+  if (config.steps < checkpoint.step)
+    throw new WeftError(
+      'WEFT_E_CONFIG',
+      `${options.outDir} is at step ${checkpoint.step}, past steps=${config.steps}; pass --steps above ${checkpoint.step} to train it further`,
+    );
   for (const key of FIXED_ON_RESUME) {
     if (config[key] !== saved[key]) {
       throw new WeftError(

@@ -62,8 +62,8 @@ async function startLongRun(out: string) {
   return trainer;
 }
 
-/** `weft coordinator` on `listen` for one worker, training tiny into `out`. */
-const coordinator = (listen: string, out: string, extra: string[] = []) =>
+/** `weft coordinator` on `listen` for one worker, training tiny on `data` into `out`. */
+const coordinator = (listen: string, out: string, extra: string[] = [], data = text) =>
   runCli([
     'coordinator',
     '--listen',
@@ -74,7 +74,7 @@ const coordinator = (listen: string, out: string, extra: string[] = []) =>
     '--config',
     'tiny',
     '--data',
-    text,
+    data,
     '--out',
     out,
   ]);
@@ -173,6 +173,7 @@ describe('case 4: a run that never trained leaves nothing in the way', () => {
     expect(r.stderr).toMatch(/only 0 of 1 workers were ready/);
     for (const f of ['config.json', 'metrics.jsonl', 'checkpoints', 'weft.lock'])
       expect(existsSync(join(run, f)), f).toBe(false);
+    expect(existsSync(run)).toBe(false); // a failed start removes the directory it created
     const again = train(run, ['--steps', '2']);
     expect(again.status, again.stderr).toBe(0);
   });
@@ -223,6 +224,51 @@ describe('case 4: a run that never trained leaves nothing in the way', () => {
       /3 workers do not form pipelines of 2 stages/,
     ],
     [['train', '--pipeline', '5'], /config pipelineStages=5 must be an integer from 1 to nLayer=2/],
+    // AdamW's values are checked with the config, not first in the worker threads
+    [['train', '--set', 'beta1=2'], /AdamW beta1=2 must be in \[0, 1\)/],
+    [['train', '--set', 'beta2=-0.5'], /AdamW beta2=-0\.5 must be in \[0, 1\)/],
+    [['train', '--set', 'eps=0'], /AdamW eps=0 must be positive/],
+    [
+      ['coordinator', '--listen', '127.0.0.1:0', '--workers', '1', '--set', 'weightDecay=-1'],
+      /AdamW weightDecay=-1 must be non-negative/,
+    ],
+    // worker threads beyond the step's shards, a model beyond one typed array or the memory
+    [
+      ['train', '--workers', '100000'],
+      /100000 worker threads are more than the 4 shards a step is split into \(batchSize=4, shards=0\), .*use --workers 4 or fewer/,
+    ],
+    [
+      ['train', '--set', 'nEmbd=1000000', '--set', 'nHead=1'],
+      /the model has 24,000,[\d,]+ parameters, so \d+ worker threads? and the coordinator need at least [\d,.]+ TiB .*but one typed array holds at most 4,294,967,296 values; use a smaller model/,
+    ],
+    [
+      [
+        'coordinator',
+        '--listen',
+        '127.0.0.1:0',
+        '--workers',
+        '1',
+        '--set',
+        'nEmbd=1000000',
+        '--set',
+        'nHead=1',
+      ],
+      /the model has 24,000,[\d,]+ parameters, so the coordinator needs at least [\d,.]+ TiB .*one typed array holds at most/,
+    ],
+    [
+      [
+        'train',
+        '--set',
+        'nEmbd=12800',
+        '--set',
+        'nHead=1',
+        '--set',
+        'batchSize=64',
+        '--workers',
+        '64',
+      ],
+      /the model has 3,9[\d,]+ parameters, so 64 worker threads and the coordinator need at least [\d,.]+ TiB .*but this machine has [\d,.]+ [GT]iB of memory; use a smaller model \(nLayer, nEmbd, vocabSize\) or fewer --workers/,
+    ],
   ])('%j is named, and no data is prepared', (args, message) => {
     const run = join(dir, `flags-${args.join('-')}`);
     expectCliError(runCli([...args, '--config', 'tiny', '--data', text, '--out', run]), message);
@@ -263,11 +309,27 @@ describe('after an interruption', () => {
   });
 
   it('an --out that cannot be a directory is one line', () => {
-    writeFileSync(join(dir, 'plain-file'), '');
+    writeFileSync(join(dir, 'plain-file'), 'keep');
     expectCliError(
       train(join(dir, 'plain-file', 'run')),
       /cannot lock run directory .*plain-file\/run: ENOTDIR/,
     );
+    expectCliError(
+      train(join(dir, 'plain-file')),
+      /^weft: --out .*plain-file is a file, not a directory; pass a directory for the run/,
+    );
+    expect(readFileSync(join(dir, 'plain-file'), 'utf8')).toBe('keep');
+  });
+
+  it('--resume with --steps below the step the run is at is refused, and nothing changes', () => {
+    const run = join(dir, 'steps-below');
+    expect(train(run, ['--steps', '4']).status).toBe(0);
+    const before = snapshot(run);
+    expectCliError(
+      runCli(['train', '--out', run, '--resume', '--steps', '2']),
+      /steps-below is at step 4, past steps=2; pass --steps above 4 to train it further/,
+    );
+    expect(snapshot(run)).toEqual(before);
   });
 });
 
@@ -298,5 +360,91 @@ describe("case 8: a prepared dataset and the config's tokenizer", () => {
     ]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/V=303\b/);
+  });
+});
+
+describe('a start that fails changes nothing', () => {
+  /** `weft coordinator --overwrite` of `run` on other data, which no worker joins. */
+  const overwriteNoWorkerJoins = (run: string) =>
+    coordinator('127.0.0.1:0', run, ['--rendezvous-timeout', '0.5', '--overwrite'], other);
+
+  it('a failed --overwrite leaves the run it was to replace byte-identical, and it resumes', () => {
+    const run = join(dir, 'overwrite-failed');
+    expect(train(run, ['--steps', '2']).status).toBe(0);
+    const before = snapshot(run);
+    const six = join(dir, 'six-bytes.txt');
+    writeFileSync(six, 'hello\n');
+    // data too short for one sequence: refused before the run's own data is replaced
+    expectCliError(
+      runCli(['train', '--config', 'tiny', '--out', run, '--overwrite', '--data', six, ...fast]),
+      /the data has \d+ tokens, fewer than one sequence needs/,
+    );
+    expect(snapshot(run)).toEqual(before);
+    // other data, prepared and accepted, but no worker comes: the old data is put back
+    expect(overwriteNoWorkerJoins(run).stderr).toMatch(/only 0 of 1 workers were ready/);
+    expect(snapshot(run)).toEqual(before);
+    const resumed = runCli(['train', '--out', run, '--resume', '--steps', '3', ...fast]);
+    expect(resumed.status, resumed.stderr).toBe(0);
+  });
+
+  it('a failed --overwrite of a run trained on a prepared dataset leaves no data/ behind', () => {
+    const dataset = join(dir, 'ds-prepared');
+    expect(runCli(['prepare', '--input', text, '--out', dataset, '--config', 'tiny']).status).toBe(
+      0,
+    );
+    const run = join(dir, 'overwrite-prepared');
+    const first = train(run, ['--data', dataset, '--steps', '2']); // the last --data counts
+    expect(first.status, first.stderr).toBe(0);
+    expect(existsSync(join(run, 'data'))).toBe(false);
+    const before = snapshot(run);
+    expect(overwriteNoWorkerJoins(run).stderr).toMatch(/only 0 of 1 workers were ready/);
+    expect(snapshot(run)).toEqual(before);
+  });
+
+  it('the data of an --overwrite killed before it started is put back at the next start', () => {
+    const run = join(dir, 'overwrite-killed');
+    expect(train(run, ['--steps', '2']).status).toBe(0);
+    const otherDataset = join(dir, 'ds-other');
+    expect(
+      runCli(['prepare', '--input', other, '--out', otherDataset, '--config', 'tiny']).status,
+    ).toBe(0);
+    // what a replacement killed between preparing its data and its first step leaves
+    renameSync(join(run, 'data'), join(run, 'data.old-4242'));
+    renameSync(otherDataset, join(run, 'data'));
+    const r = runCli(['train', '--out', run, '--resume', '--steps', '3', ...fast]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(
+      /put back .*data, which an --overwrite that never started had replaced/,
+    );
+    expect(readdirSync(run).filter((f) => f.startsWith('data'))).toEqual(['data']);
+  });
+
+  it('a model imported with weft checkpoint import has no data of its own: --resume asks for --data', () => {
+    const run = join(dir, 'to-export');
+    expect(train(run, ['--steps', '2']).status).toBe(0);
+    const hf = join(dir, 'hf-export');
+    expect(runCli(['checkpoint', 'export', run, '--format', 'hf', '--out', hf]).status).toBe(0);
+    const imported = join(dir, 'imported');
+    expect(runCli(['checkpoint', 'import', hf, '--out', imported]).status).toBe(0);
+    expectCliError(
+      runCli(['train', '--out', imported, '--resume', '--steps', '2', ...fast]),
+      /imported has no data of its own .*; pass --data with the text to train it on/,
+    );
+    // the text is tokenized with the model's own tokenizer; later resumes need no --data
+    const withData = runCli([
+      'train',
+      '--out',
+      imported,
+      '--resume',
+      '--data',
+      text,
+      '--steps',
+      '2',
+      ...fast,
+    ]);
+    expect(withData.status, withData.stderr).toBe(0);
+    const again = runCli(['train', '--out', imported, '--resume', '--steps', '3', ...fast]);
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/done: 3 steps/);
   });
 });

@@ -171,6 +171,7 @@ describe('one-line errors', () => {
       ],
       /fewer than one sequence needs \(seqLen \+ 1 = 33\)/,
     );
+    expect(existsSync(join(dir, 'e4'))).toBe(false); // a failed start removes what it created
   });
   it('an unknown tokenizer and a bad number', () => {
     expectOneLineError(

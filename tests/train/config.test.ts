@@ -82,6 +82,19 @@ describe('run config', () => {
       /seqLen=64 must be an integer from 0 \(= blockSize\) to blockSize=32/,
     );
   });
+
+  it.each([
+    ['beta1=2', /^AdamW beta1=2 must be in \[0, 1\)$/],
+    ['beta2=-0.5', /^AdamW beta2=-0\.5 must be in \[0, 1\)$/],
+    ['eps=0', /^AdamW eps=0 must be positive$/],
+    ['weightDecay=-1', /^AdamW weightDecay=-1 must be non-negative$/],
+  ])('rejects AdamW values with the config, as AdamW would: %s', (pair, message) => {
+    expectWeftError(
+      () => loadRunConfig(join(ROOT, 'configs/tiny.json'), parseOverrides([pair])),
+      'WEFT_E_CONFIG',
+      message,
+    );
+  });
 });
 
 describe('docs/training.md', () => {

@@ -2,7 +2,7 @@
 // run refuses every change to the architecture or the data order, naming the key, and writes
 // nothing; so a program that imports weft cannot silently change which data a step reads.
 
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { trainInProcess } from '../../src/distributed/launch.ts';
@@ -48,6 +48,26 @@ describe('openResumedRun', () => {
       new RegExp(`^${key}=${value} differs from the checkpoint's ${key}=`),
     );
     expect(finalWeights(run).equals(before)).toBe(true);
+  });
+
+  it('refuses steps below the step the run is at, and writes nothing', () => {
+    const before = finalWeights(run);
+    expectWeftError(
+      () => openResumedRun({ outDir: run, overrides: { steps: 2 } }),
+      'WEFT_E_CONFIG',
+      /run is at step 3, past steps=2; pass --steps above 3 to train it further$/,
+    );
+    expect(finalWeights(run).equals(before)).toBe(true);
+    expect(existsSync(join(run, 'weft.lock'))).toBe(false);
+  });
+
+  it('refuses more worker threads than a step has shards, before locking', () => {
+    expectWeftError(
+      () => openResumedRun({ outDir: run, workerThreads: () => 9 }),
+      'WEFT_E_CONFIG',
+      /^9 worker threads are more than the 8 shards a step is split into/,
+    );
+    expect(existsSync(join(run, 'weft.lock'))).toBe(false);
   });
 
   it('takes training settings that keep the run the same (steps, lr)', () => {

@@ -15,7 +15,14 @@ import { check } from '../../util/errors.ts';
 import { readSecretFile } from '../../util/files.ts';
 import { numberFlag } from './options.ts';
 import type { RunFlags } from './run-options.ts';
-import { addRunOptions, awaitJob, prepareRun, progressHooks, summarize } from './run-options.ts';
+import {
+  addRunOptions,
+  awaitJob,
+  prepareRun,
+  progressHooks,
+  startJob,
+  summarize,
+} from './run-options.ts';
 
 /** The shared secret from --token-file (or WEFT_TOKEN_FILE), else WEFT_TOKEN, else null. */
 function readSecret(tokenFile: string | undefined): string | null {
@@ -152,33 +159,35 @@ export async function runCoordinator(flags: CoordinatorFlags): Promise<void> {
       pipelineGrid(workers, config.pipelineStages, config.shards || config.batchSize);
     listener = await listenForWorkers(flags.listen, { secret });
   });
-  const job = await serveCoordinator(
-    run.config,
-    run.dataset,
-    run.outDir,
-    {
-      listen: flags.listen,
-      listener,
-      lock: run.lock,
-      replaceRun: run.replaceRun,
-      workers,
-      minWorkers,
-      rendezvousMs,
-      heartbeatTimeoutMs,
-      secret,
-      streamData: flags.streamData === true,
-      resume: run.resume,
-      init: run.initParams,
-      reference: run.reference,
-      stopAfter: run.stopAfter,
-      backend: run.backend,
-      threads,
-      onListening: (address) =>
-        run.progress.line(
-          `coordinator listening on ws://${address}; waiting for ${workers} workers`,
-        ),
-    },
-    progressHooks(run),
+  const job = await startJob(run, () =>
+    serveCoordinator(
+      run.config,
+      run.dataset,
+      run.outDir,
+      {
+        listen: flags.listen,
+        listener,
+        lock: run.lock,
+        replaceRun: run.replaceRun,
+        workers,
+        minWorkers,
+        rendezvousMs,
+        heartbeatTimeoutMs,
+        secret,
+        streamData: flags.streamData === true,
+        resume: run.resume,
+        init: run.initParams,
+        reference: run.reference,
+        stopAfter: run.stopAfter,
+        backend: run.backend,
+        threads,
+        onListening: (address) =>
+          run.progress.line(
+            `coordinator listening on ws://${address}; waiting for ${workers} workers`,
+          ),
+      },
+      progressHooks(run),
+    ),
   );
   // the live page and /status.json, /metrics on the same port (status-routes.ts)
   listener?.serve(statusRoutes({ status: job.status, stop: job.stop, secret }));

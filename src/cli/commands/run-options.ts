@@ -105,11 +105,14 @@ function overridesOf(flags: RunFlags): Record<string, unknown> {
  * Every flag checked, then the run directory opened (locked, checked, data prepared) by the
  * library's policy (train/run-dir.ts). `beforeOpen` runs once the flags (and a fresh run's config,
  * which it is given) are checked and before
- * anything is written (the coordinator checks its port there).
+ * anything is written (the coordinator checks its port there). `workerThreads` says how many
+ * worker threads this process runs for the run's config (0: the coordinator's workers run
+ * elsewhere); the policy checks them against the step's shards and the machine's memory.
  */
 export async function prepareRun(
   flags: RunFlags,
   beforeOpen: (config?: RunConfig) => Promise<void> | void = () => {},
+  workerThreads: (config: RunConfig) => number = () => 0,
 ): Promise<PreparedRun> {
   const stopAfter =
     flags.stopAfter === undefined
@@ -140,7 +143,7 @@ export async function prepareRun(
         '--init starts a new run; a resumed run continues from its own checkpoint (drop --init)',
       );
     await beforeOpen();
-    opened = openResumedRun({ outDir, overrides, data: flags.data, preset, log });
+    opened = openResumedRun({ outDir, overrides, data: flags.data, preset, log, workerThreads });
   } else {
     if (!flags.config)
       throw new WeftError(
@@ -165,6 +168,7 @@ export async function prepareRun(
       log,
       init: flags.init,
       overrides,
+      workerThreads,
     });
   }
   return {
@@ -197,22 +201,38 @@ export function progressHooks(run: PreparedRun): RunHooks {
   const { progress, dataset } = run;
   return {
     log: (line) => progress.line(line),
-    onStart: (c, workers) =>
+    onStart: (c, workers) => {
+      run.started();
       progress.line(
         `training ${c.name}: ${paramCount(c).toLocaleString('en-US')} parameters ` +
           `(L=${c.nLayer} H=${c.nHead} C=${c.nEmbd} V=${c.vocabSize}), B=${c.batchSize} x T=${c.seqLen} in ${c.shards} shards, ` +
           `${c.steps} steps on ${workers} worker${workers === 1 ? '' : 's'}${pipeline(c, workers)} (${run.backend} backend: ${run.backendWhy}); ` +
           `data: ${dataSummary(dataset)} (${dataset.tokenizer.name})` +
           (c.objective === 'lm' ? '' : `; objective ${c.objective}`),
-      ),
+      );
+    },
     onStep: (m, total) => progress.step(m, total),
     onEval: (m) => progress.eval(m),
   };
 }
 
 /**
+ * Starts the job (`start` calls a launcher); one that cannot start closes the run, which undoes
+ * what opening it changed (train/run-dir.ts).
+ */
+export async function startJob(run: PreparedRun, start: () => Job | Promise<Job>): Promise<Job> {
+  try {
+    return await start();
+  } catch (err) {
+    run.close();
+    throw err;
+  }
+}
+
+/**
  * Waits for the job; Ctrl-C (or SIGTERM) stops it after the current step, a second one quits.
- * The run directory's lock is let go when the job ends.
+ * The run is closed when the job ends: the lock goes, and a job that never started training
+ * leaves the run directory as it found it.
  */
 export async function awaitJob(job: Job, run: PreparedRun): Promise<RunResult> {
   const release = stopOnSignals(job, {
@@ -224,7 +244,7 @@ export async function awaitJob(job: Job, run: PreparedRun): Promise<RunResult> {
     return await job.result;
   } finally {
     release();
-    run.lock.release();
+    run.close();
   }
 }
 
