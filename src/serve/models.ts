@@ -7,6 +7,7 @@
 import { basename, dirname } from 'node:path';
 import type { LoadedModel } from '../checkpoint/read.ts';
 import { loadModel, resolveCheckpoint } from '../checkpoint/read.ts';
+import { checkChatRows } from '../tokenizer/chat.ts';
 import type { Backend } from '../kernels/backend.ts';
 
 export interface ServedModel extends LoadedModel {
@@ -118,6 +119,7 @@ export class ModelHost {
 
   private load(id?: string): ServedModel {
     const loaded = loadModel(this.path, this.backend);
+    checkChatRows(loaded.tokenizer, loaded.config.vocabSize, this.path); // requests are chats
     const name = id ?? modelId(loaded.dir);
     return { ...loaded, id: name, aliases: aliasesOf(loaded, name), loadedAt: new Date() };
   }

@@ -14,6 +14,18 @@ export interface ChatMessage {
   content: string;
 }
 
+/**
+ * Refuses chat with a model of `vocabSize` token rows that has none for the chat template's
+ * tokens (GPT-2 as released: 50257 rows; weft's tokenizers put <|im_start|>, <|im_end|> after).
+ */
+export function checkChatRows(tokenizer: Tokenizer, vocabSize: number, model: string): void {
+  if (vocabSize < tokenizer.vocabSize)
+    throw new WeftError(
+      'WEFT_E_CONFIG',
+      `${model} has ${vocabSize} token rows, none for the chat template's tokens (ids ${vocabSize}-${tokenizer.vocabSize - 1}): fine-tune it for chat first (weft train --objective sft --init ${model} ...)`,
+    );
+}
+
 const START = '<|im_start|>';
 const END = '<|im_end|>';
 

@@ -16,6 +16,7 @@ import type { Tokenizer } from '../tokenizer/index.ts';
 import { tokenizerFromJSON } from '../tokenizer/index.ts';
 import { WeftError } from '../util/errors.ts';
 import type { RunConfig } from './config.ts';
+import { idsNeeded } from './config.ts';
 
 export interface InitModel {
   /** What --init named, as given. */
@@ -64,14 +65,20 @@ export function initConfig(
   overrides: Record<string, unknown>,
 ): RunConfig {
   const out: RunConfig = { ...config };
+  // a language model without rows for the chat template's tokens (GPT-2's 50257) gains them for
+  // post-training, as Hugging Face's resize_token_embeddings does; they start from the seed's init
+  const model = {
+    ...init.config,
+    vocabSize: Math.max(init.config.vocabSize, idsNeeded(config.objective, init.tokenizer)),
+  };
   for (const key of MODEL_KEYS) {
     const asked = overrides[key];
-    if (asked !== undefined && asked !== init.config[key])
+    if (asked !== undefined && asked !== model[key])
       throw new WeftError(
         'WEFT_E_CONFIG',
-        `--set ${key}=${JSON.stringify(asked)} differs from the --init model's ${key}=${init.config[key]}; a run started from a model keeps its architecture`,
+        `--set ${key}=${JSON.stringify(asked)} differs from the --init model's ${key}=${model[key]}; a run started from a model keeps its architecture`,
       );
-    out[key] = init.config[key];
+    out[key] = model[key];
   }
   return out;
 }
@@ -86,7 +93,8 @@ export function initParamsFrom(config: RunConfig, init: InitModel): Float32Array
   const from = new Map(namedTensors(init.config).map((t) => [t.name, t]));
   for (const t of namedTensors(config)) {
     const src = from.get(t.name);
-    if (src && src.size === t.size)
+    // the same tensor, or wte (V, C) with rows added after the source's (initConfig)
+    if (src && (src.size === t.size || (t.key === 'wte' && src.size < t.size)))
       params.set(init.params.subarray(src.offset, src.offset + src.size), t.offset);
   }
   return params;

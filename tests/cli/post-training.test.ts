@@ -8,6 +8,8 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadCheckpoint } from '../../src/checkpoint/read.ts';
+import { ModelHost } from '../../src/serve/models.ts';
 import { ROOT, expectCliError, runCli } from '../helpers/cli.ts';
 import { finalWeights } from '../helpers/runs.ts';
 
@@ -208,4 +210,54 @@ describe('one-line refusals that leave a run as it was', () => {
       /holds text data but objective=dpo trains on preference/,
     );
   });
+});
+
+describe("a language model without rows for the chat template's tokens (GPT-2's 50257)", () => {
+  it('pre-trains on text, refuses chat in one line, and gains the rows for sft', () => {
+    const lm = join(dir, 'gpt2-vocab');
+    const text = ['--data', join(dir, 'text.txt'), '--set', 'tokenizer=gpt2'];
+    const r = runCli([
+      'train', '--config', 'tiny', ...text, '--set', 'vocabSize=50257', '--set', 'blockSize=64',
+      '--out', lm, '--steps', '2', ...fast,
+    ]); // prettier-ignore
+    expect(r.status, r.stderr).toBe(0);
+    const rows = /has 50257 token rows, none for the chat template's tokens \(ids 50257-50258\)/;
+    expectCliError(runCli(['generate', '--checkpoint', lm, '--chat', '--prompt', 'Hi']), rows);
+    expect(() => new ModelHost(lm, undefined)).toThrow(rows); // weft serve: every request is a chat
+    // sft from it: wte grows to the tokenizer's 50259 rows, the first 50257 copied (lr 0 keeps them)
+    const sft = join(dir, 'gpt2-vocab-sft');
+    const s = runCli([
+      'train', '--config', 'tiny', '--init', lm, '--data', join(dir, 'chats.jsonl'), '--out', sft,
+      '--steps', '1', '--set', 'objective=sft', '--set', 'batchSize=2', '--set', 'lr=0',
+      '--set', 'minLr=0', ...fast,
+    ]); // prettier-ignore
+    expect(s.status, s.stderr).toBe(0);
+    const before = loadCheckpoint(lm);
+    const after = loadCheckpoint(sft);
+    expect(after.config.vocabSize).toBe(50259);
+    const C = before.config.nEmbd;
+    expect(after.params.subarray(0, 50257 * C)).toEqual(before.params.subarray(0, 50257 * C));
+    // a text run of a smaller vocabulary than the text's ids is still refused
+    expectCliError(
+      runCli([
+        'train',
+        '--config',
+        'tiny',
+        ...text,
+        '--set',
+        'vocabSize=50000',
+        '--out',
+        join(dir, 'small'),
+      ]),
+      /config vocabSize=50000 is smaller than the tokenizer's 50257 ids \(gpt2\)/,
+    );
+    // nor can post-training data's chat tokens go without rows
+    expectCliError(
+      runCli([
+        'train', '--config', 'tiny', '--data', join(dir, 'chats.jsonl'), '--set', 'tokenizer=gpt2',
+        '--set', 'vocabSize=50257', '--set', 'objective=sft', '--out', join(dir, 'sft-50257'),
+      ]), // prettier-ignore
+      /config vocabSize=50257 has no rows for the chat template's tokens \(ids 50257-50258 of gpt2\), which sft data holds/,
+    );
+  }, 120_000);
 });

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { loadModel } from '../../checkpoint/read.ts';
 import { complete } from '../../serve/complete.ts';
-import { encodeChat } from '../../tokenizer/chat.ts';
+import { checkChatRows, encodeChat } from '../../tokenizer/chat.ts';
 import { check } from '../../util/errors.ts';
 import type { ComputeFlags } from './compute-options.ts';
 import { addComputeOptions, backendOf } from './compute-options.ts';
@@ -68,7 +68,8 @@ export function registerGenerate(program: Command): void {
       };
       check(options.topP > 0 && options.topP <= 1, 'WEFT_E_CONFIG', '--top-p must be in (0, 1]');
       const backend = backendOf(flags);
-      const { model, tokenizer } = loadModel(flags.checkpoint, backend);
+      const { model, tokenizer, config } = loadModel(flags.checkpoint, backend);
+      if (flags.chat) checkChatRows(tokenizer, config.vocabSize, flags.checkpoint);
       const ids = flags.chat
         ? encodeChat(tokenizer, [{ role: 'user', content: text }], true).ids
         : tokenizer.encode(text);
