@@ -5,11 +5,14 @@
 // AdamW m and v (fp32) and an exact accumulator (fp64), the threads share one exchange for the
 // all-reduce (distributed/shared-reduce.ts: fp64 sums per thread, one fp32 result), and the
 // coordinator keeps weights and AdamW m and v for its checkpoints. A thread beyond the step's
-// virtual shards would have no shard to compute, so it is refused rather than started.
+// virtual shards would have no shard to compute, so it is refused rather than started. On the
+// CPU backends (wasm, wasm-fma, blas) a worker's weights, gradients and activations live in one
+// wasm memory of at most 4 GiB, so a model and micro-batch that cannot fit there are refused too.
 
 import { constants } from 'node:buffer';
 import { totalmem } from 'node:os';
-import { paramCount } from '../model/layout.ts';
+import type { BackendName } from '../kernels/backend.ts';
+import { actGradLayout, actLayout, paramCount } from '../model/layout.ts';
 import { specVocabSize } from '../tokenizer/index.ts';
 import { check } from '../util/errors.ts';
 import type { RunConfig } from './config.ts';
@@ -20,6 +23,25 @@ const WORKER_BYTES = 4 * 4 + 8;
 const COORDINATOR_BYTES = 3 * 4;
 /** A worker thread's own JavaScript engine, before any model (measured: about 8 MiB). */
 const THREAD_BYTES = 8 * 2 ** 20;
+
+/** The most a wasm memory holds (65,536 pages of 64 KiB). */
+const WASM_MAX_BYTES = 4 * 2 ** 30;
+/** The backends whose buffers live in a wasm memory. */
+const IN_WASM: readonly BackendName[] = ['wasm', 'wasm-fma', 'blas'];
+
+/**
+ * The least a worker's wasm memory holds without a pipeline (what the backend allocates:
+ * model.gpt2.ts, train/adamw.ts, train/step.ts): weights, gradients, AdamW m and v and the exact
+ * accumulator (WORKER_BYTES a parameter), and the activations of one micro-batch (batchSize /
+ * shards rows of seqLen) with one layer's activation gradients, fp32; scratch comes on top.
+ */
+export function wasmBytesNeeded(config: RunConfig, params: number): number {
+  const B = config.batchSize / (config.shards || config.batchSize);
+  const T = config.seqLen || config.blockSize;
+  const model = { ...config, vocabSize: config.vocabSize || specVocabSize(config.tokenizer) };
+  const acts = actLayout(model, B, T).total + actGradLayout(model, B, T).total;
+  return WORKER_BYTES * params + 4 * acts;
+}
 
 /** "1.5 GiB", "2,235.2 TiB". */
 function size(bytes: number): string {
@@ -44,7 +66,7 @@ export function memoryNeeded(params: number, threads: number, stages = 1): numbe
  * shards, a parameter count beyond one typed array, or more memory than the machine has.
  * `config` may leave vocabSize to the tokenizer (0): the spec's size is counted.
  */
-export function checkCapacity(config: RunConfig, threads: number): void {
+export function checkCapacity(config: RunConfig, threads: number, backend?: BackendName): void {
   const shards = config.shards || config.batchSize;
   check(
     threads <= shards,
@@ -72,5 +94,12 @@ export function checkCapacity(config: RunConfig, threads: number): void {
     over === null,
     'WEFT_E_CONFIG',
     `the model has ${params.toLocaleString('en-US')} parameters, so ${who} ${size(bytes)} (${what}), but ${over}; use a smaller model (nLayer, nEmbd, vocabSize)${threads > 1 && !tooLong ? ' or fewer --workers' : ''}`,
+  );
+  if (!backend || !IN_WASM.includes(backend) || config.pipelineStages > 1) return;
+  const wasm = wasmBytesNeeded(config, params);
+  check(
+    wasm <= WASM_MAX_BYTES,
+    'WEFT_E_CONFIG',
+    `on the ${backend} backend a worker's weights, gradients and activations share one wasm memory of at most 4 GiB, and this model and micro-batch need at least ${size(wasm)} (weights, gradients, AdamW m and v, exact sums, activations); use a shorter seqLen, fewer rows per shard (shards up to batchSize), --pipeline P, or --backend gpu`,
   );
 }

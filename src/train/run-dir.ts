@@ -19,6 +19,7 @@
 // memory). A run directory whose run never saved a checkpoint holds nothing worth keeping: a
 // plain run starts it afresh.
 
+import type { BackendName } from '../kernels/backend.ts';
 import { existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CheckpointState } from '../checkpoint/format.ts';
@@ -180,6 +181,8 @@ interface OpenRunOptions {
    * the machine's memory (capacity.ts) before anything is written.
    */
   workerThreads?: (config: RunConfig) => number;
+  /** The workers' backend: on wasm, wasm-fma and blas a worker's buffers must fit one wasm memory. */
+  backend?: BackendName;
 }
 
 export interface FreshRunOptions extends OpenRunOptions {
@@ -209,7 +212,7 @@ export function openFreshRun(options: FreshRunOptions): OpenedRun {
       'WEFT_E_CONFIG',
       `--init starts post-training (objective sft, reward or dpo); to continue pre-training, --resume the run itself`,
     );
-  checkCapacity(config, options.workerThreads?.(config) ?? 1);
+  checkCapacity(config, options.workerThreads?.(config) ?? 1, options.backend);
   return locked(outDir, log, () => {
     const existing = hasCheckpoint(outDir);
     if (existing && !overwrite) {
@@ -330,7 +333,7 @@ export function openResumedRun(options: ResumedRunOptions): OpenedRun {
     }
     const checkpoint = loadCheckpoint(outDir);
     const config = resumedConfig(checkpoint, options);
-    checkCapacity(config, options.workerThreads?.(config) ?? 1);
+    checkCapacity(config, options.workerThreads?.(config) ?? 1, options.backend);
     const tokenizer = tokenizerFromJSON(checkpoint.tokenizer, checkpoint.dir);
     // a model imported with weft checkpoint import has no data of its own: it takes any data
     // tokenized with its tokenizer (raw text is tokenized with it)

@@ -269,6 +269,10 @@ describe('case 4: a run that never trained leaves nothing in the way', () => {
       ],
       /the model has 3,9[\d,]+ parameters, so 64 worker threads and the coordinator need at least [\d,.]+ TiB .*but this machine has [\d,.]+ [GT]iB of memory; use a smaller model \(nLayer, nEmbd, vocabSize\) or fewer --workers/,
     ],
+    [
+      ['train', '--backend', 'wasm', '--set', 'blockSize=32768', '--workers', '1'],
+      /on the wasm backend a worker's weights, gradients and activations share one wasm memory of at most 4 GiB, and this model and micro-batch need at least [\d.]+ GiB/,
+    ],
   ])('%j is named, and no data is prepared', (args, message) => {
     const run = join(dir, `flags-${args.join('-')}`);
     expectCliError(runCli([...args, '--config', 'tiny', '--data', text, '--out', run]), message);

@@ -143,7 +143,15 @@ export async function prepareRun(
         '--init starts a new run; a resumed run continues from its own checkpoint (drop --init)',
       );
     await beforeOpen();
-    opened = openResumedRun({ outDir, overrides, data: flags.data, preset, log, workerThreads });
+    opened = openResumedRun({
+      outDir,
+      overrides,
+      data: flags.data,
+      preset,
+      log,
+      workerThreads,
+      backend,
+    });
   } else {
     if (!flags.config)
       throw new WeftError(
@@ -169,6 +177,7 @@ export async function prepareRun(
       init: flags.init,
       overrides,
       workerThreads,
+      backend,
     });
   }
   return {
