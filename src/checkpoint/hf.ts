@@ -5,7 +5,7 @@
 // (names with or without the transformer. prefix; lm_head.weight and the attention-mask buffers
 // are ignored), and writes a step-0 checkpoint that eval, generate and fine-tuning start from.
 
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, renameSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { GPTConfig } from '../model/config.ts';
 import { scoreLabels, validateConfig } from '../model/config.ts';
@@ -222,10 +222,20 @@ export async function importHf(hfDir: string, runDir: string, overwrite = false)
   };
   const existed = existsSync(runDir);
   const lock = lockRunDir(runDir);
+  // the earlier checkpoints are set aside, and removed only once the new one is written
+  const checkpoints = join(runDir, CHECKPOINTS_DIR);
+  const aside = `${checkpoints}.replaced-${process.pid}`;
+  const replacing = overwrite && existsSync(checkpoints);
   try {
-    if (overwrite) rmSync(join(runDir, CHECKPOINTS_DIR), { recursive: true, force: true });
-    return await writeCheckpoint(runDir, state);
+    if (replacing) renameSync(checkpoints, aside);
+    const written = await writeCheckpoint(runDir, state);
+    if (replacing) rmSync(aside, { recursive: true, force: true });
+    return written;
   } catch (err) {
+    if (replacing) {
+      rmSync(checkpoints, { recursive: true, force: true });
+      renameSync(aside, checkpoints);
+    }
     if (!existed) rmSync(runDir, { recursive: true, force: true });
     throw err;
   } finally {

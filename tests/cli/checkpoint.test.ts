@@ -117,6 +117,8 @@ describe('weft checkpoint import', () => {
     expect(readdirSync(join(copy, 'checkpoints')).sort()).toEqual(['latest', 'step-00000000']);
     expect(readFileSync(join(copy, 'checkpoints', 'latest'), 'utf8')).toBe('step-00000000\n');
     expect(readdirSync(copy)).not.toContain('weft.lock');
+    // the earlier checkpoints were set aside while the new one was written, then removed
+    expect(readdirSync(copy).filter((f) => f.startsWith('checkpoints.'))).toEqual([]);
     const verify = runCli(['checkpoint', 'verify', copy]);
     expect(verify.stdout).toMatch(/^ok: .*step-00000000 \(step 0,/);
   });
