@@ -17,6 +17,8 @@ import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { resolveCheckpoint } from '../../src/checkpoint/read.ts';
+import { editManifest } from '../helpers/manifest.ts';
 import { ROOT, expectCliError, runCli, startCli } from '../helpers/cli.ts';
 import { metricsOf } from '../helpers/runs.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -389,6 +391,11 @@ describe('a start that fails changes nothing', () => {
     expect(snapshot(run)).toEqual(before);
     const resumed = runCli(['train', '--out', run, '--resume', '--steps', '3', ...fast]);
     expect(resumed.status, resumed.stderr).toBe(0);
+    // the same when the latest checkpoint's manifest is damaged (perhaps why it is replaced)
+    editManifest(resolveCheckpoint(run), (m) => (m.metrics = null));
+    const damaged = snapshot(run);
+    expect(overwriteNoWorkerJoins(run).stderr).toMatch(/only 0 of 1 workers were ready/);
+    expect(snapshot(run)).toEqual(damaged);
   });
 
   it('a failed --overwrite of a run trained on a prepared dataset leaves no data/ behind', () => {
