@@ -4,18 +4,36 @@
 // writes only a new or empty directory; import replaces a run (or writes among other files) only
 // when told to (--overwrite). Each refusal is one line saying what to do instead.
 
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { WeftError } from '../util/errors.ts';
-import { CHECKPOINTS_DIR, LATEST_FILE, MANIFEST_FILE } from './format.ts';
+import { CHECKPOINTS_DIR, CHECKPOINT_FORMAT, LATEST_FILE, MANIFEST_FILE } from './format.ts';
 import { LOCK_FILE } from './run-lock.ts';
 import { listCheckpoints } from './write.ts';
 
 const RUN_DIR = 'a weft run directory';
 
+/** Whether `dir` holds a weft checkpoint's manifest (not some other project's manifest.json). */
+function isCheckpointDir(dir: string): boolean {
+  try {
+    const manifest = JSON.parse(readFileSync(join(dir, MANIFEST_FILE), 'utf8')) as unknown;
+    return (manifest as { format?: unknown } | null)?.format === CHECKPOINT_FORMAT;
+  } catch {
+    return false;
+  }
+}
+
 /** What `dir` is to weft (a checkpoint directory, a run's checkpoints/, a run), or null. */
 function weftDirKind(dir: string): string | null {
-  if (existsSync(join(dir, MANIFEST_FILE))) return 'a checkpoint directory';
+  if (isCheckpointDir(dir)) return 'a checkpoint directory';
   if (
     basename(dir) === CHECKPOINTS_DIR &&
     (existsSync(join(dir, LATEST_FILE)) || listCheckpoints(dir).length > 0)
@@ -60,21 +78,29 @@ export function checkOutDir(out: string, tool: 'export' | 'import', overwrite = 
 }
 
 /**
- * Writes directory `out` whole: `write` fills a temporary sibling, which is then renamed to `out`
- * (replacing it if empty), so `out` is never seen half written; a failure removes the sibling
- * and is one line naming `out`.
+ * Writes directory `out` whole: `write` fills a temporary sibling, which is then renamed to `out`,
+ * so `out` is never seen half written; a failure removes the sibling and is one line naming
+ * `out`. An `out` that exists (empty: checkOutDir) is written in place instead, since it may be a
+ * mount point or sit in a directory this process cannot write; a failure empties it again.
  */
 export function writeDirAtomic(out: string, write: (dir: string) => void): void {
-  const tmp = join(dirname(resolve(out)), `.${basename(resolve(out))}.tmp-${process.pid}`);
+  const inPlace = existsSync(out);
+  const tmp = inPlace
+    ? out
+    : join(dirname(resolve(out)), `.${basename(resolve(out))}.tmp-${process.pid}`);
   try {
-    rmSync(tmp, { recursive: true, force: true });
-    mkdirSync(tmp, { recursive: true });
+    if (!inPlace) {
+      rmSync(tmp, { recursive: true, force: true });
+      mkdirSync(tmp, { recursive: true });
+    }
     write(tmp);
-    renameSync(tmp, out);
+    if (!inPlace) renameSync(tmp, out);
   } catch (err) {
-    rmSync(tmp, { recursive: true, force: true });
+    if (inPlace)
+      for (const f of readdirSync(out)) rmSync(join(out, f), { recursive: true, force: true });
+    else rmSync(tmp, { recursive: true, force: true });
     if (err instanceof WeftError) throw err;
     const e = err as NodeJS.ErrnoException;
-    throw refuse(`cannot write --out ${out}: ${e.code ?? e.message} (${e.message})`);
+    throw refuse(`cannot write --out ${out}: ${e.message}`);
   }
 }

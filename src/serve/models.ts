@@ -119,7 +119,12 @@ export class ModelHost {
 
   private load(id?: string): ServedModel {
     const loaded = loadModel(this.path, this.backend);
-    checkChatRows(loaded.tokenizer, loaded.config.vocabSize, this.path); // requests are chats
+    try {
+      checkChatRows(loaded.tokenizer, loaded.config.vocabSize, this.path); // requests are chats
+    } catch (err) {
+      loaded.model.dispose();
+      throw err;
+    }
     const name = id ?? modelId(loaded.dir);
     return { ...loaded, id: name, aliases: aliasesOf(loaded, name), loadedAt: new Date() };
   }

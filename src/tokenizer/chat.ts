@@ -22,7 +22,7 @@ export function checkChatRows(tokenizer: Tokenizer, vocabSize: number, model: st
   if (vocabSize < tokenizer.vocabSize)
     throw new WeftError(
       'WEFT_E_CONFIG',
-      `${model} has ${vocabSize} token rows, none for the chat template's tokens (ids ${vocabSize}-${tokenizer.vocabSize - 1}): fine-tune it for chat first (weft train --objective sft --init ${model} ...)`,
+      `${model} has ${vocabSize} token rows, none for the chat template's tokens (ids ${vocabSize}-${tokenizer.vocabSize - 1}): fine-tune it for chat first (weft train --config CONFIG --set objective=sft --init ${model} --data CHATS.jsonl)`,
     );
 }
 

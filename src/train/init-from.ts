@@ -76,7 +76,7 @@ export function initConfig(
     if (asked !== undefined && asked !== model[key])
       throw new WeftError(
         'WEFT_E_CONFIG',
-        `--set ${key}=${JSON.stringify(asked)} differs from the --init model's ${key}=${model[key]}; a run started from a model keeps its architecture`,
+        `--set ${key}=${JSON.stringify(asked)} differs from the --init model's ${key}=${model[key]}${model[key] === init.config[key] ? '' : ` (its ${init.config[key]} rows and the chat tokens' the run adds)`}; a run started from a model keeps its architecture`,
       );
     out[key] = model[key];
   }

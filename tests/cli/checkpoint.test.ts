@@ -66,6 +66,12 @@ describe('weft checkpoint export', () => {
     expect(runCli(['checkpoint', 'export', run, '--out', empty]).status).toBe(0);
     expect(snapshot(empty)).toEqual(snapshot(hf));
     expect(readdirSync(dir).filter((f) => f.includes('.tmp-'))).toEqual([]);
+    // another project's manifest.json above --out is not a checkpoint's
+    const project = join(dir, 'project');
+    mkdirSync(project);
+    writeFileSync(join(project, 'manifest.json'), '{"name": "an app"}');
+    const inside = runCli(['checkpoint', 'export', run, '--out', join(project, 'hf')]);
+    expect(inside.status, inside.stderr).toBe(0);
   });
 
   it('refuses a checkpoint directory, a run, a non-empty directory, or below checkpoints/, changing nothing', () => {
