@@ -14,6 +14,7 @@ import type { Tokenizer } from '../tokenizer/index.ts';
 import { tokenizerFromJSON } from '../tokenizer/index.ts';
 import { WeftError, check } from '../util/errors.ts';
 import { hashFile, readBytes, readJson, sha256 } from '../util/files.ts';
+import { isObject } from '../util/json.ts';
 import type { CheckpointManifest, CheckpointMeta, CheckpointState } from './format.ts';
 import {
   CHECKPOINTS_DIR,
@@ -53,8 +54,6 @@ export function resolveCheckpoint(path: string): string {
   return dir;
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
 const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
 const isOptional = (v: unknown, type: string) => v === undefined || typeof v === type;
 

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { ChatMessage } from '../tokenizer/chat.ts';
 import { encodeChat } from '../tokenizer/chat.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
+import { isObject } from '../util/json.ts';
 import type { Completion, StopReason } from './complete.ts';
 
 export type ErrorType =
@@ -74,10 +75,6 @@ const UNSUPPORTED = ['tools', 'tool_choice', 'thinking', 'mcp_servers', 'contain
 const LONE_SURROGATE = /\p{Cs}/u;
 
 const invalid = (message: string) => new ApiError('invalid_request_error', message);
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 function numberField(
   body: Record<string, unknown>,

@@ -31,15 +31,14 @@ const IN_WASM: readonly BackendName[] = ['wasm', 'wasm-fma', 'blas'];
 
 /**
  * The least a worker's wasm memory holds without a pipeline (what the backend allocates:
- * model.gpt2.ts, train/adamw.ts, train/step.ts): weights, gradients, AdamW m and v and the exact
+ * model/gpt2.ts, train/adamw.ts, train/step.ts; `config` with its vocabSize resolved): weights, gradients, AdamW m and v and the exact
  * accumulator (WORKER_BYTES a parameter), and the activations of one micro-batch (batchSize /
  * shards rows of seqLen) with one layer's activation gradients, fp32; scratch comes on top.
  */
 export function wasmBytesNeeded(config: RunConfig, params: number): number {
   const B = config.batchSize / (config.shards || config.batchSize);
   const T = config.seqLen || config.blockSize;
-  const model = { ...config, vocabSize: config.vocabSize || specVocabSize(config.tokenizer) };
-  const acts = actLayout(model, B, T).total + actGradLayout(model, B, T).total;
+  const acts = actLayout(config, B, T).total + actGradLayout(config, B, T).total;
   return WORKER_BYTES * params + 4 * acts;
 }
 
@@ -73,10 +72,8 @@ export function checkCapacity(config: RunConfig, threads: number, backend?: Back
     'WEFT_E_CONFIG',
     `${threads} worker threads are more than the ${shards} shards a step is split into (batchSize=${config.batchSize}, shards=${config.shards}), so ${threads - shards} would have nothing to do; use --workers ${shards} or fewer, or raise batchSize (and shards)`,
   );
-  const params = paramCount({
-    ...config,
-    vocabSize: config.vocabSize || specVocabSize(config.tokenizer),
-  });
+  const model = { ...config, vocabSize: config.vocabSize || specVocabSize(config.tokenizer) };
+  const params = paramCount(model);
   const bytes = memoryNeeded(params, threads, config.pipelineStages);
   const tooLong = params > constants.MAX_LENGTH;
   const over = tooLong
@@ -96,7 +93,7 @@ export function checkCapacity(config: RunConfig, threads: number, backend?: Back
     `the model has ${params.toLocaleString('en-US')} parameters, so ${who} ${size(bytes)} (${what}), but ${over}; use a smaller model (nLayer, nEmbd, vocabSize)${threads > 1 && !tooLong ? ' or fewer --workers' : ''}`,
   );
   if (!backend || !IN_WASM.includes(backend) || config.pipelineStages > 1) return;
-  const wasm = wasmBytesNeeded(config, params);
+  const wasm = wasmBytesNeeded(model, params);
   check(
     wasm <= WASM_MAX_BYTES,
     'WEFT_E_CONFIG',

@@ -150,13 +150,12 @@ function locked(outDir: string, log: (line: string) => void, open: () => Opened)
   const lock = lockRunDir(outDir, log);
   const undo = () => {
     // the data this start set aside (data/ replaced by openDataset's keepReplaced) goes back as it
-    // was, whatever its checkpoints say; a set-aside copy of another, killed start is matched
+    // was, whatever its checkpoints say (another, killed start's copy was put back on opening)
     const mine = `${runDataDir(outDir)}.old-${process.pid}`;
     if (existed && existsSync(mine)) {
       rmSync(runDataDir(outDir), { recursive: true, force: true });
       renameSync(mine, runDataDir(outDir));
     } else if (existed && !hadData) rmSync(runDataDir(outDir), { recursive: true, force: true });
-    else if (existed) restoreReplacedData(outDir, () => {});
     lock.release();
     if (!existed) rmSync(outDir, { recursive: true, force: true });
   };
